@@ -1,0 +1,581 @@
+"""Reading and writing cases: BraTS folders (2018-21 and 2023+ names), manifests, NIfTI labels.
+
+In memory a case is channels-first float32 ``(4, X, Y, Z)`` in the order of
+``core.sequences.SEQUENCES`` with an availability vector and canonical labels.
+
+Policies (also in the README):
+
+* A missing secondary sequence (file absent, empty manifest path, or an all-zero volume)
+  becomes a zero volume on the same grid and ``available`` is False for it. A missing or
+  all-zero T1c rejects the case: T1c is the reference sequence.
+* Affines: files of one case with the same shape and voxel size are taken to be voxel
+  aligned (real BraTS headers often disagree by a flip or an offset). T1c's affine is used
+  for the case and a warning names each file whose affine differs. Different shapes or voxel
+  sizes reject the case.
+* Spacing: a grid that is not 1 mm isotropic is resampled to 1 mm (linear for images,
+  nearest for labels) and the original grid is kept in ``Case.original_grid`` so predictions
+  can be returned on it.
+* Labels: the scheme is read from the manifest's ``label_scheme`` column when given, else
+  detected from the values present (4 -> brats2020, 3 -> brats2023, only 1 -> tc). When three
+  tumour labels are present their meaning is checked against the anatomy of a glioblastoma
+  (necrosis enclosed by enhancing tumour, oedema outermost, enhancing brightest on T1c); if
+  both cues agree on a different assignment it is used and a warning says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from core.sequences import (
+    ENHANCING,
+    LABEL_NAMES,
+    LABEL_SCHEMES,
+    NECROSIS,
+    OEDEMA,
+    REFERENCE_SEQUENCE,
+    SEQUENCES,
+)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+MANIFEST_COLUMNS = ("patient_id", "t1", "t1c", "t2", "flair")
+SPACING_TOLERANCE_MM = 1e-3
+AFFINE_TOLERANCE_MM = 1e-3
+
+# File-name keys of BraTS 2018-2021 (t1, t1ce, t2, flair, seg) and 2023+ (t1n, t1c, t2w, t2f).
+_FILE_KEYS = {
+    "t1": "t1", "t1n": "t1",
+    "t1ce": "t1c", "t1c": "t1c", "t1gd": "t1c",
+    "t2": "t2", "t2w": "t2",
+    "flair": "flair", "t2f": "flair",
+    "seg": "seg",
+}  # fmt: skip
+_FILE_PATTERN = re.compile(
+    r"^(?:(?P<stem>.*)[_-])?(?P<key>" + "|".join(sorted(_FILE_KEYS, key=len, reverse=True)) + r")\.nii(?:\.gz)?$",
+    re.IGNORECASE,
+)
+_ROLE_WORDS = {"necrosis": NECROSIS, "ncr": NECROSIS, "oedema": OEDEMA, "edema": OEDEMA, "ed": OEDEMA,
+               "enhancing": ENHANCING, "et": ENHANCING}  # fmt: skip
+
+
+class CaseError(ValueError):
+    """A case cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: shape and 4x4 voxel-to-world affine."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+
+@dataclass
+class CaseSource:
+    """Where a case's files are. ``paths[seq]`` is None for a missing sequence."""
+
+    case_id: str
+    paths: dict[str, Path | None]
+    seg: Path | None = None
+    label_scheme: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+    origin: str = ""  # the folder or "manifest.csv row N", for messages
+
+
+@dataclass
+class Case:
+    """One case in the in-memory convention of DESIGN.md section 4."""
+
+    case_id: str
+    images: np.ndarray  # (4, X, Y, Z) float32, channel order SEQUENCES
+    available: np.ndarray  # (4,) bool
+    labels: np.ndarray | None  # (X, Y, Z) uint8 canonical labels, or None
+    affine: np.ndarray  # (4, 4)
+    spacing: tuple[float, float, float]
+    label_scheme: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    header: nib.Nifti1Header | None = None  # T1c's header, for writing labels
+    original_grid: Grid | None = None  # set when the case was resampled to 1 mm
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def missing(self) -> frozenset[str]:
+        return frozenset(s for s, ok in zip(SEQUENCES, self.available) if not ok)
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def find_case_files(folder: str | Path) -> CaseSource:
+    """Identify the sequence and label files of one case folder.
+
+    Raises:
+        CaseError: the folder does not exist, holds no recognised NIfTI file, or holds two
+            files for one sequence.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CaseError(f"{folder}: not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = _FILE_PATTERN.match(path.name)
+        if not match or not path.is_file():
+            continue
+        key = _FILE_KEYS[match["key"].lower()]
+        if key in found:
+            raise CaseError(f"{folder}: both {found[key].name} and {path.name} look like the {key} file")
+        found[key] = path
+    if not found:
+        names = ", ".join(p.name for p in sorted(folder.iterdir())[:6]) or "nothing"
+        raise CaseError(
+            f"{folder}: no BraTS-named NIfTI files (expected *_t1ce.nii.gz or *-t1c.nii.gz ...; found {names})"
+        )
+    return CaseSource(
+        case_id=folder.name,
+        paths={s: found.get(s) for s in SEQUENCES},
+        seg=found.get("seg"),
+        origin=str(folder),
+    )
+
+
+def read_manifest(path: str | Path) -> list[CaseSource]:
+    """Read a manifest CSV: one case per row, paths relative to the manifest, empty = missing.
+
+    Required columns: patient_id, t1, t1c, t2, flair; optional: seg, label_scheme and any
+    others (kept in ``CaseSource.meta``).
+
+    Raises:
+        CaseError: the file cannot be read, lacks required columns or repeats a patient_id.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CaseError(f"{path}: cannot read manifest ({exc})") from exc
+    absent = [c for c in MANIFEST_COLUMNS if c not in columns]
+    if absent:
+        raise CaseError(f"{path}: manifest lacks column(s) {absent}; it has {columns}")
+    base = path.parent
+    sources, seen = [], {}
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        case_id = (row.get("patient_id") or "").strip()
+        origin = f"{path.name} line {number}"
+        if not case_id:
+            raise CaseError(f"{path}: line {number} has an empty patient_id")
+        if case_id in seen:
+            raise CaseError(f"{path}: patient_id {case_id!r} on lines {seen[case_id]} and {number}")
+        seen[case_id] = number
+
+        def resolve(value: str | None) -> Path | None:
+            value = (value or "").strip()
+            return (base / value) if value else None
+
+        sources.append(
+            CaseSource(
+                case_id=case_id,
+                paths={s: resolve(row.get(s)) for s in SEQUENCES},
+                seg=resolve(row.get("seg")),
+                label_scheme=(row.get("label_scheme") or "").strip() or None,
+                meta={k: v for k, v in row.items() if k is not None},
+                origin=origin,
+            )
+        )
+    return sources
+
+
+def find_cases(path: str | Path) -> list[CaseSource]:
+    """The cases at a path: a manifest CSV, a case folder, or a folder of case folders.
+
+    Raises:
+        CaseError: nothing at the path looks like a case.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return read_manifest(path)
+        raise CaseError(f"{path}: expected a manifest .csv, a case folder or a cohort folder")
+    if not path.is_dir():
+        raise CaseError(f"{path}: no such file or folder")
+    if (path / "manifest.csv").is_file():
+        return read_manifest(path / "manifest.csv")
+    if any(_FILE_PATTERN.match(p.name) for p in path.iterdir() if p.is_file()):
+        return [find_case_files(path)]
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    sources = []
+    for folder in folders:
+        try:
+            sources.append(find_case_files(folder))
+        except CaseError:
+            # Kept so the report lists it; read_case raises the same error again.
+            sources.append(CaseSource(case_id=folder.name, paths={}, origin=str(folder)))
+    if not sources:
+        raise CaseError(f"{path}: holds no case folders, NIfTI files or manifest.csv")
+    return sources
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def _load_volume(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Load one 3-D volume; 4-D with a single volume is squeezed."""
+    if not path.exists():
+        raise CaseError(f"{path}: {role} file not found")
+    if path.stat().st_size == 0:
+        raise CaseError(f"{path}: {role} file is empty (0 bytes)")
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many types for corrupt or truncated files
+        raise CaseError(f"{path}: {role} file is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise CaseError(f"{path}: {role} has shape {data.shape}; expected a 3-D volume")
+    if data.size == 0:
+        raise CaseError(f"{path}: {role} has no voxels (shape {data.shape})")
+    return data, image
+
+
+def _spacing(image: nib.Nifti1Image) -> tuple[float, float, float]:
+    return tuple(float(z) for z in image.header.get_zooms()[:3])
+
+
+def _resample_to_1mm(volume: np.ndarray, spacing: tuple[float, ...], order: int) -> np.ndarray:
+    """Resample a volume on a grid of ``spacing`` mm to 1 mm, keeping voxel 0 in place."""
+    spacing_arr = np.asarray(spacing, dtype=float)
+    shape = tuple(int(np.floor((n - 1) * s + 1e-6)) + 1 for n, s in zip(volume.shape, spacing_arr))
+    return ndimage.affine_transform(
+        volume, np.diag(1.0 / spacing_arr), output_shape=shape, order=order, mode="nearest", prefilter=False
+    )
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def parse_label_scheme(scheme: str) -> dict[int, int]:
+    """A scheme name (brats2020, brats2023, tc) or an explicit map ``1=enhancing,2=necrosis,3=oedema``."""
+    name = scheme.strip().lower()
+    if name in LABEL_SCHEMES:
+        return dict(LABEL_SCHEMES[name])
+    mapping = {0: 0}
+    for part in name.split(","):
+        value, _, role = part.partition("=")
+        try:
+            mapping[int(value)] = _ROLE_WORDS[role.strip()]
+        except (ValueError, KeyError):
+            raise CaseError(
+                f"label scheme {scheme!r} is neither one of {sorted(LABEL_SCHEMES)} "
+                "nor a map like '1=necrosis,2=oedema,4=enhancing'"
+            ) from None
+    return mapping
+
+
+def detect_label_scheme(values: set[int]) -> str:
+    """The scheme implied by the non-zero label values present.
+
+    Raises:
+        CaseError: the values fit no scheme (the message lists them).
+    """
+    values = set(values) - {0}
+    if 3 in values and 4 in values:
+        raise CaseError(f"label values {sorted(values)} mix 3 (BraTS 2023) and 4 (BraTS 2020)")
+    for name, allowed in (("brats2020", {1, 2, 4}), ("brats2023", {1, 2, 3})):
+        if values <= allowed and (values & {3, 4} or values - {1}):
+            return name
+    if values <= {1}:
+        return "tc" if values else "brats2023"
+    raise CaseError(f"label values {sorted(values)} fit no known scheme (BraTS 2020: 1,2,4; 2023: 1,2,3; binary: 1)")
+
+
+def infer_label_roles(seg: np.ndarray, t1c: np.ndarray) -> dict[int, int] | None:
+    """Meaning of three tumour labels from glioblastoma anatomy, or None if unclear.
+
+    Topology: oedema is the label whose boundary touches background most; of the other two,
+    necrosis is the one mostly enclosed by the other (the enhancing rim). Contrast: enhancing
+    tumour has the highest median T1c. Returns a map file value -> canonical label only when
+    the topology is clear and both cues name the same enhancing label.
+    """
+    values = [int(v) for v in np.unique(seg) if v != 0]
+    if len(values) != 3:
+        return None
+    box = ndimage.find_objects((seg > 0).astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+    seg, t1c = seg[box], t1c[box]
+    neighbours, brightness = {}, {}
+    for v in values:
+        mask = seg == v
+        shell = seg[ndimage.binary_dilation(mask) & ~mask]
+        neighbours[v] = {w: float((shell == w).mean()) if shell.size else 0.0 for w in (0, *values)}
+        brightness[v] = float(np.median(t1c[mask]))
+    oedema = max(values, key=lambda v: neighbours[v][0])
+    a, b = (v for v in values if v != oedema)
+    necrosis, enhancing = (a, b) if neighbours[a][b] >= neighbours[b][a] else (b, a)
+    clear = neighbours[oedema][0] > 0.3 and neighbours[necrosis][enhancing] > 0.5
+    if not clear or max(values, key=brightness.get) != enhancing:
+        return None
+    return {0: 0, necrosis: NECROSIS, enhancing: ENHANCING, oedema: OEDEMA}
+
+
+def _canonical_labels(data: np.ndarray, path: Path, scheme: str | None, t1c: np.ndarray, warnings: list[str]):
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)):
+            raise CaseError(f"{path}: label map has NaN or Inf voxels")
+        if not np.array_equal(data, np.round(data)):
+            odd = data[data != np.round(data)][:3]
+            raise CaseError(f"{path}: label map has non-integer values such as {odd.tolist()}")
+    values = {int(v) for v in np.unique(data)}
+    if min(values) < 0:
+        raise CaseError(f"{path}: label map has negative values {sorted(v for v in values if v < 0)}")
+    explicit = scheme is not None
+    try:
+        name = scheme if explicit else detect_label_scheme(values)
+        mapping = parse_label_scheme(name)
+    except CaseError as exc:
+        raise CaseError(f"{path}: {exc}") from None
+    unknown = sorted(values - set(mapping))
+    if unknown:
+        raise CaseError(f"{path}: label values {unknown} are not in scheme {name!r} (allowed {sorted(mapping)})")
+    if not explicit and name != "tc":
+        roles = infer_label_roles(data, t1c)
+        if roles is not None and any(roles[v] != mapping.get(v) for v in roles):
+            described = ", ".join(f"{v}={LABEL_NAMES[roles[v]]}" for v in sorted(roles) if v)
+            warnings.append(
+                f"{path.name}: values {sorted(values - {0})} would read as {name}, but anatomy and T1c "
+                f"contrast say {described}; using the latter (state label_scheme in a manifest to override)"
+            )
+            mapping, name = roles, described
+        if values == {0}:
+            warnings.append(f"{path.name}: reference segmentation is empty")
+    lut = np.zeros(max(max(values), max(mapping)) + 1, dtype=np.uint8)
+    for value, canonical in mapping.items():
+        lut[value] = canonical
+    return lut[data.astype(np.int64)], name
+
+
+# --------------------------------------------------------------------------- reading a case
+
+
+def read_case(source: str | Path | CaseSource) -> Case:
+    """Read and validate one case from a case folder or a :class:`CaseSource`.
+
+    Returns:
+        A :class:`Case`; missing secondary sequences are zero volumes with
+        ``available`` False. ``labels`` is None when the case has no segmentation.
+
+    Raises:
+        CaseError: the message names the file and the problem (unreadable, empty,
+            truncated, not 3-D, shapes or voxel sizes differ, NaN/Inf, missing or all-zero
+            T1c, unknown label values).
+    """
+    if not isinstance(source, CaseSource):
+        source = find_case_files(source)
+    where = source.origin or source.case_id
+    if not source.paths:
+        find_case_files(source.origin)  # raises the folder's own error
+    ref_path = source.paths.get(REFERENCE_SEQUENCE)
+    if ref_path is None:
+        raise CaseError(f"{where}: T1c is missing; it is the reference sequence and is required")
+
+    warnings: list[str] = []
+    ref_data, ref_image = _load_volume(ref_path, "t1c")
+    shape, spacing, affine = ref_data.shape, _spacing(ref_image), ref_image.affine
+    images = np.zeros((len(SEQUENCES), *shape), dtype=np.float32)
+    available = np.zeros(len(SEQUENCES), dtype=bool)
+
+    def check_grid(path: Path, data: np.ndarray, image: nib.Nifti1Image) -> None:
+        if data.shape != shape:
+            raise CaseError(f"{path.name} has shape {data.shape} but {ref_path.name} has {shape}")
+        if not np.allclose(_spacing(image), spacing, atol=SPACING_TOLERANCE_MM):
+            raise CaseError(f"{path.name} has voxel size {_spacing(image)} mm but {ref_path.name} has {spacing}")
+        difference = float(np.abs(image.affine - affine).max())
+        if difference > AFFINE_TOLERANCE_MM:
+            warnings.append(
+                f"{path.name}: affine differs from {ref_path.name} by up to {difference:g} mm; "
+                "same shape and voxel size, so voxels are taken as aligned and T1c's affine is used"
+            )
+
+    for index, sequence in enumerate(SEQUENCES):
+        path = source.paths.get(sequence)
+        if path is None:
+            continue
+        data, image = (ref_data, ref_image) if sequence == REFERENCE_SEQUENCE else _load_volume(path, sequence)
+        check_grid(path, data, image)
+        volume = data.astype(np.float32)
+        bad = int(np.count_nonzero(~np.isfinite(volume)))
+        if bad:
+            raise CaseError(f"{path}: {sequence} has {bad} NaN/Inf voxels")
+        if not volume.any():
+            if sequence == REFERENCE_SEQUENCE:
+                raise CaseError(f"{path}: T1c is all zeros; it is the reference sequence and is required")
+            warnings.append(f"{path.name}: all zeros, treated as a missing {sequence}")
+            continue
+        images[index] = volume
+        available[index] = True
+
+    labels, scheme = None, None
+    if source.seg is not None:
+        data, image = _load_volume(source.seg, "segmentation")
+        check_grid(source.seg, data, image)
+        labels, scheme = _canonical_labels(
+            data, source.seg, source.label_scheme, images[SEQUENCES.index(REFERENCE_SEQUENCE)], warnings
+        )
+
+    original_grid = None
+    if not np.allclose(spacing, 1.0, atol=SPACING_TOLERANCE_MM):
+        original_grid = Grid(shape=tuple(shape), affine=affine.copy())
+        images = np.stack([_resample_to_1mm(v, spacing, order=1) for v in images]).astype(np.float32)
+        if labels is not None:
+            labels = _resample_to_1mm(labels, spacing, order=0).astype(np.uint8)
+        affine = affine @ np.diag([*(1.0 / np.asarray(spacing)), 1.0])
+        warnings.append(
+            f"{ref_path.name}: voxel size {'x'.join(f'{s:g}' for s in spacing)} mm resampled to 1 mm "
+            f"(shape {tuple(shape)} -> {images.shape[1:]})"
+        )
+        spacing = (1.0, 1.0, 1.0)
+
+    return Case(
+        case_id=source.case_id,
+        images=images,
+        available=available,
+        labels=labels,
+        affine=np.asarray(affine, dtype=float),
+        spacing=tuple(float(s) for s in spacing),
+        label_scheme=scheme,
+        warnings=warnings,
+        header=ref_image.header.copy() if original_grid is None else None,
+        original_grid=original_grid,
+        meta=dict(source.meta),
+    )
+
+
+def iter_cohort(
+    path: str | Path, on_progress: Callable[[int, int, str], None] | None = None
+) -> Iterator[tuple[CaseSource, Case | CaseError]]:
+    """Read every case at a path, yielding each case or the error that rejected it.
+
+    A bad case never stops the iteration.
+
+    Raises:
+        CaseError: only when the path itself holds no cases or its manifest is unreadable.
+    """
+    sources = find_cases(path)
+    for done, source in enumerate(sources):
+        try:
+            result: Case | CaseError = read_case(source)
+        except CaseError as exc:
+            result = exc
+        if on_progress:
+            on_progress(done + 1, len(sources), source.case_id)
+        yield source, result
+
+
+def inspect_path(path: str | Path, on_progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Validation report for a case folder, cohort folder or manifest (JSON-ready)."""
+    try:
+        entries = []
+        for source, result in iter_cohort(path, on_progress):
+            entry: dict = {"case_id": source.case_id, "origin": source.origin}
+            if isinstance(result, CaseError):
+                entry.update(ok=False, reasons=[str(result)])
+            else:
+                entry.update(
+                    ok=True,
+                    shape=list(result.shape),
+                    spacing_mm=list(result.spacing),
+                    missing=sorted(result.missing, key=SEQUENCES.index),
+                    label_scheme=result.label_scheme,
+                    labels_present=sorted(int(v) for v in np.unique(result.labels)) if result.labels is not None else None,
+                    warnings=result.warnings,
+                )
+            entries.append(entry)
+    except CaseError as exc:
+        return {"path": str(path), "ok": False, "error": str(exc), "cases": []}
+    accepted = sum(e["ok"] for e in entries)
+    return {
+        "path": str(path),
+        "ok": accepted == len(entries),
+        "n_cases": len(entries),
+        "n_accepted": accepted,
+        "n_rejected": len(entries) - accepted,
+        "cases": entries,
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_labels(
+    labels: np.ndarray, path: str | Path, like: Case | str | Path, scheme: str = "brats2020"
+) -> Path:
+    """Write a canonical label map as NIfTI on the grid and header of a reference image.
+
+    Args:
+        labels: (X, Y, Z) canonical uint8 labels on the reference's grid.
+        path: output ``.nii.gz`` / ``.nii``.
+        like: a :class:`Case` (its T1c header and affine) or a NIfTI file to copy them from,
+            so ITK-SNAP and 3D Slicer overlay the result on the images.
+        scheme: values written: ``brats2020`` (1, 2, 4; what most tools expect),
+            ``brats2023`` (1, 2, 3) or ``tc``.
+
+    Raises:
+        CaseError: shape differs from the reference grid, or the scheme is unknown.
+    """
+    if isinstance(like, Case):
+        header, affine, shape = like.header, like.affine, like.shape
+    else:
+        image = nib.load(str(like))
+        header, affine, shape = image.header, image.affine, image.shape[:3]
+    if tuple(labels.shape) != tuple(shape):
+        raise CaseError(f"{path}: labels have shape {labels.shape} but the reference grid is {tuple(shape)}")
+    if scheme not in LABEL_SCHEMES:
+        raise CaseError(f"unknown label scheme {scheme!r}; expected one of {sorted(LABEL_SCHEMES)}")
+    lut = np.zeros(256, dtype=np.uint8)
+    for value, canonical in LABEL_SCHEMES[scheme].items():
+        lut[canonical] = value
+    if scheme == "tc":
+        lut[ENHANCING] = 1
+    out = lut[np.asarray(labels, dtype=np.uint8)]
+    header = header.copy() if header is not None else nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    image = nib.Nifti1Image(out, affine, header)
+    image.set_qform(affine, code=int(header["qform_code"]) or 1)
+    image.set_sform(affine, code=int(header["sform_code"]) or 1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, str(path))
+    return path
+
+
+def write_volume(volume: np.ndarray, path: str | Path, affine: np.ndarray, dtype=np.int16) -> Path:
+    """Write a 3-D image volume (rounded for integer dtypes) with qform and sform set."""
+    data = np.asarray(volume)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        data = np.clip(np.rint(data), info.min, info.max)
+    image = nib.Nifti1Image(data.astype(dtype), affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, str(path))
+    return path

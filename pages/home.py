@@ -1,0 +1,29 @@
+"""Home: what the tool shows, what is loaded, where to start."""
+
+import streamlit as st
+
+from core.infer import describe_device
+from core.sequences import DISPLAY, SEQUENCES
+from ui.data import DEMO_COHORT, load_manifest
+
+st.title("Glioblastoma robustness explorer")
+st.markdown(
+    "See what **missing MRI sequences** and **hospital-to-hospital differences** do to automatic "
+    "glioblastoma segmentation, following *DeepMedic + sparsified training* (Radiology: AI 2020). "
+    "Each case has four sequences: " + ", ".join(DISPLAY[s] for s in SEQUENCES) + "; T1c is always required."
+)
+st.warning("Research and teaching tool. Not a medical device; not for diagnosis or treatment decisions.")
+
+manifest = load_manifest(str(DEMO_COHORT))
+left, middle, right = st.columns(3)
+left.metric("Demo cases", len(manifest))
+middle.metric("Hospitals", manifest["hospital"].nunique() if len(manifest) else 0)
+right.metric("Compute", describe_device())
+
+st.subheader("Where to start")
+st.markdown(
+    "- **Cases**: browse the demo cohort, slice through each sequence with the reference segmentation, "
+    "and see which sequences each hospital's case is missing.\n"
+    "- The demo cases are synthetic glioblastomas on real anatomy (MNI152 2009a), made with "
+    "`python -m core synth`; see `data_samples/README.md`."
+)

@@ -1,0 +1,1 @@
+"""Streamlit helpers shared by the pages: paths, cached loaders. Pages stay thin."""
