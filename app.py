@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="GBM robustness explorer", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="GBM robustness explorer", page_icon=":material/neurology:", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/cases.py", title="Cases", icon="🩻"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/cases.py", title="Cases", icon=":material/view_in_ar:"),
 ]
 st.navigation(pages).run()

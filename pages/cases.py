@@ -19,7 +19,7 @@ st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch")
 case_id = st.selectbox("Case", table["patient_id"], key="case_id")
 case = load_case(str(DEMO_COHORT), case_id)
 for message in case.warnings:
-    st.caption(f"⚠️ {message}")
+    st.caption(f":material/warning: {message}")
 
 c1, c2, c3 = st.columns([1, 1, 2])
 names = [DISPLAY[s] + ("" if ok else " (missing)") for s, ok in zip(SEQUENCES, case.available)]

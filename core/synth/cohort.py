@@ -212,6 +212,7 @@ class SyntheticCase:
     labels: np.ndarray  # canonical uint8
     affine: np.ndarray
     acquisitions: dict[str, Acquisition] = field(default_factory=dict)
+    tissues: np.ndarray | None = None  # (4, X, Y, Z) WM, GM, CSF, mask on the template grid, if kept
 
     @property
     def volumes_ml(self) -> dict[str, float]:
@@ -238,11 +239,18 @@ class SyntheticCase:
         )
 
 
-def render_case(preset: str, plan: CasePlan, seed: int, acquisitions: dict[str, Acquisition] | None = None) -> SyntheticCase:
+def render_case(
+    preset: str,
+    plan: CasePlan,
+    seed: int,
+    acquisitions: dict[str, Acquisition] | None = None,
+    keep_tissues: bool = False,
+) -> SyntheticCase:
     """Render one case: deformed anatomy, tumour, sequences, acquisition, missing sequences.
 
     Args:
         acquisitions: override the sampled acquisition per sequence (domain-shift lab).
+        keep_tissues: also return the deformed tissue maps (for teaching and tests).
     """
     spec = sample_case(preset, plan, seed)
     streams = _streams(plan, seed)  # fresh streams: rendering draws from its own ones
@@ -278,6 +286,7 @@ def render_case(preset: str, plan: CasePlan, seed: int, acquisitions: dict[str, 
         labels=place_in_template(labels, atlas),
         affine=atlas.affine.copy(),
         acquisitions=acquisitions,
+        tissues=place_in_template(tissues, atlas) if keep_tissues else None,
     )
 
 

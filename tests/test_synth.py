@@ -1,0 +1,177 @@
+"""The synthetic cohort: Table 2 counts, splits, determinism, contrast, tumour volumes."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from core.io import read_case
+from core.sequences import ENHANCING, NECROSIS, OEDEMA, combination_name
+from core.synth.cohort import plan_cohort, render_case, sample_case, write_cohort
+from core.synth.scanner import Acquisition
+
+# Table 2 of the paper, typed here from the paper (not imported from the code under test).
+# Columns: complete, T1, T2, FLAIR, T1+T2, T1+FLAIR, T2+FLAIR, all three.
+PAPER_TABLE2 = {
+    "1": [89, 1, 2, 1, 0, 0, 1, 3],
+    "2": [6, 0, 67, 0, 3, 0, 0, 0],
+    "3": [59, 6, 0, 0, 0, 3, 1, 16],
+    "4": [51, 1, 1, 0, 1, 0, 1, 18],
+    "5": [61, 65, 2, 0, 0, 2, 1, 1],
+    "6": [16, 1, 13, 2, 0, 0, 130, 9],
+}
+COLUMNS = ["none", "t1", "t2", "flair", "t1+t2", "t1+flair", "t2+flair", "t1+t2+flair"]
+
+
+def counts(plans, hospital):
+    found = Counter(combination_name(p.missing) for p in plans if p.hospital == hospital)
+    return [found[c] for c in COLUMNS]
+
+
+def test_table2_counts_and_splits_at_scale_1():
+    plans = plan_cohort("paper", 1.0, 0)
+    for hospital, row in PAPER_TABLE2.items():
+        assert counts(plans, hospital) == row, hospital
+    public = [p for p in plans if p.hospital == "public"]
+    assert len(public) == 117 and all(not p.missing for p in public)
+    assert Counter(p.split for p in public) == {"train": 93, "val": 6, "test": 18}
+    h1 = [p for p in plans if p.hospital == "1"]
+    test = [p for p in h1 if p.split == "test"]
+    assert len(test) == 20 and all(not p.missing for p in test)
+    assert Counter(p.split for p in h1) == {"test": 20, "train": 77}
+    # Hospitals 2-6: 5 % validation and 25 % test, rounded; totals 76, 85, 73, 132, 171.
+    expected = {"2": (4, 19), "3": (4, 21), "4": (4, 18), "5": (7, 33), "6": (9, 43)}
+    for hospital, (val, test_n) in expected.items():
+        split = Counter(p.split for p in plans if p.hospital == hospital)
+        assert (split["val"], split["test"]) == (val, test_n), hospital
+    assert len(plans) == 117 + 97 + 76 + 85 + 73 + 132 + 171
+    assert len({p.patient_id for p in plans}) == len(plans)
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.25])
+def test_scaled_cohort_keeps_proportions(scale):
+    plans = plan_cohort("paper", scale, 0)
+    for hospital, row in PAPER_TABLE2.items():
+        got = counts(plans, hospital)
+        for column, (n, k) in enumerate(zip(row, got)):
+            if column == 0 and hospital == "1":
+                continue  # hospital 1's complete cell is raised to hold its test cases
+            assert k == int(np.floor(scale * n + 0.5)), (hospital, COLUMNS[column])
+            if scale * n >= 0.5:
+                assert k >= 1
+    h1_test = [p for p in plans if p.hospital == "1" and p.split == "test"]
+    assert len(h1_test) == max(5, round(20 * scale))
+
+
+def test_plan_depends_on_seed_but_not_on_call():
+    assert plan_cohort("paper", 0.1, 3) == plan_cohort("paper", 0.1, 3)
+    a = [p.missing for p in plan_cohort("paper", 1.0, 1)]
+    b = [p.missing for p in plan_cohort("paper", 1.0, 2)]
+    assert a != b and sorted(map(sorted, a)) == sorted(map(sorted, b))
+
+
+def test_enhancing_volumes_follow_table1():
+    # Paper Table 1: enhancing tumour median about 31-40 mL, IQR about 14-66 mL.
+    plans = plan_cohort("paper", 1.0, 0)
+    volumes = np.array([sample_case("paper", p, 0).tumour.et_ml for p in plans])
+    q1, median, q3 = np.percentile(volumes, [25, 50, 75])
+    assert 28 <= median <= 40
+    assert 12 <= q1 <= 20 and 55 <= q3 <= 75
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """One public case with its tissue maps, and the same case with FLAIR missing."""
+    plan = next(p for p in plan_cohort("paper", 0.1, 0) if p.hospital == "public")
+    case = render_case("paper", plan, 0, keep_tissues=True)
+    return plan, case
+
+
+@pytest.mark.slow
+def test_rendering_is_deterministic_and_volumes_as_planned(rendered):
+    plan, case = rendered
+    again = render_case("paper", plan, 0)
+    np.testing.assert_array_equal(case.images, again.images)
+    np.testing.assert_array_equal(case.labels, again.labels)
+    volumes = case.volumes_ml
+    assert volumes["et_ml"] == pytest.approx(case.spec.tumour.et_ml, abs=0.002)
+    assert volumes["tc_ml"] == pytest.approx(case.spec.tumour.tc_ml, abs=0.002)
+    assert volumes["oedema_ml"] == pytest.approx(case.spec.tumour.oedema_ml, rel=0.02)
+
+
+@pytest.mark.slow
+def test_missing_sequence_leaves_the_others_unchanged(rendered):
+    plan, case = rendered
+    from dataclasses import replace
+
+    without_flair = render_case("paper", replace(plan, missing=frozenset({"flair"})), 0)
+    assert not without_flair.images[3].any()
+    np.testing.assert_array_equal(without_flair.images[:3], case.images[:3])
+
+
+@pytest.mark.slow
+def test_tissue_contrast_order(rendered):
+    _, case = rendered
+    wm, gm, csf, mask = case.tissues
+    free = case.labels == 0
+    regions = {
+        "wm": (wm > 0.95) & free,
+        "gm": (gm > 0.9) & free,
+        "csf": (csf > 0.95) & free,
+        "oedema": case.labels == OEDEMA,
+        "necrosis": case.labels == NECROSIS,
+        "enhancing": case.labels == ENHANCING,
+    }
+    median = {
+        seq: {name: float(np.median(case.images[i][m])) for name, m in regions.items()}
+        for i, seq in enumerate(("t1", "t1c", "t2", "flair"))
+    }
+    t1, t1c, t2, flair = (median[s] for s in ("t1", "t1c", "t2", "flair"))
+    assert t1["wm"] > t1["gm"] > t1["csf"]
+    assert t2["csf"] == max(t2[k] for k in ("wm", "gm", "csf"))
+    assert flair["oedema"] > flair["wm"] and flair["csf"] == min(flair.values())
+    assert t1c["enhancing"] == max(t1c.values())
+    assert (case.images[:, mask < 0.5] == 0).all()  # skull-stripped
+
+
+@pytest.mark.slow
+def test_written_cohort_reads_back_and_regenerates_alone(tmp_path):
+    manifest = write_cohort(tmp_path, "paper", 0.05, 0, patient_ids=["SYN_H2_0001", "SYN_H6_0002"])
+    plans = {p.patient_id: p for p in plan_cohort("paper", 0.05, 0)}
+    for patient_id in ("SYN_H2_0001", "SYN_H6_0002"):
+        from core.io import find_cases
+
+        source = next(s for s in find_cases(manifest) if s.case_id == patient_id)
+        case = read_case(source)
+        plan = plans[patient_id]
+        assert case.missing == plan.missing and case.label_scheme == "brats2020"
+        alone = render_case("paper", plan, 0)
+        for index, available in enumerate(plan.available):
+            expected = np.clip(np.rint(alone.images[index]), -32768, 32767) if available else 0
+            np.testing.assert_array_equal(case.images[index], expected)
+        np.testing.assert_array_equal(case.labels, alone.labels)
+    # Rerunning skips finished cases (their files are not rewritten).
+    before = (tmp_path / "SYN_H2_0001" / "SYN_H2_0001_t1ce.nii.gz").stat().st_mtime_ns
+    write_cohort(tmp_path, "paper", 0.05, 0, patient_ids=["SYN_H2_0001"])
+    assert (tmp_path / "SYN_H2_0001" / "SYN_H2_0001_t1ce.nii.gz").stat().st_mtime_ns == before
+
+
+def test_acquisition_changes_images_deterministically():
+    from core.synth.scanner import acquire, thick_slices
+
+    rng = np.random.default_rng(0)
+    ideal = np.zeros((20, 20, 30), np.float32)
+    ideal[:, :, 15:] = 400
+    brain = np.ones(ideal.shape, bool)
+    # A 5 mm slice blurs the step edge over several 1 mm slices.
+    thick = thick_slices(ideal, 5.0)
+    assert 0 < thick[0, 0, 14] < 400 and thick[0, 0, 2] == 0 and thick[0, 0, 27] == 400
+    noisy = acquire(ideal, brain, Acquisition(noise=0.05), rng)
+    background = noisy[:, :, :10]
+    # Rician noise on zero signal has mean sigma * sqrt(pi / 2) (sigma = 0.05 * 400 = 20).
+    assert background.mean() == pytest.approx(20 * np.sqrt(np.pi / 2), rel=0.05)
+    a = acquire(ideal, brain, Acquisition(noise=0.05), np.random.default_rng(1))
+    b = acquire(ideal, brain, Acquisition(noise=0.05), np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
