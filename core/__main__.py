@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from core.io import CaseError
+from core.model import ModelError
 
 
-def _progress(description: str):
+def _progress(description: str, unit: str = "case"):
     """An ``on_progress(done, total, message)`` callback drawing a tqdm bar on stderr."""
     from tqdm import tqdm
 
@@ -21,7 +23,7 @@ def _progress(description: str):
     def update(done: int, total: int, message: str = "") -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=description, unit="case", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True)
         bar.set_postfix_str(message, refresh=False)
         bar.update(done - bar.n)
         if done >= total:
@@ -79,6 +81,37 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.infer import choose_device
+    from core.train import TrainConfig, train
+
+    hospitals = tuple(h.strip() for h in args.hospitals.split(",") if h.strip())
+    config = TrainConfig(
+        cohort=str(args.cohort),
+        hospitals=hospitals,
+        preset=args.preset,
+        complete_only=args.complete_only,
+        sparsify=args.sparsify,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        output_size=args.output_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        num_classes=args.classes,
+        residual=args.residual,
+        max_cases=args.max_cases,
+    )
+    start = time.perf_counter()
+    folder = train(config, args.out, device=choose_device(args.device), on_progress=_progress("train", unit="it"))
+    if int(os.environ.get("RANK", "0")) == 0:
+        card = json.loads((folder / "card.json").read_text())
+        _print_json({"model": str(folder), "name": card["name"], "iterations": card["iterations"],
+                     "validation": card["validation"], "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Glioblastoma robustness explorer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="validate a case folder, cohort folder or manifest (JSON report)")
     inspect.add_argument("path", type=Path)
     inspect.set_defaults(func=cmd_inspect)
+
+    train = commands.add_parser("train", help="train DeepMedic (resumes from a checkpoint in --out)")
+    train.add_argument("--cohort", type=Path, required=True, help="manifest.csv or cohort folder")
+    train.add_argument("--preset", default="deepmedic-lite", help="deepmedic (paper size) or deepmedic-lite")
+    train.add_argument("--hospitals", default="public", help="comma-separated: public,1,2,...")
+    train.add_argument("--complete-only", action="store_true", help="train on cases with all four sequences only")
+    train.add_argument("--sparsify", type=float, default=0.0, help="sequence dropout probability (paper: 0.2)")
+    train.add_argument("--iterations", type=int, default=200)
+    train.add_argument("--batch-size", type=int, default=10)
+    train.add_argument("--output-size", type=int, default=9, help="output window edge, a multiple of 3")
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--val-every", type=int, default=50)
+    train.add_argument("--checkpoint-every", type=int, default=25)
+    train.add_argument("--classes", type=int, choices=(2, 4), default=4, help="4 = bg/necrosis/oedema/enhancing")
+    train.add_argument("--residual", action="store_true", help="DeepMedic+ residual connections")
+    train.add_argument("--max-cases", type=int, default=0, help="use at most this many training cases")
+    train.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
+    train.add_argument("--out", type=Path, required=True, help="model folder")
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -105,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CaseError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
+    except (CaseError, ModelError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -95,3 +95,50 @@ def combinations_for(count: int) -> tuple[frozenset[str], ...]:
 def availability(missing: frozenset[str] | set[str]) -> tuple[bool, ...]:
     """Availability vector in channel order for a set of missing sequences."""
     return tuple(s not in missing for s in SEQUENCES)
+
+
+class Sparsifier:
+    """Sparsified training's random sequence dropout.
+
+    Each sequence is independently dropped (replaced by zeros) with its own probability;
+    the paper drops each secondary with p = 0.2 and never T1c. A draw never drops every
+    available sequence: such a draw is redrawn. ``draw`` returns what was dropped, so each
+    training sample can record it.
+    """
+
+    def __init__(self, p: float | dict[str, float] = 0.2, drop_t1c: bool = False):
+        probabilities = dict.fromkeys(SECONDARY, p) if not isinstance(p, dict) else dict(p)
+        unknown = set(probabilities) - set(SEQUENCES)
+        if unknown:
+            raise ValueError(f"unknown sequence(s) {sorted(unknown)} in dropout probabilities")
+        if probabilities.get(REFERENCE_SEQUENCE, 0) > 0 and not drop_t1c:
+            raise ValueError("T1c is never dropped in the paper's protocol; pass drop_t1c=True to allow it")
+        for sequence, value in probabilities.items():
+            if not 0 <= value < 1:
+                raise ValueError(f"dropout probability for {sequence} must be in [0, 1), got {value}")
+        self.p = {s: float(probabilities.get(s, 0.0)) for s in SEQUENCES}
+
+    @property
+    def active(self) -> bool:
+        return any(self.p.values())
+
+    def draw(self, rng, available=(True, True, True, True)) -> frozenset[str]:
+        """Sequences to drop for one sample, among the available ones."""
+        present = [s for s, ok in zip(SEQUENCES, available) if ok]
+        if not self.active or not present:
+            return frozenset()
+        while True:
+            dropped = frozenset(s for s in present if rng.random() < self.p[s])
+            if len(dropped) < len(present):
+                return dropped
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.p)
+
+
+def apply_missing(images, missing):
+    """A copy of (4, ...) images with the channels in ``missing`` set to exactly zero."""
+    out = images.copy()
+    for sequence in missing:
+        out[SEQUENCES.index(sequence)] = 0
+    return out

@@ -1,0 +1,240 @@
+"""DeepMedic: two pathways of valid 3x3x3 convolutions, one on the input subsampled x3.
+
+Normal pathway: 8 layers (30, 30, 40, 40, 40, 40, 50, 50 feature maps) on the central
+``output + 16`` voxels, receptive field 17. Subsampled pathway: the same layers on every 3rd
+voxel (centred) of the ``output + 48`` input, receptive field 51, upsampled by replication.
+Concatenated, then 1x1x1 layers (150, 150) and the classifier. Each layer is conv, batch
+norm, PReLU. Fully convolutional: any input of ``output + 48`` with ``output`` a multiple of
+3 works, which whole-volume inference uses.
+
+Model folders hold ``weights.safetensors`` + ``card.json`` (+ ``MODEL_CARD.md``); loading
+checks the weights' sha256 recorded in the card and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+SUBSAMPLE = 3
+CONTEXT = 48  # input = output + 48: the subsampled pathway's 16 lost voxels, times 3
+NORMAL_CONTEXT = 16  # 8 valid 3x3x3 convolutions
+
+
+class ModelError(ValueError):
+    """A model folder is missing, corrupt or does not match its card."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a DeepMedic network (saved in the model card)."""
+
+    feature_maps: tuple[int, ...] = (30, 30, 40, 40, 40, 40, 50, 50)
+    fc: tuple[int, ...] = (150, 150)
+    in_channels: int = 4
+    num_classes: int = 4
+    residual: bool = False  # DeepMedic+: residual connections at layers 4, 6 and 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        data = dict(data)
+        for key in ("feature_maps", "fc"):
+            data[key] = tuple(data[key])
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+PRESETS = {
+    "deepmedic": ModelConfig(),
+    "deepmedic-lite": ModelConfig(feature_maps=(15, 15, 20, 20, 20, 20, 25, 25), fc=(75, 75)),
+}
+RESIDUAL_LAYERS = (4, 6, 8)  # 1-based, as in DeepMedic
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int):
+        super().__init__(nn.Conv3d(cin, cout, kernel), nn.BatchNorm3d(cout), nn.PReLU(cout))
+
+
+class Pathway(nn.Module):
+    """Eight valid 3x3x3 convolution blocks, optionally with residual connections."""
+
+    def __init__(self, in_channels: int, feature_maps: tuple[int, ...], residual: bool):
+        super().__init__()
+        channels = (in_channels, *feature_maps)
+        self.layers = nn.ModuleList(ConvBlock(a, b, 3) for a, b in zip(channels[:-1], channels[1:]))
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for number, layer in enumerate(self.layers, start=1):
+            y = layer(x)
+            if self.residual and number in RESIDUAL_LAYERS:
+                skip = outputs[-2][:, :, 2:-2, 2:-2, 2:-2]  # two layers back, cropped by 2 per side
+                pad = y.shape[1] - skip.shape[1]
+                y = y + (nn.functional.pad(skip, (0, 0, 0, 0, 0, 0, 0, pad)) if pad > 0 else skip[:, : y.shape[1]])
+            outputs.append(y)
+            x = y
+        return x
+
+
+class DeepMedic(nn.Module):
+    """DeepMedic for (B, C, O + 48, O + 48, O + 48) inputs -> (B, classes, O, O, O) logits."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.normal = Pathway(config.in_channels, config.feature_maps, config.residual)
+        self.subsampled = Pathway(config.in_channels, config.feature_maps, config.residual)
+        channels = (2 * config.feature_maps[-1], *config.fc)
+        self.fc = nn.Sequential(*(ConvBlock(a, b, 1) for a, b in zip(channels[:-1], channels[1:])))
+        self.classifier = nn.Conv3d(channels[-1], config.num_classes, 1)
+        self.card: dict = {}
+
+    @staticmethod
+    def output_size(input_size: int) -> int:
+        """Output size for an input size; raises ValueError unless input = output + 48, output % 3 == 0."""
+        output = input_size - CONTEXT
+        if output <= 0 or output % SUBSAMPLE:
+            raise ValueError(
+                f"input size {input_size} is not output + {CONTEXT} with output a positive multiple of "
+                f"{SUBSAMPLE} (e.g. 57 -> 9, 75 -> 27)"
+            )
+        return output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected input (B, {self.config.in_channels}, X, Y, Z), got {tuple(x.shape)}")
+        sizes = [self.output_size(n) for n in x.shape[2:]]
+        c = CONTEXT // 2 - NORMAL_CONTEXT // 2  # 16: the normal pathway sees the centre
+        normal = self.normal(x[:, :, c : c + sizes[0] + 16, c : c + sizes[1] + 16, c : c + sizes[2] + 16])
+        low = self.subsampled(x[:, :, 1::SUBSAMPLE, 1::SUBSAMPLE, 1::SUBSAMPLE])
+        for axis in (2, 3, 4):  # upsample by replication: each low-res voxel serves 3 outputs
+            low = low.repeat_interleave(SUBSAMPLE, dim=axis)
+        return self.classifier(self.fc(torch.cat([normal, low], dim=1)))
+
+
+def build_model(preset: str | ModelConfig = "deepmedic", in_channels: int = 4, num_classes: int = 4, residual=None):
+    """A DeepMedic from a preset name (``deepmedic``, ``deepmedic-lite``) or a config.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if isinstance(preset, ModelConfig):
+        config = preset
+    else:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown model preset {preset!r}; expected one of {sorted(PRESETS)}")
+        config = PRESETS[preset]
+        changes = {"in_channels": in_channels, "num_classes": num_classes}
+        if residual is not None:
+            changes["residual"] = bool(residual)
+        config = ModelConfig(**{**config.to_dict(), **changes})
+    return DeepMedic(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- model folders
+
+WEIGHTS = "weights.safetensors"
+CARD = "card.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(model: DeepMedic, folder: str | Path, card: dict | None = None) -> Path:
+    """Write ``weights.safetensors`` and ``card.json`` (architecture + sha256 + the given card)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS
+    tmp = weights.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(weights)
+    full = dict(card or {})
+    full["architecture"] = model.config.to_dict()
+    full["parameters"] = count_parameters(model)
+    full["weights_sha256"] = sha256_file(weights)
+    (folder / CARD).write_text(json.dumps(full, indent=2, default=_jsonable))
+    return folder
+
+
+def _jsonable(value):
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_card(folder: str | Path) -> dict:
+    """The card of a model folder. Raises :class:`ModelError` with what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: model folder not found")
+    path = folder / CARD
+    if not path.is_file():
+        raise ModelError(f"{folder}: no {CARD}; a model folder holds {WEIGHTS} and {CARD}")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(card, dict) or "architecture" not in card or "weights_sha256" not in card:
+        raise ModelError(f"{path}: lacks 'architecture' or 'weights_sha256'")
+    return card
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> DeepMedic:
+    """Load a model folder, checking the weights against the card's sha256. Never unpickles.
+
+    Returns:
+        The model in eval mode on ``device``; its card is ``model.card``.
+
+    Raises:
+        ModelError: folder, card or weights missing; sha256 mismatch; weights that do not fit
+            the architecture (the message lists the first offending tensors).
+    """
+    folder = Path(path)
+    card = read_card(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise ModelError(f"{folder}: no {WEIGHTS}")
+    digest = sha256_file(weights)
+    if digest != card["weights_sha256"]:
+        raise ModelError(
+            f"{weights}: sha256 {digest[:12]}... does not match the card's {card['weights_sha256'][:12]}...; "
+            "the weights were changed or corrupted"
+        )
+    try:
+        config = ModelConfig.from_dict(card["architecture"])
+        model = DeepMedic(config)
+        state = load_file(str(weights))
+    except Exception as exc:
+        raise ModelError(f"{folder}: cannot build the model from its card and weights ({exc})") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = [f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+                  f"wrong shape {wrong[:3]}" if wrong else ""]  # fmt: skip
+        raise ModelError(f"{weights}: does not fit the card's architecture: " + "; ".join(d for d in detail if d))
+    model.load_state_dict(state)
+    model.card = card
+    return model.to(device).eval()

@@ -1,0 +1,457 @@
+"""Training DeepMedic with or without sparsified training, as the paper did.
+
+The loop reads like the algorithm: sample windows (half centred in tumour, half anywhere in
+the brain), drop sequences at random (sparsified training), Dice loss, Adam with the paper's
+step schedule, validation Dice, checkpoints. Randomness for iteration ``i`` on rank ``r``
+comes from ``default_rng([seed, r, i])``, so a run resumed from a checkpoint draws exactly
+what an uninterrupted run draws and ends with the same weights (CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+import core
+from core.io import Case, find_cases, read_case
+from core.model import CONTEXT, DeepMedic, build_model, save_model
+from core.preprocess import brain_crop, brain_mask, fit_landmarks, normalise
+from core.sequences import LABEL_NAMES, REGIONS, SEQUENCES, Sparsifier
+
+DICE_EPS = 1e-5
+LOG = "training_log.csv"
+CHECKPOINT = "checkpoint.safetensors"
+LOG_COLUMNS = ["iteration", "loss", "lr", "seconds", "dropped_t1", "dropped_t1c", "dropped_t2", "dropped_flair",
+               "val_dice_tc", "val_dice_wt"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved in the card and the checkpoint)."""
+
+    cohort: str
+    hospitals: tuple[str, ...] = ("public",)
+    preset: str = "deepmedic-lite"
+    complete_only: bool = False
+    sparsify: float = 0.0
+    iterations: int = 200
+    batch_size: int = 10
+    output_size: int = 9  # the paper's 9^3 output window; larger gives more labelled voxels per step
+    learning_rate: float = 1e-3
+    seed: int = 0
+    val_every: int = 50
+    checkpoint_every: int = 25
+    num_classes: int = 4
+    residual: bool = False
+    max_cases: int = 0  # 0 = all training cases
+    val_windows: int = 8  # fixed validation windows per validation case
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        data["hospitals"] = tuple(data["hospitals"])
+        return cls(**data)
+
+
+def model_name(hospitals, complete_only: bool, sparsify: float) -> str:
+    """The paper's naming: BraTS, BraTSst, cH1BraTS, H2-6BraTSst, H1-6BraTS, ..."""
+    numbers = sorted(int(h) for h in hospitals if h != "public")
+    runs, start = [], None
+    for i, n in enumerate(numbers):
+        start = n if start is None else start
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            runs.append(f"{start}-{n}" if n != start else f"{n}")
+            start = None
+    name = ("H" + "_".join(runs) if runs else "") + ("BraTS" if "public" in hospitals else "")
+    return ("c" if complete_only else "") + name + ("st" if sparsify > 0 else "")
+
+
+def lr_at(iteration: int, total: int, base: float) -> float:
+    """The paper's schedule scaled to ``total``: halve every 5000 of 30000 iterations until
+    15000, then every 1500."""
+    steps = [5000, 10000, 15000, *range(16500, 30000, 1500)]
+    passed = sum(iteration >= round(s * total / 30000) for s in steps)
+    return base * 0.5**passed
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
+    """1 - mean over classes of (2 sum(g p) + eps) / (sum(p^2) + sum(g) + eps), softmax p.
+
+    Sums run over the batch and all voxels; a class absent from the batch gives
+    eps / (sum(p^2) + eps), which pushes its probabilities to 0 with finite gradients.
+    """
+    probabilities = torch.softmax(logits, dim=1)
+    onehot = nn.functional.one_hot(labels.long(), logits.shape[1]).movedim(-1, 1).to(probabilities.dtype)
+    dims = (0, 2, 3, 4)
+    numerator = 2 * (onehot * probabilities).sum(dims) + eps
+    denominator = (probabilities**2).sum(dims) + onehot.sum(dims) + eps
+    return 1 - (numerator / denominator).mean()
+
+
+# --------------------------------------------------------------------------- training data
+
+
+@dataclass
+class TrainingVolume:
+    """A normalised case cropped to the brain, in float16, with its tumour voxels indexed."""
+
+    case_id: str
+    images: np.ndarray  # (4, X, Y, Z) float16
+    labels: np.ndarray  # (X, Y, Z) uint8
+    available: np.ndarray
+    tumour: np.ndarray  # (N, 3) int32 voxel indices with label > 0
+
+
+def prepare_volume(case: Case, landmarks: dict, num_classes: int = 4) -> TrainingVolume:
+    """Normalise, crop to the brain, store in float16; 2 classes = background / tumour core."""
+    mask = brain_mask(case.images, case.available)
+    crop = brain_crop(mask, margin=2)
+    images = crop.apply(normalise(case.images, case.available, landmarks, mask)).astype(np.float16)
+    labels = crop.apply(case.labels if case.labels is not None else np.zeros(mask.shape, np.uint8))
+    if num_classes == 2:
+        labels = np.isin(labels, list(REGIONS["tc"])).astype(np.uint8)
+    return TrainingVolume(case.case_id, images, np.ascontiguousarray(labels), case.available.copy(),
+                          np.argwhere(labels > 0).astype(np.int32))  # fmt: skip
+
+
+def extract_window(volume: TrainingVolume, centre: np.ndarray, output: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input (4, O+48, ...) float32 and label (O, O, O) windows around ``centre``, zero-padded."""
+    size = output + CONTEXT
+    start = centre - output // 2 - CONTEXT // 2
+    images = np.zeros((4, size, size, size), np.float32)
+    src = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, volume.labels.shape))
+    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
+    images[(slice(None), *dst)] = volume.images[(slice(None), *src)]
+    out_start = start + CONTEXT // 2
+    labels = np.zeros((output,) * 3, np.uint8)
+    src = tuple(slice(max(s, 0), min(s + output, n)) for s, n in zip(out_start, volume.labels.shape))
+    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, out_start))
+    labels[dst] = volume.labels[src]
+    return images, labels
+
+
+def sample_centre(volume: TrainingVolume, rng: np.random.Generator, in_tumour: bool) -> np.ndarray:
+    """A voxel in the tumour, or anywhere in the brain (rejection sampling in the crop)."""
+    if in_tumour and len(volume.tumour):
+        return volume.tumour[rng.integers(len(volume.tumour))].astype(np.int64)
+    shape = np.asarray(volume.labels.shape)
+    for _ in range(100):
+        centre = rng.integers(0, shape)
+        if volume.images[(slice(None), *centre)].any() or volume.labels[tuple(centre)]:
+            return centre
+    return shape // 2
+
+
+def sample_batch(volumes, rng, config: TrainConfig, sparsifier: Sparsifier):
+    """A batch of windows; half centred in tumour. Returns (x, y, dropped sets)."""
+    xs, ys, dropped = [], [], []
+    for i in range(config.batch_size):
+        volume = volumes[rng.integers(len(volumes))]
+        centre = sample_centre(volume, rng, in_tumour=i < (config.batch_size + 1) // 2)
+        x, y = extract_window(volume, centre, config.output_size)
+        drop = sparsifier.draw(rng, volume.available)
+        for sequence in drop:
+            x[SEQUENCES.index(sequence)] = 0
+        xs.append(x)
+        ys.append(y)
+        dropped.append(drop)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), dropped
+
+
+def select_cases(config: TrainConfig, split: str):
+    """Case sources of the cohort manifest for the config's hospitals and a split."""
+    sources = find_cases(config.cohort)
+    chosen = []
+    for source in sources:
+        hospital = str(source.meta.get("hospital", "public"))
+        if hospital not in config.hospitals or source.meta.get("split", "train") != split:
+            continue
+        if config.complete_only and any(source.paths.get(s) is None for s in SEQUENCES):
+            continue
+        chosen.append(source)
+    return chosen
+
+
+def load_volumes(sources, landmarks, num_classes=4, on_progress=None, label="cases") -> list[TrainingVolume]:
+    volumes = []
+    for done, source in enumerate(sources, start=1):
+        volumes.append(prepare_volume(read_case(source), landmarks, num_classes))
+        if on_progress:
+            on_progress(done, len(sources), label)
+    return volumes
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validation_windows(volumes, config: TrainConfig):
+    """Fixed validation windows (27^3 outputs), drawn once from the seed: half in tumour."""
+    rng = np.random.default_rng([config.seed, 999_983])
+    windows = []
+    for volume in volumes:
+        for k in range(config.val_windows):
+            centre = sample_centre(volume, rng, in_tumour=k % 2 == 0)
+            windows.append(extract_window(volume, centre, 27))
+    return windows
+
+
+@torch.no_grad()
+def validation_dice(model: nn.Module, windows, device) -> dict[str, float]:
+    """Dice of tumour core and whole tumour pooled over the validation windows."""
+    if not windows:
+        return {}
+    was_training = model.training
+    model.eval()
+    binary = model.config.num_classes == 2
+    counts = {region: np.zeros(3) for region in (("tc",) if binary else ("tc", "wt"))}  # tp, fp, fn
+    for start in range(0, len(windows), 4):
+        chunk = windows[start : start + 4]
+        x = torch.from_numpy(np.stack([w[0] for w in chunk])).to(device)
+        pred = model(x).argmax(1).cpu().numpy()
+        ref = np.stack([w[1] for w in chunk])
+        for region, counter in counts.items():
+            labels = [1] if binary else list(REGIONS[region])
+            p, r = np.isin(pred, labels), np.isin(ref, labels)
+            counter += [np.sum(p & r), np.sum(p & ~r), np.sum(~p & r)]
+    model.train(was_training)
+    return {region: float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else float("nan")
+            for region, (tp, fp, fn) in counts.items()}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer, iteration: int, config: TrainConfig, extra: dict):
+    """One safetensors file: model + optimizer tensors, JSON state in its metadata. Atomic."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = optimizer.state_dict()
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    metadata = {"iteration": str(iteration), "config": json.dumps(config.to_dict()),
+                "param_groups": json.dumps(state["param_groups"]), "extra": json.dumps(extra)}  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer) -> tuple[int, TrainConfig, dict]:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(state)
+    return int(metadata["iteration"]), TrainConfig.from_dict(json.loads(metadata["config"])), json.loads(metadata["extra"])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def from_environment(cls, device: torch.device) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls(0, 1, device)
+        import torch.distributed as dist
+
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        rank = dist.get_rank()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+            torch.cuda.set_device(device)
+        return cls(rank, world, device)
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _read_log(path: Path, up_to: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["iteration"]) <= up_to]
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> Path:
+    """Train (or resume) a model into ``out``; returns the model folder.
+
+    Raises:
+        ValueError: no training cases for the chosen hospitals, or a checkpoint from a
+            different configuration in ``out``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dist = Distributed.from_environment(torch.device(device))
+    torch.manual_seed(config.seed)
+    model = build_model(config.preset, num_classes=config.num_classes, residual=config.residual).to(dist.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    checkpoint = out / CHECKPOINT
+    start, extra = 0, {}
+    if checkpoint.is_file():
+        start, saved, extra = load_checkpoint(checkpoint, model, optimizer)
+        if saved != config:
+            changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
+            raise ValueError(f"{checkpoint}: was made with other settings ({', '.join(changed)}); use another --out")
+    model.to(dist.device)
+
+    train_sources = select_cases(config, "train")
+    if config.max_cases:
+        train_sources = train_sources[: config.max_cases]
+    if not train_sources:
+        raise ValueError(f"{config.cohort}: no training cases for hospitals {list(config.hospitals)}"
+                         + (" with complete sequences" if config.complete_only else ""))  # fmt: skip
+    cases = [read_case(s) for s in train_sources]
+    landmarks = extra.get("landmarks") or fit_landmarks((c.images, c.available) for c in cases)
+    volumes = [prepare_volume(c, landmarks, config.num_classes) for c in cases]
+    del cases
+    val_sources = select_cases(config, "val")
+    val_volumes = load_volumes(val_sources, landmarks, config.num_classes) if dist.rank == 0 else []
+    val_windows = validation_windows(val_volumes, config)
+
+    net: nn.Module = model
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
+    sparsifier = Sparsifier(config.sparsify)
+    log_path = out / LOG
+    rows = _read_log(log_path, start) if dist.rank == 0 else []
+    dropped_counts = dict.fromkeys(SEQUENCES, 0)
+    losses, started = [], time.perf_counter() - float(extra.get("seconds", 0.0))
+    net.train()
+    for iteration in range(start, config.iterations):
+        rng = np.random.default_rng([config.seed, dist.rank, iteration])
+        x, y, dropped = sample_batch(volumes, rng, config, sparsifier)
+        for lr_group in optimizer.param_groups:
+            lr_group["lr"] = lr_at(iteration, config.iterations, config.learning_rate)
+        loss = dice_loss(net(x.to(dist.device)), y.to(dist.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        for drop in dropped:
+            for sequence in drop:
+                dropped_counts[sequence] += 1
+        done = iteration + 1
+        if dist.rank == 0 and (done % config.checkpoint_every == 0 or done % config.val_every == 0 or done == config.iterations):
+            row = {"iteration": done, "loss": round(float(np.mean(losses)), 6), "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+            row |= {f"dropped_{s}": n for s, n in dropped_counts.items()}
+            if done % config.val_every == 0 or done == config.iterations:
+                dice = validation_dice(model, val_windows, dist.device)
+                row |= {f"val_dice_{k}": round(v, 4) for k, v in dice.items()}
+            rows.append(row)
+            losses, dropped_counts = [], dict.fromkeys(SEQUENCES, 0)
+            _write_log(log_path, rows)
+            save_checkpoint(checkpoint, model, optimizer, done, config,
+                            {"landmarks": landmarks, "seconds": row["seconds"]})  # fmt: skip
+        if on_progress and dist.rank == 0:
+            on_progress(done, config.iterations, f"loss {float(loss):.3f}")
+
+    if dist.rank == 0:
+        _finish(model, out, config, landmarks, rows, train_sources, val_sources, dist)
+        checkpoint.unlink(missing_ok=True)
+    if dist.world > 1:
+        import torch.distributed as td
+
+        td.barrier()
+    return out
+
+
+def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_sources, val_sources, dist) -> None:
+    last_val = next((r for r in reversed(rows) if r.get("val_dice_tc") not in (None, "")), {})
+    hospitals = sorted({str(s.meta.get("hospital", "public")) for s in train_sources})
+    card = {
+        "name": model_name(config.hospitals, config.complete_only, config.sparsify),
+        "preset": config.preset,
+        "inputs": list(SEQUENCES),
+        "classes": [LABEL_NAMES[i] for i in range(config.num_classes)] if config.num_classes == 4 else
+                   ["background", "tumour core"],  # fmt: skip
+        "training": {
+            "cohort": str(config.cohort),
+            "hospitals": list(config.hospitals),
+            "hospitals_with_cases": hospitals,
+            "complete_only": config.complete_only,
+            "n_train_cases": len(train_sources),
+            "n_val_cases": len(val_sources),
+            "train_cases": [s.case_id for s in train_sources],
+        },
+        "sparsity": Sparsifier(config.sparsify).to_dict(),
+        "normalisation": {"method": "nyul+whitening", "percentiles": [1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 99],
+                          "landmarks": landmarks},  # fmt: skip
+        "iterations": config.iterations,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "validation": {"dice_tc_windows": last_val.get("val_dice_tc"), "dice_wt_windows": last_val.get("val_dice_wt"),
+                       "note": "pooled over fixed 27^3 validation windows, half centred in tumour"},  # fmt: skip
+        "training_seconds": float(rows[-1]["seconds"]) if rows else 0.0,
+        "world_size": dist.world,
+        "device": str(dist.device),
+        "versions": {"core": core.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},  # fmt: skip
+    }
+    save_model(model, out, card)
+    (out / "MODEL_CARD.md").write_text(model_card_markdown(json.loads((out / "card.json").read_text())))
+
+
+def model_card_markdown(card: dict) -> str:
+    """A human-readable MODEL_CARD.md from a card."""
+    training, sparsity = card["training"], card["sparsity"]
+    dropped = ", ".join(f"{s} {p:g}" for s, p in sparsity.items() if p) or "none (ordinary training)"
+    val = card["validation"]
+    return f"""# {card["name"]}
+
+DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting glioblastoma into
+{", ".join(card["classes"])} from {", ".join(card["inputs"])} (missing sequences as zeros).
+
+- Training data: hospitals {", ".join(training["hospitals"])} of `{training["cohort"]}`,
+  {training["n_train_cases"]} training cases{" with complete sequences only" if training["complete_only"] else ""},
+  {training["n_val_cases"]} validation cases.
+- Sparsified training (sequence dropout probability): {dropped}.
+- {card["iterations"]} iterations, seed {card["seed"]}, {card["training_seconds"]:.0f} s on {card["device"]}
+  (world size {card["world_size"]}).
+- Validation Dice (tumour core / whole tumour, {val["note"]}): {val["dice_tc_windows"]} / {val["dice_wt_windows"]}.
+- Normalisation: Nyul histogram standardisation + whitening; landmarks in `card.json`.
+- Weights: `weights.safetensors`, sha256 `{card["weights_sha256"]}`.
+
+Research and teaching use only; not a medical device.
+"""
