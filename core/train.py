@@ -367,7 +367,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
+        last_loss = loss.item()
+        losses.append(last_loss)
         for drop in dropped:
             for sequence in drop:
                 dropped_counts[sequence] += 1
@@ -385,7 +386,7 @@ def train(
             save_checkpoint(checkpoint, model, optimizer, done, config,
                             {"landmarks": landmarks, "seconds": row["seconds"]})  # fmt: skip
         if on_progress and dist.rank == 0:
-            on_progress(done, config.iterations, f"loss {float(loss):.3f}")
+            on_progress(done, config.iterations, f"loss {last_loss:.3f}")
 
     if dist.rank == 0:
         _finish(model, out, config, landmarks, rows, train_sources, val_sources, dist)

@@ -66,3 +66,38 @@ def write_case(tmp_path):
         return folder, images, labels
 
     return make
+
+
+def write_phantom_cohort(root: Path, n: int = 3, size: int = 40, seed: int = 0) -> Path:
+    """A tiny cohort of spherical tumours in noise (BraTS 2020 names) with a manifest.
+
+    All cases are 'public'; the last one is the validation case. Fast to train on.
+    """
+    rng = np.random.default_rng(seed)
+    lines = ["patient_id,hospital,split,t1,t1c,t2,flair,seg"]
+    for k in range(n):
+        centre = rng.uniform(14, size - 14, 3)
+        images, labels = phantom((size,) * 3, centre)
+        images += rng.normal(0, 3, images.shape).astype(np.float32)
+        edge = np.indices((size,) * 3)
+        brain = np.sqrt(sum((g - size / 2 + 0.5) ** 2 for g in edge)) < size / 2 - 1
+        images *= brain
+        labels = labels * brain
+        name = f"P{k}"
+        folder = root / name
+        folder.mkdir(parents=True)
+        files = []
+        for suffix, volume in zip(("t1", "t1ce", "t2", "flair"), images):
+            files.append(f"{name}/{name}_{suffix}.nii.gz")
+            save(np.clip(volume, 0, None).astype(np.int16), root / files[-1])
+        lut = np.array([0, 1, 2, 4], np.uint8)
+        save(lut[labels], folder / f"{name}_seg.nii.gz")
+        split = "val" if k == n - 1 else "train"
+        lines.append(f"{name},public,{split},{','.join(files)},{name}/{name}_seg.nii.gz")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root / "manifest.csv"
+
+
+@pytest.fixture
+def phantom_cohort(tmp_path):
+    return write_phantom_cohort(tmp_path / "cohort")

@@ -40,3 +40,36 @@ def test_display_names_and_availability():
 def test_unknown_sequence_is_named():
     with pytest.raises(ValueError, match=r"\['dwi'\]"):
         parse_combination("t1+dwi")
+
+
+def test_sparsified_dropout_frequencies_and_independence():
+    import numpy as np
+
+    from core.sequences import Sparsifier
+
+    rng = np.random.default_rng(0)
+    draws = [Sparsifier(0.2).draw(rng) for _ in range(20_000)]
+    rate = {s: np.mean([s in d for d in draws]) for s in ("t1", "t1c", "t2", "flair")}
+    assert rate["t1c"] == 0
+    for sequence in ("t1", "t2", "flair"):
+        assert abs(rate[sequence] - 0.2) < 0.01
+    # Independence: the joint rate is the product of the marginals.
+    assert abs(np.mean([{"t1", "t2"} <= d for d in draws]) - 0.04) < 0.006
+    assert abs(np.mean([len(d) == 3 for d in draws]) - 0.008) < 0.003
+
+
+def test_dropout_never_drops_everything_and_respects_availability():
+    import numpy as np
+
+    from core.sequences import Sparsifier
+
+    rng = np.random.default_rng(1)
+    extended = Sparsifier({"t1": 0.9, "t1c": 0.9, "t2": 0.9, "flair": 0.9}, drop_t1c=True)
+    draws = [extended.draw(rng) for _ in range(2000)]
+    assert all(len(d) < 4 for d in draws) and any("t1c" in d for d in draws)
+    only_t1c_and_t2 = (False, True, True, False)
+    assert all(d <= {"t1c", "t2"} and len(d) < 2 for d in (extended.draw(rng, only_t1c_and_t2) for _ in range(200)))
+    with pytest.raises(ValueError, match="T1c is never dropped"):
+        Sparsifier({"t1c": 0.2})
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Sparsifier(1.0)
