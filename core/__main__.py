@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from core.io import CaseError
 from core.model import ModelError
 
@@ -112,6 +114,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from core.infer import choose_device, predict_volume
+    from core.io import find_cases, read_case, write_labels
+    from core.metrics import evaluate
+    from core.model import load_model
+    from core.sequences import parse_combination
+
+    if args.case.exists():
+        case = read_case(args.case)
+    else:
+        source = next((s for s in find_cases(args.cohort) if s.case_id == str(args.case)), None)
+        if source is None:
+            raise CaseError(f"{args.case}: neither a case folder nor a patient id in {args.cohort}")
+        case = read_case(source)
+    model = load_model(args.model, device=choose_device(args.device))
+    prediction = predict_volume(model, case, parse_combination(args.missing), amp=args.amp,
+                                on_progress=_progress("predict", unit="tile"))  # fmt: skip
+    write_labels(prediction.labels, args.out, case, scheme=args.scheme)
+    report = {"case": case.case_id, "model": model.card.get("name", str(args.model)), "out": str(args.out),
+              "missing": prediction.missing_name, "seconds": round(prediction.seconds, 2), "device": prediction.device,
+              "tile": list(prediction.tile)}  # fmt: skip
+    if case.labels is not None:
+        regions = ("tc",) if case.label_scheme == "tc" or model.config.num_classes == 2 else ("tc", "wt", "et")
+        report["metrics"] = {r: m.to_dict() for r, m in evaluate(prediction.labels, case.labels, case.spacing, regions).items()}
+    _print_json(report)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from core.io import read_label_map
+    from core.metrics import compute_region
+
+    pred, spacing, _ = read_label_map(args.pred)
+    ref, ref_spacing, _ = read_label_map(args.ref)
+    if pred.shape != ref.shape:
+        raise CaseError(f"{args.pred} has shape {pred.shape} but {args.ref} has {ref.shape}")
+    if not np.allclose(spacing, ref_spacing, atol=1e-3):
+        raise CaseError(f"{args.pred} has voxel size {spacing} mm but {args.ref} has {ref_spacing}")
+    _print_json(compute_region(pred, ref, args.region, ref_spacing, args.empty).to_dict())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Glioblastoma robustness explorer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
     train.add_argument("--out", type=Path, required=True, help="model folder")
     train.set_defaults(func=cmd_train)
+
+    predict = commands.add_parser("predict", help="segment a case with some sequences switched off")
+    predict.add_argument("--model", type=Path, required=True, help="model folder")
+    predict.add_argument("--case", type=Path, required=True, help="case folder, or a patient id of --cohort")
+    predict.add_argument("--cohort", type=Path, default=Path("data_samples"), help="cohort for a patient id")
+    predict.add_argument("--missing", default="", help="sequences to switch off, e.g. flair,t2")
+    predict.add_argument("--out", type=Path, required=True, help="output label NIfTI (.nii.gz)")
+    predict.add_argument("--scheme", default="brats2020", choices=("brats2020", "brats2023"), help="label values written")
+    predict.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
+    predict.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    predict.set_defaults(func=cmd_predict)
+
+    metrics = commands.add_parser("metrics", help="Dice, sensitivity, HD95 and volumes of a prediction (JSON)")
+    metrics.add_argument("--pred", type=Path, required=True)
+    metrics.add_argument("--ref", type=Path, required=True)
+    metrics.add_argument("--region", choices=("tc", "wt", "et"), default="tc")
+    metrics.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
+    metrics.set_defaults(func=cmd_metrics)
     return parser
 
 

@@ -1,8 +1,31 @@
-"""Device choice for inference (CUDA, then MPS, then CPU)."""
+"""Whole-volume inference: DeepMedic's full convolution over large aligned tiles.
+
+DeepMedic maps an input of ``output + 48`` to ``output`` voxels, for any output that is a
+multiple of 3. Tiles start at multiples of the tile size (a multiple of 3) from the brain's
+bounding box, so every tile samples the x3 subsampled pathway on the same grid as
+window-by-window 57^3 -> 9^3 inference and the stitched result equals it (to float
+rounding). Tiles without brain are skipped (background). Missing sequences are zeroed after
+normalisation, exactly as sparsified training dropped them. Calls share no mutable state: the
+model is only read, under ``torch.inference_mode``.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
 import torch
+
+from core.io import Case, resample_to_original
+from core.model import CONTEXT, SUBSAMPLE
+from core.preprocess import brain_crop, brain_mask, normalise
+from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name
+
+HALF = CONTEXT // 2
+PREVIEW_SLAB = SUBSAMPLE  # a slice preview computes one aligned slab of 3 slices
 
 
 def choose_device(preferred: str | None = None) -> torch.device:
@@ -32,3 +55,246 @@ def describe_device(device: torch.device | None = None) -> str:
     if device.type == "mps":
         return "GPU: Apple MPS"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def tile_size(model: torch.nn.Module, device: torch.device | None = None) -> int:
+    """Output tile edge (a multiple of 3) that fits the device's memory.
+
+    Peak activation memory is about 4 bytes x (2 x widest conv + 2 x widest FC layer) per
+    input voxel; CUDA uses up to half its free memory, CPU up to 1.5 GB (larger tiles bring
+    no speed on a CPU).
+    """
+    device = device or model_device(model)
+    config = model.config
+    per_voxel = 4 * (2 * max(config.feature_maps) + 2 * max(config.fc) + config.num_classes)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget, largest = free / 2, 240
+    else:
+        budget, largest = 1.5e9, 60
+    edge = int((budget / per_voxel) ** (1 / 3)) - CONTEXT
+    return int(max(SUBSAMPLE, min(largest, edge - edge % SUBSAMPLE)))
+
+
+def tile_shape(shape, largest: int) -> tuple[int, int, int]:
+    """Per-axis tile edges (multiples of 3, at most ``largest``) that cover ``shape`` with the
+    fewest tiles and the least padding."""
+    edges = []
+    for n in shape:
+        count = int(np.ceil(n / largest))
+        edges.append(int(np.ceil(n / count / SUBSAMPLE)) * SUBSAMPLE)
+    return tuple(edges)
+
+
+def _run(net, x: torch.Tensor, amp: bool) -> torch.Tensor:
+    if amp and x.device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return net(x).float()
+    return net(x)
+
+
+def extract(volume: np.ndarray, starts, sizes) -> np.ndarray:
+    """A (C, *sizes) block of a (C, X, Y, Z) volume starting at ``starts``; zeros outside it."""
+    out = np.zeros((volume.shape[0], *sizes), np.float32)
+    src, dst = [], []
+    for start, size, n in zip(starts, sizes, volume.shape[1:]):
+        a, b = max(start, 0), min(start + size, n)
+        if a >= b:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - start, b - start))
+    out[(slice(None), *dst)] = volume[(slice(None), *src)]
+    return out
+
+
+@torch.inference_mode()
+def tiled_outputs(
+    net: torch.nn.Module,
+    volume: np.ndarray,
+    tile: int | tuple[int, int, int],
+    num_outputs: int,
+    skip: np.ndarray | None = None,
+    fill: np.ndarray | None = None,
+    amp: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> np.ndarray:
+    """Raw network outputs (num_outputs, X, Y, Z) for a (C, X, Y, Z) volume, tile by tile.
+
+    Outside the volume the input is zero. Args:
+        net: maps (1, C, T+48, T+48, T+48) to (1, num_outputs, T, T, T).
+        tile: output tile edge(s), multiples of 3 (tiles start at multiples of them).
+        skip: boolean (X, Y, Z); tiles with no True voxel are not computed and get ``fill``.
+    """
+    tiles = (tile,) * 3 if isinstance(tile, int) else tuple(tile)
+    if any(t % SUBSAMPLE for t in tiles):
+        raise ValueError(f"tile {tile} must be a multiple of {SUBSAMPLE} to stay on the subsampling grid")
+    device = model_device(net)
+    shape = volume.shape[1:]
+    out = np.empty((num_outputs, *shape), np.float32)
+    out[:] = (np.zeros(num_outputs, np.float32) if fill is None else np.asarray(fill, np.float32))[:, None, None, None]
+    origins = list(product(*[range(0, n, t) for n, t in zip(shape, tiles)]))
+    for done, origin in enumerate(origins, start=1):
+        region = tuple(slice(o, min(o + t, n)) for o, t, n in zip(origin, tiles, shape))
+        if skip is None or skip[region].any():
+            window = extract(volume, [o - HALF for o in origin], [t + CONTEXT for t in tiles])
+            result = _run(net, torch.from_numpy(window)[None].to(device), amp)[0]
+            out[(slice(None), *region)] = result[(slice(None), *[slice(0, r.stop - r.start) for r in region])].cpu().numpy()
+        if on_progress:
+            on_progress(done, len(origins), "tiles")
+    return out
+
+
+@torch.inference_mode()
+def windowed_outputs(net: torch.nn.Module, volume: np.ndarray, num_outputs: int, output: int = 9, batch: int = 32,
+                     skip: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Reference strategy: window by window (57^3 -> 9^3 as in training), batched."""
+    device = model_device(net)
+    shape = volume.shape[1:]
+    out = np.zeros((num_outputs, *shape), np.float32)
+    origins = [o for o in product(*[range(0, n, output) for n in shape])
+               if skip is None or skip[tuple(slice(a, a + output) for a in o)].any()]  # fmt: skip
+    for start in range(0, len(origins), batch):
+        chunk = origins[start : start + batch]
+        x = np.stack([extract(volume, [a - HALF for a in o], [output + CONTEXT] * 3) for o in chunk])
+        y = net(torch.from_numpy(x).to(device)).cpu().numpy()
+        for o, result in zip(chunk, y):
+            region = tuple(slice(a, min(a + output, n)) for a, n in zip(o, shape))
+            out[(slice(None), *region)] = result[(slice(None), *[slice(0, r.stop - r.start) for r in region])]
+    return out
+
+
+@dataclass
+class Prediction:
+    """A whole-volume prediction on the case's original grid."""
+
+    labels: np.ndarray  # (X, Y, Z) uint8 canonical labels
+    probabilities: np.ndarray | None  # (classes, X, Y, Z) float32, if asked for
+    missing: frozenset[str]  # sequences the model saw as zeros (case's own + simulated)
+    seconds: float
+    device: str
+    tile: tuple[int, int, int]
+
+    @property
+    def missing_name(self) -> str:
+        return combination_name(self.missing)
+
+
+def _effective_missing(case: Case, missing) -> frozenset[str]:
+    missing = frozenset(missing or ())
+    unknown = missing - set(SEQUENCES)
+    if unknown:
+        raise ValueError(f"unknown sequence(s) {sorted(unknown)} in missing; expected some of {list(SEQUENCES)}")
+    effective = missing | case.missing
+    if effective >= set(SEQUENCES):
+        raise ValueError(f"{case.case_id}: every sequence would be missing ({combination_name(effective)})")
+    return effective
+
+
+def prepare_input(case: Case, landmarks: dict, missing) -> tuple[np.ndarray, np.ndarray, frozenset[str]]:
+    """Normalised images with the missing set zeroed (after normalisation), the brain mask, and
+    the effective missing set."""
+    effective = _effective_missing(case, missing)
+    mask = brain_mask(case.images, case.available)
+    images = apply_missing(normalise(case.images, case.available, landmarks, mask), effective)
+    return images, mask, effective
+
+
+def _labels_from_outputs(outputs: np.ndarray) -> np.ndarray:
+    labels = outputs.argmax(0).astype(np.uint8)
+    if outputs.shape[0] == 2:  # binary tumour-core model: label 1 stands for the tumour core
+        labels[labels == 1] = NECROSIS
+    return labels
+
+
+def predict_volume(
+    model: torch.nn.Module,
+    case: Case,
+    missing=(),
+    tile: int | None = None,
+    amp: bool = False,
+    probabilities: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> Prediction:
+    """Segment a case with some sequences switched off.
+
+    Args:
+        model: a DeepMedic in eval mode (``load_model`` returns one), on its device.
+        missing: sequences to treat as missing, in addition to those the case lacks.
+        tile: largest output tile edge (multiple of 3); default from the device's memory.
+        amp: bfloat16 autocast on CUDA.
+
+    Returns:
+        A :class:`Prediction` on the case's original grid (resampled back if the case was
+        read from a non-1 mm grid).
+
+    Raises:
+        ValueError: the model is in training mode, the missing set is unknown or would
+            leave no sequence.
+    """
+    if model.training:
+        raise ValueError("model is in training mode; call .eval() first (load_model does)")
+    start = time.perf_counter()
+    device = model_device(model)
+    images, mask, effective = prepare_input(case, model.card["normalisation"]["landmarks"], missing)
+    crop = brain_crop(mask, margin=0)
+    tile = tile_shape(crop.apply(mask).shape, tile or tile_size(model, device))
+    classes = model.config.num_classes
+    fill = np.full(classes, -1e4, np.float32)
+    fill[0] = 0.0
+    inside = crop.apply(mask)
+    outputs = tiled_outputs(model, crop.apply(images), tile, classes, skip=inside, fill=fill, amp=amp,
+                            on_progress=on_progress)  # fmt: skip
+    labels = crop.undo(np.where(inside, _labels_from_outputs(outputs), 0).astype(np.uint8))
+    probs = None
+    if probabilities:
+        soft = torch.softmax(torch.from_numpy(outputs), 0).numpy()
+        soft[:, ~inside] = (fill == 0)[:, None]  # background probability 1 outside the brain
+        probs = np.zeros((classes, *case.shape), np.float32)
+        probs[0] = 1.0
+        probs[(slice(None), *crop.slices)] = soft
+    if case.original_grid is not None:
+        labels = resample_to_original(labels, case, order=0)
+        if probs is not None:
+            probs = np.stack([resample_to_original(p, case, order=1) for p in probs])
+    return Prediction(labels, probs, effective, time.perf_counter() - start, describe_device(device), tile)
+
+
+def predict_slice(model: torch.nn.Module, case: Case, index: int, missing=(), prepared=None) -> np.ndarray:
+    """Labels (X, Y) of one axial slice (third axis), computing only an aligned 3-slice slab.
+
+    The slab and its in-plane box start on the x3 grid of the brain crop, as the tiles of
+    :func:`predict_volume` do, so the slice equals the whole-volume prediction there.
+    ``prepared`` may pass a cached :func:`prepare_input` result (normalising is the rest of
+    the cost).
+    """
+    if model.training:
+        raise ValueError("model is in training mode; call .eval() first (load_model does)")
+    if not 0 <= index < case.shape[2]:
+        raise ValueError(f"slice {index} is outside 0..{case.shape[2] - 1}")
+    images, mask, _ = prepared or prepare_input(case, model.card["normalisation"]["landmarks"], missing)
+    crop = brain_crop(mask, margin=0)
+    volume, inside = crop.apply(images), crop.apply(mask)
+    labels = np.zeros(case.shape[:2], np.uint8)
+    z = index - crop.box[2][0]
+    if not 0 <= z < volume.shape[3]:
+        return labels
+    slab = z // PREVIEW_SLAB * PREVIEW_SLAB
+    present = inside[:, :, z]
+    if not present.any():
+        return labels
+    rows, cols = np.flatnonzero(present.any(1)), np.flatnonzero(present.any(0))
+    x0, y0 = rows[0] // SUBSAMPLE * SUBSAMPLE, cols[0] // SUBSAMPLE * SUBSAMPLE
+    size = [int(np.ceil((rows[-1] + 1 - x0) / 3) * 3), int(np.ceil((cols[-1] + 1 - y0) / 3) * 3), PREVIEW_SLAB]
+    window = extract(volume, [x0 - HALF, y0 - HALF, slab - HALF], [n + CONTEXT for n in size])
+    with torch.inference_mode():
+        out = model(torch.from_numpy(window)[None].to(model_device(model)))[0].cpu().numpy()
+    part = _labels_from_outputs(out[..., z - slab])
+    nx, ny = min(size[0], volume.shape[1] - x0), min(size[1], volume.shape[2] - y0)
+    part = np.where(inside[x0 : x0 + nx, y0 : y0 + ny, z], part[:nx, :ny], 0)
+    (bx, _), (by, _), _ = crop.box
+    labels[bx + x0 : bx + x0 + nx, by + y0 : by + y0 + ny] = part
+    return labels

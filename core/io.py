@@ -267,6 +267,19 @@ def _resample_to_1mm(volume: np.ndarray, spacing: tuple[float, ...], order: int)
     )
 
 
+def resample_to_original(volume: np.ndarray, case: Case, order: int) -> np.ndarray:
+    """Map a volume on a resampled case's 1 mm grid back to the grid the case was read from.
+
+    Returns ``volume`` unchanged when the case was not resampled. ``order`` 0 for labels.
+    """
+    grid = case.original_grid
+    if grid is None:
+        return volume
+    spacing = np.sqrt((grid.affine[:3, :3] ** 2).sum(0))  # voxel size of the original grid
+    return ndimage.affine_transform(volume, np.diag(spacing), output_shape=grid.shape, order=order, mode="nearest",
+                                    prefilter=False).astype(volume.dtype)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- labels
 
 
@@ -517,6 +530,21 @@ def inspect_path(path: str | Path, on_progress: Callable[[int, int, str], None] 
         "n_rejected": len(entries) - accepted,
         "cases": entries,
     }
+
+
+def read_label_map(path: str | Path, scheme: str | None = None) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """Read a label NIfTI on its own (a prediction or a reference) as canonical labels.
+
+    Returns:
+        (labels uint8, spacing in mm, affine).
+
+    Raises:
+        CaseError: unreadable file, not 3-D, or values outside the scheme.
+    """
+    path = Path(path)
+    data, image = _load_volume(path, "label map")
+    labels, _ = _canonical_labels(data, path, scheme, np.zeros(data.shape, np.float32), [])
+    return labels, _spacing(image), image.affine
 
 
 # --------------------------------------------------------------------------- writing

@@ -88,9 +88,9 @@ def normalise(
     for index, sequence in enumerate(SEQUENCES):
         if not available[index]:
             continue
-        standard = _normalize(torch.from_numpy(np.ascontiguousarray(images[index], np.float32)),
-                              np.asarray(landmarks[sequence]), mask).numpy()  # fmt: skip
-        values = standard[mask]
+        # Only brain voxels matter, so map those alone (4-5x fewer than the grid).
+        inside = torch.from_numpy(np.ascontiguousarray(images[index][mask], np.float32))
+        values = _normalize(inside, np.asarray(landmarks[sequence]), None).numpy()
         std = float(values.std())
         out[index][mask] = (values - values.mean()) / (std if std > 0 else 1.0)
     return out

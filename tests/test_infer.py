@@ -1,0 +1,157 @@
+"""Inference: stitching is exact, tiled equals windowed, missing sequences, slice preview, grids."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from core.infer import (
+    choose_device,
+    predict_slice,
+    predict_volume,
+    prepare_input,
+    tile_shape,
+    tiled_outputs,
+    windowed_outputs,
+)
+from core.io import read_case
+from core.model import build_model, save_model
+from core.preprocess import fit_landmarks
+from tests.conftest import save, write_phantom_cohort
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ShiftNet(torch.nn.Module):
+    """Fake predictor: output = the input's central crop + 1 (what stitching must reproduce)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x[:, :, 24:-24, 24:-24, 24:-24] + 1
+
+
+class FlairNet(ShiftNet):
+    """Two classes: tumour where normalised FLAIR is above its mean (logit = FLAIR)."""
+
+    def __init__(self, landmarks):
+        super().__init__()
+        self.config = SimpleNamespace(num_classes=2, feature_maps=(1,), fc=(1,))
+        self.card = {"normalisation": {"landmarks": landmarks}}
+
+    def forward(self, x):
+        flair = x[:, 3:4, 24:-24, 24:-24, 24:-24]
+        return torch.cat([torch.zeros_like(flair), flair], 1)
+
+
+@pytest.mark.parametrize("tile", [9, (12, 15, 6), 30])
+def test_fake_predictor_proves_stitching_exact(tile):
+    volume = np.random.default_rng(0).standard_normal((2, 20, 23, 31)).astype(np.float32)
+    out = tiled_outputs(ShiftNet(), volume, tile, num_outputs=2)
+    np.testing.assert_array_equal(out, volume + 1)
+    skip = np.zeros(volume.shape[1:], bool)
+    skip[:9, :9, :9] = True
+    partial = tiled_outputs(ShiftNet(), volume, 9, num_outputs=2, skip=skip, fill=np.array([-5, 7]))
+    np.testing.assert_array_equal(partial[:, :9, :9, :9], volume[:, :9, :9, :9] + 1)
+    assert (partial[0, 9:] == -5).all() and (partial[1, :, 9:] == 7).all()
+    with pytest.raises(ValueError, match="multiple of 3"):
+        tiled_outputs(ShiftNet(), volume, 10, num_outputs=2)
+
+
+def test_tile_shape_covers_with_least_padding():
+    assert tile_shape((145, 175, 150), 60) == (51, 60, 51)
+    assert tile_shape((30, 9, 61), 60) == (30, 9, 33)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_tiled_equals_window_by_window(residual):
+    torch.manual_seed(0)
+    model = build_model("deepmedic-lite", residual=residual).eval()
+    volume = np.random.default_rng(1).standard_normal((4, 30, 33, 27)).astype(np.float32)
+    windowed = windowed_outputs(model, volume, 4)  # 57^3 -> 9^3, as in training
+    for tile in (18, (12, 21, 27)):
+        np.testing.assert_allclose(tiled_outputs(model, volume, tile, 4), windowed, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory):
+    manifest = write_phantom_cohort(tmp_path_factory.mktemp("c"), n=1, size=40)
+    return read_case(manifest.parent / "P0")
+
+
+def test_missing_sequences_are_zero_after_normalisation(phantom_case):
+    landmarks = fit_landmarks([(phantom_case.images, phantom_case.available)])
+    net = FlairNet(landmarks).eval()
+    complete = predict_volume(net, phantom_case, tile=9)
+    assert complete.labels.any() and complete.missing_name == "none"
+    # The FLAIR-driven "tumour" is where FLAIR is brighter than its mean in the brain.
+    images, mask, _ = prepare_input(phantom_case, landmarks, ())
+    np.testing.assert_array_equal(complete.labels > 0, (images[3] > 0) & mask)
+    without = predict_volume(net, phantom_case, missing={"flair"}, tile=9)
+    assert without.missing_name == "flair" and not without.labels.any()  # zeros: no FLAIR evidence
+    with pytest.raises(ValueError, match="every sequence would be missing"):
+        predict_volume(net, phantom_case, missing={"t1", "t1c", "t2", "flair"})
+    with pytest.raises(ValueError, match="unknown sequence"):
+        predict_volume(net, phantom_case, missing={"dwi"})
+
+
+def test_slice_preview_equals_the_whole_volume_slice(phantom_case):
+    torch.manual_seed(3)
+    model = build_model("deepmedic-lite").eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(50)  # spread the random logits so labels vary in space
+    model.card = {"normalisation": {"landmarks": fit_landmarks([(phantom_case.images, phantom_case.available)])}}
+    full = predict_volume(model, phantom_case, missing={"t2"}, tile=12)
+    assert len(np.unique(full.labels)) > 1
+    for index in (5, 19, 20, 21, 33):
+        np.testing.assert_array_equal(predict_slice(model, phantom_case, index, missing={"t2"}), full.labels[:, :, index])
+
+
+def test_prediction_returns_on_the_original_grid(tmp_path):
+    images = np.random.default_rng(0).uniform(50, 100, (4, 16, 16, 8)).astype(np.float32)
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    for suffix, volume in zip(("t1", "t1ce", "t2", "flair"), images):
+        save(volume, tmp_path / f"c_{suffix}.nii.gz", affine)
+    case = read_case(tmp_path)
+    assert case.shape == (16, 16, 22)
+    net = FlairNet(fit_landmarks([(case.images, case.available)])).eval()
+    prediction = predict_volume(net, case, tile=9, probabilities=True)
+    assert prediction.labels.shape == (16, 16, 8) and prediction.probabilities.shape == (2, 16, 16, 8)
+    np.testing.assert_allclose(prediction.probabilities.sum(0), 1, atol=1e-5)
+
+
+def test_device_choice():
+    assert choose_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' is not available"):
+            choose_device("cuda")
+
+
+@pytest.mark.slow
+def test_predict_cli_writes_labels_on_the_input_grid(tmp_path, phantom_case):
+    folder = tmp_path / "m"
+    model = build_model("deepmedic-lite")
+    save_model(model, folder, {"name": "try", "normalisation": {"landmarks": fit_landmarks(
+        [(phantom_case.images, phantom_case.available)])}})  # fmt: skip
+    manifest = write_phantom_cohort(tmp_path / "c", n=1, size=40)
+    out = tmp_path / "pred.nii.gz"
+    result = subprocess.run([sys.executable, "-m", "core", "predict", "--model", str(folder), "--case", "P0",
+                             "--cohort", str(manifest), "--missing", "flair", "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["missing"] == "flair" and report["device"].startswith("CPU") and "tc" in report["metrics"]
+    image = nib.load(str(out))
+    reference = nib.load(str(manifest.parent / "P0" / "P0_t1ce.nii.gz"))
+    np.testing.assert_array_equal(image.affine, reference.affine)
+    assert image.shape == reference.shape and image.get_data_dtype() == np.uint8
