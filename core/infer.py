@@ -91,6 +91,8 @@ def tile_shape(shape, largest: int) -> tuple[int, int, int]:
 
 
 def _run(net, x: torch.Tensor, amp: bool) -> torch.Tensor:
+    if getattr(net, "fused", False):
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     if amp and x.device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return net(x).float()
@@ -160,7 +162,7 @@ def windowed_outputs(net: torch.nn.Module, volume: np.ndarray, num_outputs: int,
     for start in range(0, len(origins), batch):
         chunk = origins[start : start + batch]
         x = np.stack([extract(volume, [a - HALF for a in o], [output + CONTEXT] * 3) for o in chunk])
-        y = net(torch.from_numpy(x).to(device)).cpu().numpy()
+        y = _run(net, torch.from_numpy(x).to(device), False).cpu().numpy()
         for o, result in zip(chunk, y):
             region = tuple(slice(a, min(a + output, n)) for a, n in zip(o, shape))
             out[(slice(None), *region)] = result[(slice(None), *[slice(0, r.stop - r.start) for r in region])]
@@ -291,7 +293,7 @@ def predict_slice(model: torch.nn.Module, case: Case, index: int, missing=(), pr
     size = [int(np.ceil((rows[-1] + 1 - x0) / 3) * 3), int(np.ceil((cols[-1] + 1 - y0) / 3) * 3), PREVIEW_SLAB]
     window = extract(volume, [x0 - HALF, y0 - HALF, slab - HALF], [n + CONTEXT for n in size])
     with torch.inference_mode():
-        out = model(torch.from_numpy(window)[None].to(model_device(model)))[0].cpu().numpy()
+        out = _run(model, torch.from_numpy(window)[None].to(model_device(model)), False)[0].cpu().numpy()
     part = _labels_from_outputs(out[..., z - slab])
     nx, ny = min(size[0], volume.shape[1] - x0), min(size[1], volume.shape[2] - y0)
     part = np.where(inside[x0 : x0 + nx, y0 : y0 + ny, z], part[:nx, :ny], 0)

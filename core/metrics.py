@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from core.sequences import REGIONS
 
@@ -64,17 +65,18 @@ def surface(mask: np.ndarray) -> np.ndarray:
 
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
-    """Distances (mm) from each pred surface voxel to the ref surface, and back.
+    """Distances (mm) from each pred surface voxel to the nearest ref surface voxel, and back.
 
-    Both masks must be non-empty. Computed on the union's bounding box plus one voxel.
+    Both masks must be non-empty. Surfaces are found on the union's bounding box; distances
+    between surface voxel centres come from a k-d tree, which gives exactly what a Euclidean
+    distance transform of the other surface gives at these voxels, on far fewer points.
     """
     box = ndimage.find_objects((pred | ref).astype(np.uint8))[0]
-    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
-    pred_surface, ref_surface = surface(pred[box]), surface(ref[box])
-    sampling = tuple(float(s) for s in spacing_mm)
-    to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=sampling)
-    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=sampling)
-    return to_ref[pred_surface], to_pred[ref_surface]
+    pred_points = np.argwhere(surface(pred[box])) * np.asarray(spacing_mm, float)
+    ref_points = np.argwhere(surface(ref[box])) * np.asarray(spacing_mm, float)
+    to_ref, _ = cKDTree(ref_points).query(pred_points)
+    to_pred, _ = cKDTree(pred_points).query(ref_points)
+    return to_ref, to_pred
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), empty: str = "nan") -> float:

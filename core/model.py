@@ -13,6 +13,7 @@ checks the weights' sha256 recorded in the card and never unpickles anything.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -98,6 +99,7 @@ class DeepMedic(nn.Module):
         self.fc = nn.Sequential(*(ConvBlock(a, b, 1) for a, b in zip(channels[:-1], channels[1:])))
         self.classifier = nn.Conv3d(channels[-1], config.num_classes, 1)
         self.card: dict = {}
+        self.fused = False  # True for inference copies (see fuse_for_inference)
 
     @staticmethod
     def output_size(input_size: int) -> int:
@@ -141,6 +143,26 @@ def build_model(preset: str | ModelConfig = "deepmedic", in_channels: int = 4, n
     return DeepMedic(config)
 
 
+def fuse_for_inference(model: DeepMedic) -> DeepMedic:
+    """A copy for inference: batch norm folded into the convolutions, channels-last layout.
+
+    Conv then eval-mode BN is one affine map, so folding it changes outputs only by float
+    rounding (about 1e-7) and saves a full pass over every activation. The copy cannot be
+    trained or saved; the original is left untouched.
+    """
+    fused = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for block in fused.modules():
+            if isinstance(block, ConvBlock) and isinstance(block[1], nn.BatchNorm3d):
+                conv, bn = block[0], block[1]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1, 1))
+                conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+                block[1] = nn.Identity()
+    fused.fused = True
+    return fused.to(memory_format=torch.channels_last_3d)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -160,7 +182,13 @@ def sha256_file(path: Path) -> str:
 
 
 def save_model(model: DeepMedic, folder: str | Path, card: dict | None = None) -> Path:
-    """Write ``weights.safetensors`` and ``card.json`` (architecture + sha256 + the given card)."""
+    """Write ``weights.safetensors`` and ``card.json`` (architecture + sha256 + the given card).
+
+    Raises:
+        ModelError: the model is a fused inference copy (its weights no longer fit the card).
+    """
+    if getattr(model, "fused", False):
+        raise ModelError("cannot save a fused inference copy; save the model it was made from")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS
@@ -200,11 +228,13 @@ def read_card(folder: str | Path) -> dict:
     return card
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> DeepMedic:
+def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool = True) -> DeepMedic:
     """Load a model folder, checking the weights against the card's sha256. Never unpickles.
 
     Returns:
-        The model in eval mode on ``device``; its card is ``model.card``.
+        The model in eval mode on ``device``; its card is ``model.card``. With ``fuse`` (the
+        default) it is an inference copy (:func:`fuse_for_inference`); ``fuse=False`` gives
+        the network as trained.
 
     Raises:
         ModelError: folder, card or weights missing; sha256 mismatch; weights that do not fit
@@ -237,4 +267,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> DeepMedi
         raise ModelError(f"{weights}: does not fit the card's architecture: " + "; ".join(d for d in detail if d))
     model.load_state_dict(state)
     model.card = card
-    return model.to(device).eval()
+    model = model.eval()
+    if fuse:
+        model = fuse_for_inference(model)
+    return model.to(device)
