@@ -27,6 +27,7 @@ chromium:
 	  else echo "chromium not found and not root: browser tests will fail" >&2; fi; }
 
 test: $(VENV)/.dev-installed chromium
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev-installed

@@ -100,7 +100,10 @@ def main() -> None:
               f"-> ratio {t_win / t_tile:.1f}x (target >= 2.5x; tiling alone {t_win_fused / t_tile:.1f}x); "
               f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / peak:.0f}% of matmul peak")  # fmt: skip
         t_brain, prediction = timed(lambda: predict_volume(model, case))
-        print(f"{preset}: whole 1 mm brain {t_brain:.1f} s ({mask.sum() / t_brain:,.0f} brain vox/s, tiles {prediction.tile})")
+        print(
+            f"{preset}: whole 1 mm brain {t_brain:.1f} s ({mask.sum() / t_brain:,.0f} brain vox/s, "
+            f"tiles {prediction.tile})"
+        )
         if preset == "deepmedic-lite":
             z = int(centre[2])
             cold, _ = timed(lambda: predict_slice(model, case, z))

@@ -1,6 +1,6 @@
 """Save a screenshot of every page of the app (1280 px wide) with Debian's Chromium.
 
-    python bench/screens.py [--out docs]
+python bench/screens.py [--out docs]
 """
 
 from __future__ import annotations

@@ -71,7 +71,10 @@ def main() -> None:
         base = measure(preset, 9, args.batch_size, args.iterations, device, volumes)
         big = measure(preset, 27, args.batch_size, args.iterations, device, volumes)
         for label, result in (("9^3 (paper, baseline)", base), ("27^3", big)):
-            print(f"{preset:15s} output {label:22s} {result['it_s']:7.2f} it/s {result['voxels_s']:11,.0f} labelled voxels/s")
+            print(
+                f"{preset:15s} output {label:22s} {result['it_s']:7.2f} it/s "
+                f"{result['voxels_s']:11,.0f} labelled voxels/s"
+            )
         print(f"{preset:15s} 27^3 / 9^3 labelled voxels/s ratio: {big['voxels_s'] / base['voxels_s']:.1f}x")
 
 

@@ -66,7 +66,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.preview:
         from core.figures import case_montage
 
-        plan = next((p for p in plans if p.patient_id == args.preview_case), plans[0]) if args.preview_case else plans[0]
+        plan = (
+            next((p for p in plans if p.patient_id == args.preview_case), plans[0]) if args.preview_case else plans[0]
+        )
         case = render_case(args.preset, plan, args.seed)
         title = f"{plan.patient_id} (hospital {plan.hospital}, {args.preset}, seed {args.seed})"
         case_montage(case.images, plan.available, case.labels, title).savefig(args.preview, dpi=80)
@@ -137,7 +139,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "tile": list(prediction.tile)}  # fmt: skip
     if case.labels is not None:
         regions = ("tc",) if case.label_scheme == "tc" or model.config.num_classes == 2 else ("tc", "wt", "et")
-        report["metrics"] = {r: m.to_dict() for r, m in evaluate(prediction.labels, case.labels, case.spacing, regions).items()}
+        report["metrics"] = {
+            r: m.to_dict() for r, m in evaluate(prediction.labels, case.labels, case.spacing, regions).items()
+        }
     _print_json(report)
     return 0
 
@@ -202,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--cohort", type=Path, default=Path("data_samples"), help="cohort for a patient id")
     predict.add_argument("--missing", default="", help="sequences to switch off, e.g. flair,t2")
     predict.add_argument("--out", type=Path, required=True, help="output label NIfTI (.nii.gz)")
-    predict.add_argument("--scheme", default="brats2020", choices=("brats2020", "brats2023"), help="label values written")
+    predict.add_argument(
+        "--scheme", default="brats2020", choices=("brats2020", "brats2023"), help="label values written"
+    )
     predict.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
     predict.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     predict.set_defaults(func=cmd_predict)

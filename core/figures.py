@@ -46,6 +46,19 @@ def overlay_rgb(gray: np.ndarray, labels: np.ndarray | None, opacity: float = 0.
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+# Error map colours (Okabe-Ito): true positive bluish green, false positive vermillion,
+# false negative blue; distinguishable with the common colour-vision deficiencies.
+ERROR_COLOURS = {"tp": (0, 158, 115), "fp": (213, 94, 0), "fn": (0, 114, 178)}
+
+
+def error_map_rgb(gray: np.ndarray, pred: np.ndarray, ref: np.ndarray, opacity: float = 0.55) -> np.ndarray:
+    """(H, W, 3) uint8: a [0, 1] gray slice with TP / FP / FN voxels of two boolean masks."""
+    rgb = np.repeat(gray[..., None], 3, axis=-1) * 255
+    for key, mask in (("tp", pred & ref), ("fp", pred & ~ref), ("fn", ~pred & ref)):
+        rgb[mask] = (1 - opacity) * rgb[mask] + opacity * np.asarray(ERROR_COLOURS[key], dtype=np.float32)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
 def case_montage(images: np.ndarray, available, labels: np.ndarray | None, title: str = ""):
     """Matplotlib figure: four sequences and labels, axial and coronal through the tumour."""
     import matplotlib
@@ -65,7 +78,15 @@ def case_montage(images: np.ndarray, available, labels: np.ndarray | None, title
             if available[col]:
                 ax.imshow(take_slice(window(images[col], brain), plane, index), cmap="gray", vmin=0, vmax=1)
             else:
-                ax.text(0.5, 0.5, f"{DISPLAY[sequence]}\nmissing", color="w", ha="center", va="center", transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{DISPLAY[sequence]}\nmissing",
+                    color="w",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
             ax.set_title(f"{DISPLAY[sequence]} {plane}", color="w", fontsize=9)
         t1c = window(images[SEQUENCES.index("t1c")], brain)
         lab = take_slice(labels, plane, index) if labels is not None else None

@@ -144,7 +144,9 @@ def tiled_outputs(
         if skip is None or skip[region].any():
             window = extract(volume, [o - HALF for o in origin], [t + CONTEXT for t in tiles])
             result = _run(net, torch.from_numpy(window)[None].to(device), amp)[0]
-            out[(slice(None), *region)] = result[(slice(None), *[slice(0, r.stop - r.start) for r in region])].cpu().numpy()
+            out[(slice(None), *region)] = (
+                result[(slice(None), *[slice(0, r.stop - r.start) for r in region])].cpu().numpy()
+            )
         if on_progress:
             on_progress(done, len(origins), "tiles")
     return out

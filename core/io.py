@@ -515,7 +515,9 @@ def inspect_path(path: str | Path, on_progress: Callable[[int, int, str], None] 
                     spacing_mm=list(result.spacing),
                     missing=sorted(result.missing, key=SEQUENCES.index),
                     label_scheme=result.label_scheme,
-                    labels_present=sorted(int(v) for v in np.unique(result.labels)) if result.labels is not None else None,
+                    labels_present=sorted(int(v) for v in np.unique(result.labels))
+                    if result.labels is not None
+                    else None,
                     warnings=result.warnings,
                 )
             entries.append(entry)
@@ -550,14 +552,11 @@ def read_label_map(path: str | Path, scheme: str | None = None) -> tuple[np.ndar
 # --------------------------------------------------------------------------- writing
 
 
-def write_labels(
-    labels: np.ndarray, path: str | Path, like: Case | str | Path, scheme: str = "brats2020"
-) -> Path:
-    """Write a canonical label map as NIfTI on the grid and header of a reference image.
+def label_image(labels: np.ndarray, like: Case | str | Path, scheme: str = "brats2020") -> nib.Nifti1Image:
+    """A canonical label map as a NIfTI image on the grid and header of a reference image.
 
     Args:
         labels: (X, Y, Z) canonical uint8 labels on the reference's grid.
-        path: output ``.nii.gz`` / ``.nii``.
         like: a :class:`Case` (its T1c header and affine) or a NIfTI file to copy them from,
             so ITK-SNAP and 3D Slicer overlay the result on the images.
         scheme: values written: ``brats2020`` (1, 2, 4; what most tools expect),
@@ -568,11 +567,13 @@ def write_labels(
     """
     if isinstance(like, Case):
         header, affine, shape = like.header, like.affine, like.shape
+        if like.original_grid is not None:
+            affine, shape = like.original_grid.affine, like.original_grid.shape
     else:
         image = nib.load(str(like))
         header, affine, shape = image.header, image.affine, image.shape[:3]
     if tuple(labels.shape) != tuple(shape):
-        raise CaseError(f"{path}: labels have shape {labels.shape} but the reference grid is {tuple(shape)}")
+        raise CaseError(f"labels have shape {labels.shape} but the reference grid is {tuple(shape)}")
     if scheme not in LABEL_SCHEMES:
         raise CaseError(f"unknown label scheme {scheme!r}; expected one of {sorted(LABEL_SCHEMES)}")
     lut = np.zeros(256, dtype=np.uint8)
@@ -587,10 +588,23 @@ def write_labels(
     image = nib.Nifti1Image(out, affine, header)
     image.set_qform(affine, code=int(header["qform_code"]) or 1)
     image.set_sform(affine, code=int(header["sform_code"]) or 1)
+    return image
+
+
+def write_labels(labels: np.ndarray, path: str | Path, like: Case | str | Path, scheme: str = "brats2020") -> Path:
+    """Write :func:`label_image` to ``path`` (.nii.gz or .nii)."""
+    image = label_image(labels, like, scheme)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, str(path))
     return path
+
+
+def label_nifti_bytes(labels: np.ndarray, like: Case | str | Path, scheme: str = "brats2020") -> bytes:
+    """:func:`label_image` as the bytes of a .nii.gz file (for downloads)."""
+    import gzip
+
+    return gzip.compress(label_image(labels, like, scheme).to_bytes(), compresslevel=6)
 
 
 def write_volume(volume: np.ndarray, path: str | Path, affine: np.ndarray, dtype=np.int16) -> Path:

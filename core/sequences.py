@@ -78,9 +78,7 @@ def display_name(missing: frozenset[str] | set[str]) -> str:
 # The paper's 8 combinations of missing secondaries (T1c always present), and the
 # extended 15 in which T1c can be missing too (all four missing is never a case).
 PAPER_COMBINATIONS: tuple[frozenset[str], ...] = tuple(_all_subsets(SECONDARY))
-EXTENDED_COMBINATIONS: tuple[frozenset[str], ...] = tuple(
-    s for s in _all_subsets(SEQUENCES) if len(s) < len(SEQUENCES)
-)
+EXTENDED_COMBINATIONS: tuple[frozenset[str], ...] = tuple(s for s in _all_subsets(SEQUENCES) if len(s) < len(SEQUENCES))
 
 
 def combinations_for(count: int) -> tuple[frozenset[str], ...]:

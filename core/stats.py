@@ -173,7 +173,8 @@ def wilcoxon_paired(x, y, conf_level: float = 0.95) -> WilcoxonResult:
         achieved = 2 * psignrank(math.trunc(qu) - 1, n)
         level = 1 - float(f"{achieved:.2g}") if achieved - alpha > alpha / 2 else conf_level
         return WilcoxonResult(n, int(ok.sum()), v, min(2 * p, 1.0), float(np.median(walsh)), float(walsh[qu - 1]),
-                              float(walsh[ql]), level, median_difference, "Wilcoxon signed rank exact test")  # fmt: skip
+                              float(walsh[ql]), level, median_difference,
+                              "Wilcoxon signed rank exact test")  # fmt: skip
 
     z = _asymptotic_z(d, correct=True)
     p_value = 2 * min(norm.cdf(z), norm.sf(z))
@@ -260,7 +261,9 @@ def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust:
                 row |= {"n": result.n_pairs, "median_difference": result.median_difference, "estimate": result.estimate,
                         "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value}  # fmt: skip
             else:
-                row |= {"n": 0} | dict.fromkeys(["median_difference", "estimate", "ci_low", "ci_high", "p_value"], np.nan)
+                row |= {"n": 0} | dict.fromkeys(
+                    ["median_difference", "estimate", "ci_low", "ci_high", "p_value"], np.nan
+                )
             rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-2])
     table["p_adjusted"] = ADJUSTMENTS[adjust](table["p_value"].to_numpy(float))

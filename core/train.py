@@ -26,7 +26,7 @@ from torch import nn
 
 import core
 from core.io import Case, find_cases, read_case
-from core.model import CONTEXT, DeepMedic, build_model, save_model
+from core.model import CONTEXT, build_model, save_model
 from core.preprocess import brain_crop, brain_mask, fit_landmarks, normalise
 from core.sequences import LABEL_NAMES, REGIONS, SEQUENCES, Sparsifier
 
@@ -261,7 +261,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer) -> tuple[int, Train
             _, index, name = key.split(".", 2)
             state["state"].setdefault(int(index), {})[name] = value
     optimizer.load_state_dict(state)
-    return int(metadata["iteration"]), TrainConfig.from_dict(json.loads(metadata["config"])), json.loads(metadata["extra"])
+    return (
+        int(metadata["iteration"]),
+        TrainConfig.from_dict(json.loads(metadata["config"])),
+        json.loads(metadata["extra"]),
+    )
 
 
 # --------------------------------------------------------------------------- the run
@@ -351,7 +355,9 @@ def train(
 
     net: nn.Module = model
     if dist.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device] if dist.device.type == "cuda" else None
+        )
     sparsifier = Sparsifier(config.sparsify)
     log_path = out / LOG
     rows = _read_log(log_path, start) if dist.rank == 0 else []
@@ -373,7 +379,9 @@ def train(
             for sequence in drop:
                 dropped_counts[sequence] += 1
         done = iteration + 1
-        if dist.rank == 0 and (done % config.checkpoint_every == 0 or done % config.val_every == 0 or done == config.iterations):
+        if dist.rank == 0 and (
+            done % config.checkpoint_every == 0 or done % config.val_every == 0 or done == config.iterations
+        ):
             row = {"iteration": done, "loss": round(float(np.mean(losses)), 6), "lr": optimizer.param_groups[0]["lr"],
                    "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
             row |= {f"dropped_{s}": n for s, n in dropped_counts.items()}
@@ -405,8 +413,9 @@ def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_source
         "name": model_name(config.hospitals, config.complete_only, config.sparsify),
         "preset": config.preset,
         "inputs": list(SEQUENCES),
-        "classes": [LABEL_NAMES[i] for i in range(config.num_classes)] if config.num_classes == 4 else
-                   ["background", "tumour core"],  # fmt: skip
+        "classes": [LABEL_NAMES[i] for i in range(config.num_classes)]
+        if config.num_classes == 4
+        else ["background", "tumour core"],  # fmt: skip
         "training": {
             "cohort": str(config.cohort),
             "hospitals": list(config.hospitals),
@@ -417,18 +426,28 @@ def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_source
             "train_cases": [s.case_id for s in train_sources],
         },
         "sparsity": Sparsifier(config.sparsify).to_dict(),
-        "normalisation": {"method": "nyul+whitening", "percentiles": [1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 99],
-                          "landmarks": landmarks},  # fmt: skip
+        "normalisation": {
+            "method": "nyul+whitening",
+            "percentiles": [1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 99],
+            "landmarks": landmarks,
+        },  # fmt: skip
         "iterations": config.iterations,
         "seed": config.seed,
         "config": config.to_dict(),
-        "validation": {"dice_tc_windows": last_val.get("val_dice_tc"), "dice_wt_windows": last_val.get("val_dice_wt"),
-                       "note": "pooled over fixed 27^3 validation windows, half centred in tumour"},  # fmt: skip
+        "validation": {
+            "dice_tc_windows": last_val.get("val_dice_tc"),
+            "dice_wt_windows": last_val.get("val_dice_wt"),
+            "note": "pooled over fixed 27^3 validation windows, half centred in tumour",
+        },  # fmt: skip
         "training_seconds": float(rows[-1]["seconds"]) if rows else 0.0,
         "world_size": dist.world,
         "device": str(dist.device),
-        "versions": {"core": core.__version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},  # fmt: skip
+        "versions": {
+            "core": core.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },  # fmt: skip
     }
     save_model(model, out, card)
     (out / "MODEL_CARD.md").write_text(model_card_markdown(json.loads((out / "card.json").read_text())))

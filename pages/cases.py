@@ -3,13 +3,13 @@
 import streamlit as st
 
 from core.figures import overlay_rgb, take_slice, window
-from core.sequences import DISPLAY, SEQUENCES, parse_combination, display_name
-from ui.data import DEMO_COHORT, load_case, load_manifest
+from core.sequences import DISPLAY, SEQUENCES, display_name, parse_combination
+from ui.data import demo_cohort, load_case, load_manifest
 
 st.title("Cases")
-manifest = load_manifest(str(DEMO_COHORT))
+manifest = load_manifest(str(demo_cohort()))
 if manifest.empty:
-    st.info(f"No cohort found at {DEMO_COHORT}. Create one with `python -m core synth --out DIR`.")
+    st.info(f"No cohort found at {demo_cohort()}. Create one with `python -m core synth --out DIR`.")
     st.stop()
 
 table = manifest[["patient_id", "hospital", "split", "missing"]].copy()
@@ -17,7 +17,7 @@ table["sequences"] = [display_name(parse_combination(m)) for m in table["missing
 st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch")
 
 case_id = st.selectbox("Case", table["patient_id"], key="case_id")
-case = load_case(str(DEMO_COHORT), case_id)
+case = load_case(str(demo_cohort()), case_id)
 for message in case.warnings:
     st.caption(f":material/warning: {message}")
 
@@ -27,7 +27,9 @@ choice = c1.radio("Sequence", names, index=1, key="sequence")
 plane = c2.radio("Plane", ["axial", "coronal", "sagittal"], key="plane")
 show_labels = c2.checkbox("Reference labels", value=True, disabled=case.labels is None)
 axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
-default = int(case.labels.nonzero()[axis].mean()) if case.labels is not None and case.labels.any() else case.shape[axis] // 2
+default = (
+    int(case.labels.nonzero()[axis].mean()) if case.labels is not None and case.labels.any() else case.shape[axis] // 2
+)
 index = c3.slider("Slice", 0, case.shape[axis] - 1, default, key=f"slice_{plane}_{case_id}")
 
 channel = names.index(choice)

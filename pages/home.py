@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.infer import describe_device
 from core.sequences import DISPLAY, SEQUENCES
-from ui.data import DEMO_COHORT, load_manifest
+from ui.data import demo_cohort, load_manifest
 
 st.title("Glioblastoma robustness explorer")
 st.markdown(
@@ -14,7 +14,7 @@ st.markdown(
 )
 st.warning("Research and teaching tool. Not a medical device; not for diagnosis or treatment decisions.")
 
-manifest = load_manifest(str(DEMO_COHORT))
+manifest = load_manifest(str(demo_cohort()))
 left, middle, right = st.columns(3)
 left.metric("Demo cases", len(manifest))
 middle.metric("Hospitals", manifest["hospital"].nunique() if len(manifest) else 0)

@@ -37,3 +37,47 @@ def test_cases_page_lists_cases_and_shows_missing_sequences():
     assert options == ["T1", "T1c", "T2 (missing)", "FLAIR"]
     at.radio(key="sequence").set_value("T2 (missing)").run()
     assert any("T2 was not acquired" in i.value for i in at.info)
+
+
+@pytest.fixture
+def explorer_data(tmp_path, monkeypatch):
+    """A phantom cohort and one small model, so the explorer predicts in a second."""
+    import torch
+
+    from core.io import read_case
+    from core.model import build_model, save_model
+    from core.preprocess import fit_landmarks
+    from tests.conftest import write_phantom_cohort
+
+    manifest = write_phantom_cohort(tmp_path / "cohort", n=2, size=40)
+    case = read_case(manifest.parent / "P0")
+    torch.manual_seed(0)
+    model = build_model("deepmedic-lite")
+    card = {"name": "TinyBraTS", "training": {"hospitals": ["public"]}, "sparsity": {"t1": 0, "t2": 0, "flair": 0},
+            "normalisation": {"landmarks": fit_landmarks([(case.images, case.available)])}}  # fmt: skip
+    save_model(model, tmp_path / "models" / "TinyBraTS", card)
+    monkeypatch.setenv("GBM_DEMO_COHORT", str(manifest.parent))
+    monkeypatch.setenv("GBM_MODELS", str(tmp_path / "models"))
+
+
+def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
+    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.selectbox(key="model").value == "TinyBraTS" and at.selectbox(key="patient").value == "P0"
+    assert any("Run the model" in i.value for i in at.info)
+    run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
+    assert run.label == "Run TinyBraTS with complete"
+    run.click().run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert labels.count("Dice") == 3 and "HD95 mm" in labels  # tumour core, whole tumour, enhancing
+    assert all(not m.delta for m in at.metric if m.label != "Volume mL")  # nothing to compare with yet
+    at.toggle(key="use_flair_P0").set_value(False).run()
+    run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
+    assert run.label == "Run TinyBraTS with missing flair" and not run.disabled
+    run.click().run()
+    assert not at.exception
+    dice = [m for m in at.metric if m.label == "Dice"]
+    assert all(m.delta for m in dice)  # change against the complete-data prediction
+    assert any("missing FLAIR" in m.value for m in at.markdown)
+    assert at.get("download_button")

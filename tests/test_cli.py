@@ -18,7 +18,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_synth_manifest_only_writes_table2_proportions(tmp_path):
-    result = run_cli("synth", "--preset", "paper", "--scale", "0.1", "--seed", "4", "--out", str(tmp_path), "--manifest-only")
+    result = run_cli(
+        "synth", "--preset", "paper", "--scale", "0.1", "--seed", "4", "--out", str(tmp_path), "--manifest-only"
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))

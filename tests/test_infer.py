@@ -114,7 +114,9 @@ def test_slice_preview_equals_the_whole_volume_slice(phantom_case):
     full = predict_volume(model, phantom_case, missing={"t2"}, tile=12)
     assert len(np.unique(full.labels)) > 1
     for index in (5, 19, 20, 21, 33):
-        np.testing.assert_array_equal(predict_slice(model, phantom_case, index, missing={"t2"}), full.labels[:, :, index])
+        np.testing.assert_array_equal(
+            predict_slice(model, phantom_case, index, missing={"t2"}), full.labels[:, :, index]
+        )
 
 
 def test_prediction_returns_on_the_original_grid(tmp_path):

@@ -62,7 +62,7 @@ def test_manifest_scheme_overrides_detection(tmp_path, write_case):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(
         "patient_id,t1,t1c,t2,flair,seg,label_scheme\n"
-        f"p1,case/case_t1.nii.gz,case/case_t1ce.nii.gz,,case/case_flair.nii.gz,case/case_seg.nii.gz,brats2023\n"
+        "p1,case/case_t1.nii.gz,case/case_t1ce.nii.gz,,case/case_flair.nii.gz,case/case_seg.nii.gz,brats2023\n"
     )
     (source,) = read_manifest(manifest)
     case = read_case(source)
@@ -151,7 +151,9 @@ def test_4d_single_volume_is_squeezed_and_multi_volume_rejected(write_case):
 def test_shape_mismatch_names_both_files(write_case):
     folder, _, _ = write_case()
     save(np.ones((24, 26, 21), np.int16), folder / "case_t2.nii.gz")
-    with pytest.raises(CaseError, match=r"case_t2\.nii\.gz has shape \(24, 26, 21\) but case_t1ce\.nii\.gz has \(24, 26, 20\)"):
+    with pytest.raises(
+        CaseError, match=r"case_t2\.nii\.gz has shape \(24, 26, 21\) but case_t1ce\.nii\.gz has \(24, 26, 20\)"
+    ):
         read_case(folder)
 
 

@@ -58,11 +58,13 @@ def test_receptive_field(residual):
     x = torch.randn(1, 4, 57, 57, 57, dtype=torch.float64)
     with torch.no_grad():
         base = model(x)[0, :, 4, 4, 4]  # centre output voxel <-> input voxel 28
+
     def changed(position):
         y = x.clone()
         y[(0, 0, *position)] += 10.0
         with torch.no_grad():
             return not torch.allclose(model(y)[0, :, 4, 4, 4], base, atol=1e-12, rtol=0)
+
     # Outside the 51^3 field (28 +- 25): no effect.
     assert not changed((2, 28, 28)) and not changed((28, 54, 28)) and not changed((28, 28, 56))
     # Inside the 17^3 normal field (28 +- 8): effect.

@@ -26,7 +26,9 @@ def test_dice_loss_matches_hand_computation():
     labels = torch.randint(0, 3, (2, 4, 4, 4))
     p = torch.softmax(logits, 1).numpy()
     g = np.stack([(labels.numpy() == c) for c in range(3)], 1).astype(float)
-    per_class = [(2 * (g[:, c] * p[:, c]).sum() + 1e-5) / ((p[:, c] ** 2).sum() + g[:, c].sum() + 1e-5) for c in range(3)]
+    per_class = [
+        (2 * (g[:, c] * p[:, c]).sum() + 1e-5) / ((p[:, c] ** 2).sum() + g[:, c].sum() + 1e-5) for c in range(3)
+    ]
     assert float(dice_loss(logits, labels)) == pytest.approx(1 - np.mean(per_class), rel=1e-6)
     perfect = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float() * 50
     assert float(dice_loss(perfect, labels)) == pytest.approx(0, abs=1e-6)
@@ -67,7 +69,9 @@ def config(cohort, **changes):
 @pytest.mark.slow
 def test_short_run_raises_dice_and_writes_a_loadable_folder(phantom_cohort, tmp_path):
     torch.set_num_threads(2)
-    folder = train(config(phantom_cohort, iterations=60, val_every=10, checkpoint_every=10, sparsify=0.2), tmp_path / "m")
+    folder = train(
+        config(phantom_cohort, iterations=60, val_every=10, checkpoint_every=10, sparsify=0.2), tmp_path / "m"
+    )
     log = (folder / "training_log.csv").read_text().splitlines()
     rows = [dict(zip(log[0].split(","), line.split(","))) for line in log[1:]]
     first, last = float(rows[0]["val_dice_tc"]), float(rows[-1]["val_dice_tc"])
@@ -114,7 +118,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(phantom_cohort, tmp_pa
 @pytest.mark.slow
 def test_cli_run_killed_with_sigkill_resumes(phantom_cohort, tmp_path):
     args = [sys.executable, "-m", "core", "train", "--cohort", str(phantom_cohort), "--iterations", "40",
-            "--batch-size", "4", "--checkpoint-every", "2", "--val-every", "20", "--out", str(tmp_path / "m")]  # fmt: skip
+            "--batch-size", "4", "--checkpoint-every", "2", "--val-every", "20",
+            "--out", str(tmp_path / "m")]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpoint = tmp_path / "m" / "checkpoint.safetensors"
@@ -135,7 +140,8 @@ def test_cli_run_killed_with_sigkill_resumes(phantom_cohort, tmp_path):
 def test_ddp_with_two_gloo_processes(phantom_cohort, tmp_path):
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "core",
             "train", "--cohort", str(phantom_cohort), "--iterations", "6", "--batch-size", "2",
-            "--checkpoint-every", "3", "--val-every", "3", "--device", "cpu", "--out", str(tmp_path / "ddp")]  # fmt: skip
+            "--checkpoint-every", "3", "--val-every", "3", "--device", "cpu",
+            "--out", str(tmp_path / "ddp")]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

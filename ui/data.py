@@ -1,35 +1,110 @@
-"""Where the app's data lives, and the one place that caches what pages load."""
+"""Where the app's data lives, and the one place that caches what pages load or compute."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.infer import Prediction, choose_device, predict_slice, predict_volume, prepare_input
 from core.io import Case, find_cases, read_case
+from core.metrics import evaluate
+from core.model import DeepMedic, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_COHORT = Path(os.environ.get("GBM_DEMO_COHORT", ROOT / "data_samples"))
+
+
+def demo_cohort() -> Path:
+    """The cohort the app opens on (``GBM_DEMO_COHORT``, default the bundled demo cases)."""
+    return Path(os.environ.get("GBM_DEMO_COHORT", ROOT / "data_samples"))
+
+
+def models_root() -> Path:
+    """Where model folders are (``GBM_MODELS``, default the bundled models)."""
+    return Path(os.environ.get("GBM_MODELS", ROOT / "models"))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def load_manifest(path: str) -> pd.DataFrame:
-    """The manifest of a cohort folder (missing columns filled), or an empty table."""
+    """The manifest of a cohort folder (hospital as text), or an empty table."""
     manifest = Path(path) / "manifest.csv"
     if not manifest.is_file():
         return pd.DataFrame(columns=["patient_id", "hospital", "split", "missing"])
-    table = pd.read_csv(manifest, dtype={"hospital": str}, keep_default_na=False)
-    return table
+    return pd.read_csv(manifest, dtype={"hospital": str}, keep_default_na=False)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def list_models(root: str) -> dict[str, dict]:
+    """{name: card} of the model folders under ``root`` (folders with a card.json)."""
+    cards = {}
+    for folder in sorted(Path(root).glob("*/card.json")):
+        try:
+            card = json.loads(folder.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        card["path"] = str(folder.parent)
+        cards[card.get("name", folder.parent.name)] = card
+    return cards
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the case...")
 def load_case(cohort: str, case_id: str) -> Case:
-    """Read one case of a cohort; cached as a shared read-only resource (volumes are large)."""
+    """Read one case of a cohort; a shared read-only resource (volumes are large)."""
     for source in find_cases(cohort):
         if source.case_id == case_id:
             case = read_case(source)
             case.images.setflags(write=False)
             return case
     raise KeyError(f"no case {case_id!r} in {cohort}")
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model...")
+def load_model_cached(path: str, sha256: str) -> DeepMedic:
+    """A model for inference on the best device, keyed by folder and weights hash."""
+    return load_model(path, device=choose_device())
+
+
+@st.cache_resource(max_entries=3, show_spinner="Normalising the case...")
+def prepared_input(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
+    """Normalised input with the missing sequences zeroed (shared, read-only)."""
+    model = load_model_cached(model_path, sha256)
+    return prepare_input(load_case(cohort, case_id), model.card["normalisation"]["landmarks"], missing)
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def _predictions() -> dict:
+    return {}
+
+
+def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
+    """A prediction already computed in this app session, or None."""
+    return _predictions().get((cohort, case_id, model_path, sha256, missing))
+
+
+def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:
+    """Predict (or take from the cache) the whole volume; kept for the switches to reuse."""
+    key = (cohort, case_id, model_path, sha256, missing)
+    store = _predictions()
+    if key not in store:
+        model = load_model_cached(model_path, sha256)
+        store[key] = predict_volume(model, load_case(cohort, case_id), frozenset(missing), on_progress=on_progress)
+        while len(store) > 24:  # keep memory bounded: drop the oldest
+            store.pop(next(iter(store)))
+    return store[key]
+
+
+def preview_slice(cohort, case_id, model_path, sha256, missing: tuple[str, ...], index: int) -> np.ndarray:
+    """Labels of one axial slice, computed alone (about a second on a CPU)."""
+    model = load_model_cached(model_path, sha256)
+    prepared = prepared_input(cohort, case_id, model_path, sha256, missing)
+    return predict_slice(model, load_case(cohort, case_id), index, prepared=prepared)
+
+
+def metrics_table(prediction: Prediction, case: Case) -> dict:
+    """{region: RegionMetrics} of a prediction against the case's reference."""
+    regions = ("tc",) if case.label_scheme == "tc" else ("tc", "wt", "et")
+    return evaluate(prediction.labels, case.labels, case.spacing, regions)

@@ -71,12 +71,17 @@ class AnatomySpec:
     deformation_mm: float
 
     def to_dict(self) -> dict:
-        return {"anatomy_scale": "x".join(f"{s:.3f}" for s in self.scale), "deformation_mm": round(self.deformation_mm, 2)}
+        return {
+            "anatomy_scale": "x".join(f"{s:.3f}" for s in self.scale),
+            "deformation_mm": round(self.deformation_mm, 2),
+        }
 
 
 def sample_anatomy(rng: np.random.Generator) -> AnatomySpec:
     """Head size varies by about +-6 % per axis; smooth deformation of 1.5-3.5 mm."""
-    return AnatomySpec(scale=tuple(float(s) for s in rng.uniform(0.94, 1.06, 3)), deformation_mm=float(rng.uniform(1.5, 3.5)))
+    return AnatomySpec(
+        scale=tuple(float(s) for s in rng.uniform(0.94, 1.06, 3)), deformation_mm=float(rng.uniform(1.5, 3.5))
+    )
 
 
 def deformed_tissues(

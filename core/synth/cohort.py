@@ -199,7 +199,9 @@ def sample_case(preset: str, plan: CasePlan, seed: int) -> CaseSpec:
     """Sample anatomy, tumour and acquisition of one case (cheap; no rendering)."""
     streams = _streams(plan, seed)
     field_t, enhancement, acquisitions = PRESETS[preset].profiles[plan.hospital].sample(streams["scanner"])
-    return CaseSpec(sample_anatomy(streams["anatomy"]), sample_tumour(streams["tumour"]), field_t, enhancement, acquisitions)
+    return CaseSpec(
+        sample_anatomy(streams["anatomy"]), sample_tumour(streams["tumour"]), field_t, enhancement, acquisitions
+    )
 
 
 @dataclass
@@ -217,7 +219,10 @@ class SyntheticCase:
     @property
     def volumes_ml(self) -> dict[str, float]:
         """Tumour volumes in mL (1 mm voxels)."""
-        count = {k: int(np.count_nonzero(self.labels == v)) for k, v in (("necrosis", NECROSIS), ("oedema", OEDEMA), ("et", ENHANCING))}
+        count = {
+            k: int(np.count_nonzero(self.labels == v))
+            for k, v in (("necrosis", NECROSIS), ("oedema", OEDEMA), ("et", ENHANCING))
+        }
         return {
             "et_ml": count["et"] / 1000,
             "tc_ml": (count["et"] + count["necrosis"]) / 1000,

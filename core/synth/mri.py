@@ -60,9 +60,7 @@ def tissue_fractions(tissues: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return fractions
 
 
-def render_sequences(
-    fractions: np.ndarray, rng: np.random.Generator, contrast: np.ndarray | None = None
-) -> np.ndarray:
+def render_sequences(fractions: np.ndarray, rng: np.random.Generator, contrast: np.ndarray | None = None) -> np.ndarray:
     """Noise-free sequences (4, X, Y, Z) float32 in scanner-independent units.
 
     Args:

@@ -111,9 +111,7 @@ def rician(values: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
     return np.sqrt(real * real + imaginary * imaginary)
 
 
-def acquire(
-    ideal: np.ndarray, brain: np.ndarray, acquisition: Acquisition, rng: np.random.Generator
-) -> np.ndarray:
+def acquire(ideal: np.ndarray, brain: np.ndarray, acquisition: Acquisition, rng: np.random.Generator) -> np.ndarray:
     """One sequence as the scanner delivers it, skull-stripped (0 outside ``brain``).
 
     Args:

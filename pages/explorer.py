@@ -1,0 +1,127 @@
+"""Patient explorer: switch sequences off, run a model, see the outline and the numbers change."""
+
+import numpy as np
+import streamlit as st
+
+from core.figures import ERROR_COLOURS, error_map_rgb, overlay_rgb, take_slice, window
+from core.io import label_nifti_bytes
+from core.metrics import region_mask
+from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, combination_name, display_name
+from ui.data import (
+    cached_prediction,
+    demo_cohort,
+    list_models,
+    load_case,
+    load_manifest,
+    metrics_table,
+    models_root,
+    preview_slice,
+    run_prediction,
+)
+
+st.title("Patient explorer")
+models = list_models(str(models_root()))
+manifest = load_manifest(str(demo_cohort()))
+if not models or manifest.empty:
+    st.info(f"Needs models in {models_root()} and a cohort in {demo_cohort()}.")
+    st.stop()
+
+left, middle, right = st.columns([1.2, 1, 1.4])
+name = left.selectbox("Model", list(models), key="model")
+card = models[name]
+hospitals = ["all", *sorted(manifest["hospital"].unique())]
+hospital = middle.selectbox("Hospital", hospitals, key="hospital")
+rows = manifest if hospital == "all" else manifest[manifest["hospital"] == hospital]
+case_id = right.selectbox("Patient", rows["patient_id"], key="patient")
+case = load_case(str(demo_cohort()), case_id)
+
+st.caption(f"{name}: trained on {', '.join(card['training']['hospitals'])}; sparsified training "
+           f"{'on' if any(card['sparsity'].values()) else 'off'}. "
+           f"{display_name(case.missing)} as acquired.")  # fmt: skip
+switches = st.columns(4)
+switches[1].toggle("T1c (required)", value=True, disabled=True, key="use_t1c")
+use = {}
+for column, sequence in zip((switches[0], switches[2], switches[3]), SECONDARY):
+    acquired = sequence not in case.missing
+    use[sequence] = column.toggle(DISPLAY[sequence] + ("" if acquired else " (not acquired)"), value=acquired,
+                                  disabled=not acquired, key=f"use_{sequence}_{case_id}")  # fmt: skip
+missing = tuple(s for s in SEQUENCES if s in case.missing or (s in use and not use[s]))
+args = (str(demo_cohort()), case_id, card["path"], card["weights_sha256"])
+
+prediction = cached_prediction(*args, missing)
+complete = cached_prediction(*args, tuple(sorted(case.missing, key=SEQUENCES.index)))
+run = st.button(f"Run {name} with {display_name(frozenset(missing)).lower()}", type="primary",
+                disabled=prediction is not None)  # fmt: skip
+if run:
+    bar = st.progress(0.0, text="Predicting...")
+    prediction = run_prediction(*args, missing, on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} {d}/{t}"))
+    bar.empty()
+
+view1, view2, view3 = st.columns([1, 1, 2])
+names = [DISPLAY[s] for s in SEQUENCES]
+sequence = view1.radio("Sequence", names, index=1, key="view_sequence")
+plane = view1.radio("Plane", ["axial", "coronal", "sagittal"], key="view_plane")
+overlay = view2.radio("Overlay", ["prediction", "reference", "errors", "none"], key="overlay")
+opacity = view2.slider("Opacity", 0.0, 1.0, 0.5, key="opacity")
+axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
+centre = np.argwhere(case.labels > 0).mean(0).astype(int) if case.labels is not None and case.labels.any() else None
+default = int(centre[axis]) if centre is not None else case.shape[axis] // 2
+index = view3.slider("Slice", 0, case.shape[axis] - 1, default, key=f"slice_{plane}_{case_id}")
+if prediction is None and plane == "axial" and view3.button("Quick preview of this slice", key="preview"):
+    st.session_state["preview"] = (case_id, name, missing, index)
+
+channel = names.index(sequence)
+image_column, metrics_column = st.columns([1.3, 1])
+if not case.available[channel]:
+    image_column.info(f"{sequence} was not acquired for this case: there is no image to show.")
+else:
+    gray = take_slice(window(case.images[channel]), plane, index)
+    ref = take_slice(case.labels, plane, index) if case.labels is not None else None
+    pred = take_slice(prediction.labels, plane, index) if prediction is not None else None
+    if pred is None and st.session_state.get("preview") == (case_id, name, missing, index):
+        pred = np.rot90(preview_slice(*args, missing, index))
+    if overlay == "errors" and pred is not None and ref is not None:
+        rgb = error_map_rgb(gray, region_mask(pred, "tc"), region_mask(ref, "tc"), opacity)
+        legend = " · ".join(f"{k.upper()} rgb{v}" for k, v in ERROR_COLOURS.items())
+        caption = f"tumour core errors: true positive green, false positive vermillion, false negative blue ({legend})"
+    else:
+        shown = {"prediction": pred, "reference": ref}.get(overlay)
+        rgb = overlay_rgb(gray, shown, opacity)
+        caption = "necrosis orange, oedema sky blue, enhancing yellow"
+        if overlay == "prediction" and pred is None:
+            caption = "no prediction yet: run the model (or preview this slice)"
+    image_column.image(rgb, width=520, caption=f"{case_id} · {sequence} · {plane} {index} · {caption}")
+
+with metrics_column:
+    if prediction is None:
+        st.info("Run the model to see Dice, sensitivity, HD95 and volumes.")
+    else:
+        st.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")
+        if case.labels is None:
+            st.write("No reference segmentation for this case.")
+        else:
+            now = metrics_table(prediction, case)
+            before = metrics_table(complete, case) if complete is not None and complete is not prediction else None
+            for region, m in now.items():
+                ref_m = before[region] if before else None
+                st.markdown(f"**{REGION_DISPLAY[region].capitalize()}**")
+                a, b, c, d = st.columns(4)
+                a.metric("Dice", f"{m.dice:.3f}", None if ref_m is None else f"{m.dice - ref_m.dice:+.3f}")
+                b.metric("Sensitivity", f"{m.sensitivity:.3f}",
+                         None if ref_m is None else f"{m.sensitivity - ref_m.sensitivity:+.3f}")  # fmt: skip
+                c.metric("HD95 mm", f"{m.hd95:.1f}", None if ref_m is None else f"{m.hd95 - ref_m.hd95:+.1f}",
+                         delta_color="inverse")  # fmt: skip
+                d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", f"ref {m.volume_ref_ml:.1f}", delta_color="off")
+            if before is None:
+                st.caption("Run with every acquired sequence on too, to see the change against complete data.")
+        st.download_button("Download segmentation (NIfTI)", label_nifti_bytes(prediction.labels, case),
+                           file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
+                           mime="application/gzip")  # fmt: skip
+
+if complete is not None and prediction is not None and complete is not prediction and case.available[channel]:
+    st.subheader("Complete vs current")
+    gray = take_slice(window(case.images[channel]), plane, index)
+    one, two = st.columns(2)
+    one.image(overlay_rgb(gray, take_slice(complete.labels, plane, index), opacity), caption="as acquired", width=420)
+    two.image(overlay_rgb(gray, take_slice(prediction.labels, plane, index), opacity),
+              caption=display_name(prediction.missing), width=420)  # fmt: skip
