@@ -8,5 +8,6 @@ pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/explorer.py", title="Patient explorer", icon=":material/neurology:"),
     st.Page("pages/cases.py", title="Cases", icon=":material/view_in_ar:"),
+    st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
 ]
 st.navigation(pages).run()

@@ -98,3 +98,25 @@ def case_montage(images: np.ndarray, available, labels: np.ndarray | None, title
         fig.suptitle(title, color="w")
     fig.tight_layout()
     return fig
+
+
+def training_curve_figure(log, title: str = ""):
+    """Plotly figure of a training log (DataFrame of training_log.csv): loss and validation Dice."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_trace(go.Scatter(x=log["iteration"], y=log["loss"], name="Dice loss", mode="lines"))
+    for column, name, dash in (("val_dice_tc", "validation Dice, tumour core", "solid"),
+                               ("val_dice_wt", "validation Dice, whole tumour", "dot")):  # fmt: skip
+        if column in log and log[column].notna().any():
+            valid = log[log[column].notna()]
+            figure.add_trace(
+                go.Scatter(x=valid["iteration"], y=valid[column], name=name, mode="lines+markers", line={"dash": dash}),
+                secondary_y=True,
+            )
+    figure.update_layout(title=title, height=360, margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2})
+    figure.update_xaxes(title_text="iteration")
+    figure.update_yaxes(title_text="loss", secondary_y=False)
+    figure.update_yaxes(title_text="Dice", range=[0, 1], secondary_y=True)
+    return figure

@@ -318,36 +318,38 @@ def detect_label_scheme(values: set[int]) -> str:
     raise CaseError(f"label values {sorted(values)} fit no known scheme (BraTS 2020: 1,2,4; 2023: 1,2,3; binary: 1)")
 
 
-def infer_label_roles(seg: np.ndarray, t1c: np.ndarray) -> dict[int, int] | None:
+def infer_label_roles(seg: np.ndarray, t1c: np.ndarray | None) -> dict[int, int] | None:
     """Meaning of three tumour labels from glioblastoma anatomy, or None if unclear.
 
     Topology: oedema is the label whose boundary touches background most; of the other two,
     necrosis is the one mostly enclosed by the other (the enhancing rim). Contrast: enhancing
     tumour has the highest median T1c. Returns a map file value -> canonical label only when
-    the topology is clear and both cues name the same enhancing label.
+    the topology is clear and, when a T1c is given, both cues name the same enhancing label
+    (a label file read on its own has topology only).
     """
     values = [int(v) for v in np.unique(seg) if v != 0]
     if len(values) != 3:
         return None
     box = ndimage.find_objects((seg > 0).astype(np.uint8))[0]
     box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
-    seg, t1c = seg[box], t1c[box]
+    seg = seg[box]
     neighbours, brightness = {}, {}
     for v in values:
         mask = seg == v
         shell = seg[ndimage.binary_dilation(mask) & ~mask]
         neighbours[v] = {w: float((shell == w).mean()) if shell.size else 0.0 for w in (0, *values)}
-        brightness[v] = float(np.median(t1c[mask]))
+        if t1c is not None:
+            brightness[v] = float(np.median(t1c[box][mask]))
     oedema = max(values, key=lambda v: neighbours[v][0])
     a, b = (v for v in values if v != oedema)
     necrosis, enhancing = (a, b) if neighbours[a][b] >= neighbours[b][a] else (b, a)
     clear = neighbours[oedema][0] > 0.3 and neighbours[necrosis][enhancing] > 0.5
-    if not clear or max(values, key=brightness.get) != enhancing:
+    if not clear or (brightness and max(values, key=brightness.get) != enhancing):
         return None
     return {0: 0, necrosis: NECROSIS, enhancing: ENHANCING, oedema: OEDEMA}
 
 
-def _canonical_labels(data: np.ndarray, path: Path, scheme: str | None, t1c: np.ndarray, warnings: list[str]):
+def _canonical_labels(data: np.ndarray, path: Path, scheme: str | None, t1c: np.ndarray | None, warnings: list[str]):
     if not np.issubdtype(data.dtype, np.integer):
         if not np.all(np.isfinite(data)):
             raise CaseError(f"{path}: label map has NaN or Inf voxels")
@@ -370,9 +372,10 @@ def _canonical_labels(data: np.ndarray, path: Path, scheme: str | None, t1c: np.
         roles = infer_label_roles(data, t1c)
         if roles is not None and any(roles[v] != mapping.get(v) for v in roles):
             described = ", ".join(f"{v}={LABEL_NAMES[roles[v]]}" for v in sorted(roles) if v)
+            evidence = "anatomy and T1c contrast" if t1c is not None else "anatomy"
             warnings.append(
-                f"{path.name}: values {sorted(values - {0})} would read as {name}, but anatomy and T1c "
-                f"contrast say {described}; using the latter (state label_scheme in a manifest to override)"
+                f"{path.name}: values {sorted(values - {0})} would read as {name}, but {evidence} "
+                f"say {described}; using the latter (state label_scheme in a manifest to override)"
             )
             mapping, name = roles, described
         if values == {0}:
@@ -545,7 +548,7 @@ def read_label_map(path: str | Path, scheme: str | None = None) -> tuple[np.ndar
     """
     path = Path(path)
     data, image = _load_volume(path, "label map")
-    labels, _ = _canonical_labels(data, path, scheme, np.zeros(data.shape, np.float32), [])
+    labels, _ = _canonical_labels(data, path, scheme, None, [])
     return labels, _spacing(image), image.affine
 
 

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.infer import describe_device
 from core.sequences import DISPLAY, SEQUENCES
-from ui.data import demo_cohort, load_manifest
+from ui.data import demo_cohort, list_models, load_manifest, models_root
 
 st.title("Glioblastoma robustness explorer")
 st.markdown(
@@ -15,13 +15,18 @@ st.markdown(
 st.warning("Research and teaching tool. Not a medical device; not for diagnosis or treatment decisions.")
 
 manifest = load_manifest(str(demo_cohort()))
-left, middle, right = st.columns(3)
-left.metric("Demo cases", len(manifest))
-middle.metric("Hospitals", manifest["hospital"].nunique() if len(manifest) else 0)
-right.metric("Compute", describe_device())
+models = list_models(str(models_root()))
+cases, hospitals, model_count, compute = st.columns([1, 1, 1, 2])
+cases.metric("Demo cases", len(manifest))
+hospitals.metric("Hospitals", manifest["hospital"].nunique() if len(manifest) else 0)
+model_count.metric("Models", len(models))
+compute.metric("Compute", describe_device())
 
 st.subheader("Where to start")
 st.markdown(
+    "- **Patient explorer**: pick a model and a patient, switch T1, T2 or FLAIR off, run the model and "
+    "compare the outline and Dice / sensitivity / HD95 / volume with the complete-data prediction.\n"
+    "- **Models**: what each model was trained on, with or without sparsified training, and how training went.\n"
     "- **Cases**: browse the demo cohort, slice through each sequence with the reference segmentation, "
     "and see which sequences each hospital's case is missing.\n"
     "- The demo cases are synthetic glioblastomas on real anatomy (MNI152 2009a), made with "

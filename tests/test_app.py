@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,28 @@ def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
     assert all(m.delta for m in dice)  # change against the complete-data prediction
     assert any("missing FLAIR" in m.value for m in at.markdown)
     assert at.get("download_button")
+
+
+def test_models_page_shows_cards_curves_and_pairs(tmp_path, monkeypatch):
+    from core.model import build_model, save_model
+    from core.train import model_card_markdown
+
+    for name, p in (("BraTS", 0.0), ("BraTSst", 0.2)):
+        folder = tmp_path / name
+        card = {"name": name, "preset": "deepmedic-lite", "training": {"hospitals": ["public"], "n_train_cases": 3,
+                "n_val_cases": 1, "complete_only": False, "cohort": "c"}, "sparsity": {"t1": p, "t2": p, "flair": p},
+                "iterations": 20, "seed": 0, "training_seconds": 5.0, "device": "cpu", "world_size": 1,
+                "inputs": ["t1", "t1c", "t2", "flair"], "classes": ["background", "necrosis", "oedema", "enhancing"],
+                "validation": {"dice_tc_windows": 0.5, "dice_wt_windows": 0.4, "note": "windows"}}  # fmt: skip
+        save_model(build_model("deepmedic-lite"), folder, card)
+        (folder / "MODEL_CARD.md").write_text(model_card_markdown(json.loads((folder / "card.json").read_text())))
+        (folder / "training_log.csv").write_text(
+            "iteration,loss,val_dice_tc,val_dice_wt\n10,0.5,0.3,0.2\n20,0.4,0.5,0.4\n"
+        )
+    monkeypatch.setenv("GBM_MODELS", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "pages" / "models.py"), default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["BraTS", "BraTSst"] and list(table["sparsified"]) == [False, True]
+    assert any("BraTSst vs BraTS" in m.value for m in at.markdown)
+    assert at.get("plotly_chart") and any(m.value.startswith("# BraTS") for m in at.markdown)

@@ -64,6 +64,25 @@ def page(app_url):
         browser.close()
 
 
+def metric_values(page) -> list[str]:
+    return page.locator("[data-testid='stMetricValue']").all_inner_texts()
+
+
+def test_explorer_switching_flair_off_changes_the_metrics(app_url, page):
+    page.goto(app_url + "/explorer")
+    page.get_by_role("heading", name="Patient explorer").wait_for()
+    page.get_by_role("button", name="Run BraTS with complete").click()
+    page.get_by_text("Dice").first.wait_for(timeout=300_000)
+    complete = metric_values(page)
+    assert len(complete) == 12  # Dice, sensitivity, HD95, volume for three regions
+    page.locator("label").filter(has_text="FLAIR").first.click()
+    page.get_by_role("button", name="Run BraTS with missing flair").click()
+    page.get_by_text("complete vs current", exact=False).wait_for(timeout=300_000)
+    without_flair = metric_values(page)
+    assert without_flair != complete
+    assert page.locator("[data-testid='stMetricDelta']").count() >= 9  # change against complete data
+
+
 def test_home_and_cases_in_a_real_browser(app_url, page):
     page.goto(app_url)
     page.get_by_role("heading", name="Glioblastoma robustness explorer").wait_for()

@@ -268,3 +268,15 @@ def test_reads_real_brats2020_case():
     assert counts[1:].tolist() == [15443, 168794, 27742]
     t1c = case.images[1]
     assert np.median(t1c[case.labels == 3]) > 1.5 * np.median(t1c[case.labels == 2])
+
+
+def test_label_map_read_alone_uses_topology(write_case):
+    from core.io import read_label_map
+
+    folder, _, labels = write_case(seg_values={3: 1, 1: 2, 2: 3})  # 1 = enhancing, 2 = necrosis, 3 = oedema
+    canonical, spacing, affine = read_label_map(folder / "case_seg.nii.gz")
+    np.testing.assert_array_equal(canonical, labels)
+    assert spacing == (1.0, 1.0, 1.0) and affine.shape == (4, 4)
+    # An explicit scheme is taken literally.
+    literal, _, _ = read_label_map(folder / "case_seg.nii.gz", scheme="brats2023")
+    np.testing.assert_array_equal(literal == 3, labels == 2)

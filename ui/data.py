@@ -108,3 +108,15 @@ def metrics_table(prediction: Prediction, case: Case) -> dict:
     """{region: RegionMetrics} of a prediction against the case's reference."""
     regions = ("tc",) if case.label_scheme == "tc" else ("tc", "wt", "et")
     return evaluate(prediction.labels, case.labels, case.spacing, regions)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def training_log(model_path: str) -> pd.DataFrame:
+    """The model's training_log.csv as a table (empty when absent)."""
+    path = Path(model_path) / "training_log.csv"
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["iteration", "loss"])
+
+
+def model_card_text(model_path: str) -> str:
+    path = Path(model_path) / "MODEL_CARD.md"
+    return path.read_text() if path.is_file() else ""
