@@ -160,6 +160,61 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.store import ResultStore
+    from core.sweep import default_workers, run_sweep
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits != "all" else ()
+    hospitals = tuple(h.strip() for h in args.hospitals.split(",")) if args.hospitals else None
+    with ResultStore(args.store) as store:
+        summary = run_sweep(store, models, args.cohort, args.mode, args.combinations, splits, hospitals,
+                            tuple(args.regions.split(",")), args.empty, args.workers or default_workers(),
+                            args.dask, on_progress=_progress("evaluate", unit="unit"))  # fmt: skip
+        counts = store.counts()
+    _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
+    return 0 if not summary.errors else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.store import ResultStore
+
+    with ResultStore(args.store) as store:
+        table = store.table()
+    if args.out.suffix == ".parquet":
+        table.to_parquet(args.out, index=False)
+    elif args.out.suffix == ".csv":
+        table.to_csv(args.out, index=False)
+    else:
+        raise ValueError(f"{args.out}: the output must end in .csv or .parquet")
+    _print_json({"out": str(args.out), "rows": len(table), "models": sorted(table["model"].unique().tolist())})
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from core.stats import comparison_table
+    from core.store import ResultStore
+
+    with ResultStore(args.store) as store:
+        table = store.table()
+    table = table[(table["region"] == args.region) & (table["empty_policy"] == args.empty)]
+    models = sorted(table["model"].unique())
+    if args.pairs:
+        pairs = [tuple(p.split(":", 1)) for p in args.pairs.split(",")]
+        unknown = sorted({m for pair in pairs for m in pair} - set(models))
+        if unknown:
+            raise ValueError(f"model(s) {unknown} have no results in {args.store}; it has {models}")
+    else:  # the paper's family: each sparsified model against the same data without
+        pairs = [(m, m[:-2]) for m in models if m.endswith("st") and m[:-2] in models]
+        if not pairs:
+            raise ValueError(f"no sparsified pairs (X, Xst) among {models}; name pairs with --pairs A:B")
+    result = comparison_table(table, pairs, metric=args.metric, adjust=args.adjust, alpha=args.alpha)
+    result.to_csv(args.out, index=False)
+    _print_json({"out": str(args.out), "tests": len(result), "significant": int(result["significant"].sum()),
+                 "rows": result.to_dict(orient="records")})  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Glioblastoma robustness explorer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +274,36 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--region", choices=("tc", "wt", "et"), default="tc")
     metrics.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
     metrics.set_defaults(func=cmd_metrics)
+
+    evaluate = commands.add_parser("evaluate", help="models x cases x missing sets into a results store")
+    evaluate.add_argument("--models", required=True, help="comma-separated model folders")
+    evaluate.add_argument("--cohort", type=Path, required=True, help="manifest.csv or cohort folder")
+    evaluate.add_argument("--mode", choices=("acquired", "simulated"), default="acquired")
+    evaluate.add_argument("--combinations", type=int, choices=(8, 15), default=8)
+    evaluate.add_argument("--splits", default="test", help="comma-separated splits, or 'all'")
+    evaluate.add_argument("--hospitals", help="comma-separated hospitals (default: all)")
+    evaluate.add_argument("--regions", default="tc,wt,et")
+    evaluate.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
+    evaluate.add_argument("--store", type=Path, required=True, help="SQLite results store")
+    evaluate.add_argument("--workers", type=int, default=0, help="local processes (default: cores, at most 4)")
+    evaluate.add_argument("--dask", help="tcp://scheduler:8786, or local:N for a LocalCluster of N workers")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    export = commands.add_parser("export", help="the long results table as CSV or Parquet")
+    export.add_argument("--store", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    export.set_defaults(func=cmd_export)
+
+    stats = commands.add_parser("stats", help="paired Wilcoxon comparison table (CSV; JSON summary)")
+    stats.add_argument("--store", type=Path, required=True)
+    stats.add_argument("--out", type=Path, required=True)
+    stats.add_argument("--pairs", help="A:B,... (default: every Xst against X)")
+    stats.add_argument("--metric", default="dice", choices=("dice", "sensitivity", "hd95", "volume_diff_ml"))
+    stats.add_argument("--region", default="tc", choices=("tc", "wt", "et"))
+    stats.add_argument("--empty", default="nan", choices=("nan", "brats"))
+    stats.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
+    stats.add_argument("--alpha", type=float, default=0.05)
+    stats.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -1,0 +1,198 @@
+"""SQLite results store: one row per (model, case, missing set, region, empty policy, code version).
+
+WAL journal; the schema is versioned with ``PRAGMA user_version`` and migrated forward on
+open. All regions of one (model, case, missing set) are written in one transaction, so a
+sweep killed at any moment leaves either all of them or none, and rerunning skips what is
+done. Predicted label maps are cached compressed so the app can show them at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import core
+from core.io import Case
+from core.metrics import RegionMetrics
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+        CREATE TABLE models (
+            sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, card TEXT NOT NULL
+        );
+        CREATE TABLE cases (
+            case_key TEXT PRIMARY KEY, patient_id TEXT NOT NULL, content_hash TEXT NOT NULL,
+            hospital TEXT, split TEXT, acquired_missing TEXT NOT NULL, meta TEXT
+        );
+        CREATE TABLE results (
+            model_sha256 TEXT NOT NULL REFERENCES models(sha256),
+            case_key TEXT NOT NULL REFERENCES cases(case_key),
+            missing TEXT NOT NULL, region TEXT NOT NULL, empty_policy TEXT NOT NULL, code_version TEXT NOT NULL,
+            dice REAL, sensitivity REAL, hd95 REAL, volume_pred_ml REAL, volume_ref_ml REAL,
+            PRIMARY KEY (model_sha256, case_key, missing, region, empty_policy, code_version)
+        );
+    """,
+    # Version 2: timing and device per result, and the prediction cache.
+    2: """
+        ALTER TABLE results ADD COLUMN seconds REAL;
+        ALTER TABLE results ADD COLUMN device TEXT;
+        ALTER TABLE results ADD COLUMN created REAL;
+        CREATE TABLE predictions (
+            model_sha256 TEXT NOT NULL, case_key TEXT NOT NULL, missing TEXT NOT NULL, code_version TEXT NOT NULL,
+            shape TEXT NOT NULL, labels BLOB NOT NULL,
+            PRIMARY KEY (model_sha256, case_key, missing, code_version)
+        );
+    """,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+CODE_VERSION = core.__version__
+EXPORT_COLUMNS = ["model", "patient_id", "hospital", "split", "acquired_missing", "missing", "region", "dice",
+                  "sensitivity", "hd95", "volume_pred_ml", "volume_ref_ml", "volume_diff_ml", "seconds", "device",
+                  "empty_policy", "code_version", "model_sha256", "case_key"]  # fmt: skip
+
+
+def content_hash(case: Case) -> str:
+    """Hash of what a case holds (images, availability, labels), 16 hex digits."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(np.ascontiguousarray(case.images).tobytes())
+    digest.update(np.asarray(case.available, np.uint8).tobytes())
+    if case.labels is not None:
+        digest.update(np.ascontiguousarray(case.labels).tobytes())
+    return digest.hexdigest()
+
+
+def case_key(patient_id: str, digest: str) -> str:
+    """Store key of a case: the patient id and its content hash (a changed file is a new case)."""
+    return f"{patient_id}@{digest}"
+
+
+@dataclass(frozen=True)
+class ResultKey:
+    """What identifies one unit of sweep work (all regions of it)."""
+
+    model_sha256: str
+    case_key: str
+    missing: str
+    empty_policy: str = "nan"
+    code_version: str = CODE_VERSION
+
+
+class ResultStore:
+    """A results database at ``path`` (created and migrated on open)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> None:
+        """Apply the migrations after the current version, each in its own transaction."""
+        if self.version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: schema version {self.version} is newer than this code ({SCHEMA_VERSION})")
+        for version in range(self.version + 1, target + 1):
+            self.db.executescript(f"BEGIN; {MIGRATIONS[version]} PRAGMA user_version = {version}; COMMIT;")
+
+    # ----------------------------------------------------------------------- writing
+
+    def add_model(self, sha256: str, name: str, card: dict) -> None:
+        self.db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?)", (sha256, name, json.dumps(card)))
+
+    def add_case(self, key: str, patient_id: str, digest: str, hospital: str, split: str, acquired_missing: str,
+                 meta: dict | None = None) -> None:  # fmt: skip
+        self.db.execute(
+            "INSERT OR IGNORE INTO cases VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, patient_id, digest, hospital, split, acquired_missing, json.dumps(meta or {})),
+        )
+
+    def write(self, key: ResultKey, metrics: dict[str, RegionMetrics], seconds: float, device: str,
+              labels: np.ndarray | None = None) -> None:  # fmt: skip
+        """All regions of one result (and its label map) in one transaction."""
+        now = time.time()
+        rows = [
+            (key.model_sha256, key.case_key, key.missing, region, key.empty_policy, key.code_version, m.dice,
+             m.sensitivity, m.hd95, m.volume_pred_ml, m.volume_ref_ml, seconds, device, now)
+            for region, m in metrics.items()
+        ]  # fmt: skip
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO results (model_sha256, case_key, missing, region, empty_policy, code_version, "
+                "dice, sensitivity, hd95, volume_pred_ml, volume_ref_ml, seconds, device, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            if labels is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
+                    (key.model_sha256, key.case_key, key.missing, key.code_version, json.dumps(list(labels.shape)),
+                     zlib.compress(np.ascontiguousarray(labels, np.uint8).tobytes(), 6)),
+                )  # fmt: skip
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # ----------------------------------------------------------------------- reading
+
+    def done(self, keys: Iterable[ResultKey]) -> set[ResultKey]:
+        """The keys that already have results."""
+        present = {
+            tuple(row)
+            for row in self.db.execute(
+                "SELECT DISTINCT model_sha256, case_key, missing, empty_policy, code_version FROM results"
+            )
+        }
+        return {k for k in keys if (k.model_sha256, k.case_key, k.missing, k.empty_policy, k.code_version) in present}
+
+    def prediction(self, model_sha256: str, key: str, missing: str, code_version: str = CODE_VERSION):
+        """A cached predicted label map, or None."""
+        row = self.db.execute(
+            "SELECT shape, labels FROM predictions "
+            "WHERE model_sha256=? AND case_key=? AND missing=? AND code_version=?",
+            (model_sha256, key, missing, code_version),
+        ).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(zlib.decompress(row[1]), np.uint8).reshape(json.loads(row[0]))
+
+    def table(self):
+        """The long results table (EXPORT_COLUMNS) as a DataFrame."""
+        import pandas as pd
+
+        query = """
+            SELECT m.name AS model, c.patient_id, c.hospital, c.split, c.acquired_missing, r.missing, r.region,
+                   r.dice, r.sensitivity, r.hd95, r.volume_pred_ml, r.volume_ref_ml,
+                   r.volume_pred_ml - r.volume_ref_ml AS volume_diff_ml, r.seconds, r.device, r.empty_policy,
+                   r.code_version, r.model_sha256, r.case_key
+            FROM results r JOIN models m ON m.sha256 = r.model_sha256 JOIN cases c ON c.case_key = r.case_key
+            ORDER BY m.name, c.hospital, c.patient_id, r.missing, r.region
+        """
+        return pd.read_sql_query(query, self.db)
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("models", "cases", "results", "predictions")}  # fmt: skip

@@ -1,0 +1,224 @@
+"""Evaluation sweeps: models x cases x missing sets, on local processes or a Dask cluster.
+
+Work is grouped per (model, case), so a volume is read and normalised once for all its
+missing sets; workers compute and return, and only the driver writes to the store (one
+transaction per result), so a sweep killed at any moment resumes without partial or
+duplicate rows. Modes: ``acquired`` evaluates each case as it is; ``simulated`` applies each
+combination of missing sequences to the complete cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from core.io import CaseSource, find_cases, read_case
+from core.metrics import evaluate
+from core.model import read_card
+from core.sequences import SEQUENCES, combination_name, combinations_for
+from core.store import CODE_VERSION, ResultKey, ResultStore, case_key
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One model on one case, for one or more missing sets (names of simulated sets)."""
+
+    model_path: str
+    model_sha256: str
+    source: CaseSource
+    case_key: str
+    missing: tuple[str, ...]  # combination names; the case's own missing sequences are added
+    regions: tuple[str, ...] = ("tc", "wt", "et")
+    empty_policy: str = "nan"
+
+
+@dataclass
+class UnitResult:
+    unit: WorkUnit
+    results: list[dict] = field(default_factory=list)  # per missing set: name, metrics, seconds, labels
+    error: str = ""
+
+
+def files_hash(source: CaseSource) -> str:
+    """Content hash of a case's files (cheap: the bytes on disk, no decoding)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in [*(source.paths.get(s) for s in SEQUENCES), source.seg]:
+        digest.update(b"|")
+        if path is not None and Path(path).is_file():
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _model(path: str, sha256: str):
+    from core.model import load_model
+
+    return load_model(path)
+
+
+def run_unit(unit: WorkUnit) -> UnitResult:
+    """Evaluate one work unit (in a worker process). Errors are returned, not raised."""
+    from core.infer import predict_volume
+    from core.sequences import parse_combination
+
+    out = UnitResult(unit)
+    try:
+        model = _model(unit.model_path, unit.model_sha256)
+        case = read_case(unit.source)
+        if case.labels is None:
+            raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
+        regions = tuple(r for r in unit.regions if case.label_scheme != "tc" or r == "tc")
+        for name in unit.missing:
+            prediction = predict_volume(model, case, parse_combination(name))
+            metrics = evaluate(prediction.labels, case.labels, case.spacing, regions, unit.empty_policy)
+            out.results.append({
+                "missing": prediction.missing_name,
+                "metrics": metrics,
+                "seconds": prediction.seconds,
+                "device": prediction.device,
+                "labels": zlib.compress(prediction.labels.tobytes(), 6),
+                "shape": prediction.labels.shape,
+            })  # fmt: skip
+    except Exception as exc:  # a bad case or model must not stop the sweep
+        out.error = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@dataclass
+class SweepPlan:
+    units: list[WorkUnit]
+    skipped_done: int
+    skipped_cases: list[str]
+
+
+def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
+               combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
+               empty_policy: str = "nan") -> SweepPlan:  # fmt: skip
+    """Work units not yet in the store.
+
+    Raises:
+        ValueError: unknown mode, or a model folder without a readable card.
+    """
+    if mode not in ("acquired", "simulated"):
+        raise ValueError(f"mode must be 'acquired' or 'simulated', got {mode!r}")
+    models = []
+    for path in model_paths:
+        card = read_card(path)
+        store.add_model(card["weights_sha256"], card.get("name", Path(path).name), card)
+        models.append((str(path), card["weights_sha256"]))
+    units, done_count, skipped = [], 0, []
+    for source in find_cases(cohort):
+        meta = source.meta
+        if splits and meta.get("split", "test") not in splits:
+            continue
+        if hospitals and str(meta.get("hospital", "public")) not in hospitals:
+            continue
+        if not source.paths:  # a folder that is not a case; inspect reports why
+            skipped.append(source.case_id)
+            continue
+        own = frozenset(s for s in SEQUENCES if source.paths.get(s) is None)
+        if mode == "acquired":
+            wanted = [combination_name(own)]
+        elif own:
+            skipped.append(source.case_id)  # simulated combinations need a complete case
+            continue
+        else:
+            wanted = [combination_name(m) for m in combinations_for(combinations)]
+        digest = files_hash(source)
+        key = case_key(source.case_id, digest)
+        store.add_case(key, source.case_id, digest, str(meta.get("hospital", "")), str(meta.get("split", "")),
+                       combination_name(own), {"origin": source.origin})  # fmt: skip
+        for path, sha in models:
+            keys = [ResultKey(sha, key, name, empty_policy, CODE_VERSION) for name in wanted]
+            done = store.done(keys)
+            done_count += len(done)
+            todo = tuple(k.missing for k in keys if k not in done)
+            if todo:
+                units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy))
+    return SweepPlan(units, done_count, skipped)
+
+
+def _local_results(units: list[WorkUnit], workers: int) -> Iterator[UnitResult]:
+    if workers <= 1:
+        for unit in units:
+            yield run_unit(unit)
+        return
+    with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+        for future in as_completed([pool.submit(run_unit, u) for u in units]):
+            yield future.result()
+
+
+def _dask_results(units: list[WorkUnit], address: str) -> Iterator[UnitResult]:
+    from dask.distributed import Client, LocalCluster
+    from dask.distributed import as_completed as dask_completed
+
+    cluster = None
+    if address.startswith("local:"):
+        cluster = LocalCluster(n_workers=int(address.split(":", 1)[1]), threads_per_worker=1, processes=True,
+                               dashboard_address=None)  # fmt: skip
+        client = Client(cluster)
+    else:
+        client = Client(address)
+    try:
+        client.run(_init_worker)
+        futures = client.map(run_unit, units, pure=False)
+        for future in dask_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@dataclass
+class SweepSummary:
+    units: int
+    results_written: int
+    skipped_done: int
+    skipped_cases: list[str]
+    errors: list[str]
+    seconds: float
+
+
+def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
+              combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
+              empty_policy: str = "nan", workers: int = 1, dask: str | None = None,
+              on_progress: Callable[[int, int, str], None] | None = None) -> SweepSummary:  # fmt: skip
+    """Evaluate what the store lacks and write it, result by result, from this process only."""
+    start = time.perf_counter()
+    plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy)
+    results = _dask_results(plan.units, dask) if dask else _local_results(plan.units, workers)
+    written, errors = 0, []
+    for done, result in enumerate(results, start=1):
+        unit = result.unit
+        for item in result.results:
+            labels = np.frombuffer(zlib.decompress(item["labels"]), np.uint8).reshape(item["shape"])
+            key = ResultKey(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy, CODE_VERSION)
+            store.write(key, item["metrics"], item["seconds"], item["device"], labels)
+            written += 1
+        if result.error:
+            errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {result.error}")
+        if on_progress:
+            on_progress(done, len(plan.units), unit.source.case_id)
+    return SweepSummary(len(plan.units), written, plan.skipped_done, plan.skipped_cases, errors,
+                        time.perf_counter() - start)  # fmt: skip
+
+
+def default_workers() -> int:
+    """Local processes: one per core, at most 4 (each inference already uses its threads well)."""
+    return max(1, min(4, os.cpu_count() or 1))

@@ -1,0 +1,146 @@
+"""Results store and sweeps: resume without duplicates, Dask, migration, export round trip."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.io import read_case
+from core.model import build_model, save_model
+from core.preprocess import fit_landmarks
+from core.store import MIGRATIONS, SCHEMA_VERSION, ResultStore
+from core.sweep import run_sweep
+from tests.conftest import write_phantom_cohort
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val")  # the phantom cohort has no test split
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Three phantom cases and two small models (one 'sparsified' by name)."""
+    root = tmp_path_factory.mktemp("grid")
+    manifest = write_phantom_cohort(root / "cohort", n=3, size=36)
+    case = read_case(manifest.parent / "P0")
+    landmarks = fit_landmarks([(case.images, case.available)])
+    models = []
+    for seed, name in ((0, "A"), (1, "Ast")):
+        torch.manual_seed(seed)
+        folder = save_model(build_model("deepmedic-lite"), root / "models" / name,
+                            {"name": name, "normalisation": {"landmarks": landmarks}})  # fmt: skip
+        models.append(str(folder))
+    return manifest, models
+
+
+def test_acquired_and_simulated_sweeps_fill_the_store_once(grid, tmp_path):
+    manifest, models = grid
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        assert summary.units == 6 and summary.results_written == 6 and not summary.errors
+        assert store.counts()["results"] == 6 * 3  # three regions each
+        again = run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        assert again.units == 0 and again.skipped_done == 6
+        simulated = run_sweep(store, models, manifest, "simulated", combinations=8, splits=SPLITS)
+        # "none" is already there from the acquired sweep (same key), 7 new combinations each.
+        assert simulated.results_written == 2 * 3 * 7 and simulated.skipped_done == 6
+        table = store.table()
+    assert len(table) == 2 * 3 * 8 * 3
+    assert set(table["missing"]) == {"none", "t1", "t2", "flair", "t1+t2", "t1+flair", "t2+flair", "t1+t2+flair"}
+    assert not table.duplicated(["model", "patient_id", "missing", "region"]).any()
+    labels = ResultStore(tmp_path / "r.sqlite").prediction(table["model_sha256"][0], table["case_key"][0], "none")
+    assert labels.shape == (36, 36, 36) and labels.dtype == np.uint8
+
+
+def test_dask_local_cluster_gives_the_same_results(grid, tmp_path):
+    pytest.importorskip("dask.distributed")
+    manifest, models = grid
+    with ResultStore(tmp_path / "local.sqlite") as store:
+        run_sweep(store, models[:1], manifest, "acquired", splits=SPLITS)
+        local = store.table()
+    with ResultStore(tmp_path / "dask.sqlite") as store:
+        summary = run_sweep(store, models[:1], manifest, "acquired", splits=SPLITS, dask="local:2")
+        remote = store.table()
+    assert summary.results_written == 3 and not summary.errors
+    cols = ["patient_id", "missing", "region", "dice", "hd95", "volume_pred_ml"]
+    pd.testing.assert_frame_equal(local[cols].reset_index(drop=True), remote[cols].reset_index(drop=True))
+
+
+@pytest.mark.slow
+def test_sweep_killed_with_sigkill_resumes_without_partial_or_duplicate_rows(grid, tmp_path):
+    manifest, models = grid
+    path = tmp_path / "r.sqlite"
+    args = [sys.executable, "-m", "core", "evaluate", "--models", ",".join(models), "--cohort", str(manifest),
+            "--mode", "simulated", "--splits", "train,val", "--workers", "1", "--store", str(path)]  # fmt: skip
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    written = 0
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.3)
+        if path.exists():
+            try:
+                written = sqlite3.connect(str(path)).execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                written = 0
+            if written >= 9:
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < written < 2 * 3 * 8 * 3, "kill it mid-sweep"
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["skipped_done"] > 0
+    with ResultStore(path) as store:
+        table = store.table()
+    assert len(table) == 2 * 3 * 8 * 3
+    per_unit = table.groupby(["model", "patient_id", "missing"]).size()
+    assert (per_unit == 3).all()  # every result has all its regions: no partial writes
+
+
+def test_schema_migration_keeps_old_rows(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.executescript(f"BEGIN; {MIGRATIONS[1]} PRAGMA user_version = 1; COMMIT;")
+    db.execute("INSERT INTO models VALUES ('abc', 'BraTS', '{}')")
+    db.execute("INSERT INTO cases VALUES ('p@1', 'p', '1', 'public', 'test', 'none', '{}')")
+    db.execute("INSERT INTO results VALUES ('abc', 'p@1', 'none', 'tc', 'nan', '0.1.0', 0.8, 0.9, 3.0, 10, 11)")
+    db.close()
+    with ResultStore(path) as store:
+        assert store.version == SCHEMA_VERSION == 2
+        table = store.table()
+        assert table.loc[0, "dice"] == 0.8 and pd.isna(table.loc[0, "seconds"])
+        assert store.counts()["predictions"] == 0
+
+
+def test_export_round_trip_and_stats_cli(grid, tmp_path):
+    manifest, models = grid
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        run_sweep(store, models, manifest, "simulated", splits=SPLITS)
+        expected = store.table()
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"results{suffix}"
+        result = subprocess.run([sys.executable, "-m", "core", "export", "--store", str(path), "--out", str(out)],
+                                cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+        assert json.loads(result.stdout)["rows"] == len(expected)
+        back = pd.read_csv(out, dtype={"hospital": str}) if suffix == ".csv" else pd.read_parquet(out)
+        pd.testing.assert_frame_equal(back[["model", "patient_id", "missing", "region", "dice"]],
+                                      expected[["model", "patient_id", "missing", "region", "dice"]])  # fmt: skip
+    out = tmp_path / "table.csv"
+    result = subprocess.run([sys.executable, "-m", "core", "stats", "--store", str(path), "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+    summary = json.loads(result.stdout)
+    table = pd.read_csv(out)
+    assert summary["tests"] == 8 and list(table["model_a"].unique()) == ["Ast"]
+    assert list(table.columns) == ["model_a", "model_b", "missing", "n", "median_difference", "estimate", "ci_low",
+                                   "ci_high", "p_value", "p_adjusted", "significant"]  # fmt: skip
+    assert (table["n"] == 3).all()
