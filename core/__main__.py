@@ -215,6 +215,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from core.report import build_report
+    from core.store import ResultStore
+
+    with ResultStore(args.store) as store:
+        table = store.table()
+    if table.empty:
+        raise ValueError(f"{args.store}: no results yet; run 'python -m core evaluate' first")
+    pairs = [tuple(p.split(":", 1)) for p in args.pairs.split(",")] if args.pairs else None
+    args.out.write_text(build_report(table, args.region, pairs, args.adjust), encoding="utf-8")
+    _print_json({"out": str(args.out), "bytes": args.out.stat().st_size, "rows": len(table)})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Glioblastoma robustness explorer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
     stats.add_argument("--alpha", type=float, default=0.05)
     stats.set_defaults(func=cmd_stats)
+
+    report = commands.add_parser("report", help="self-contained HTML: Figures 2, 4, 5 and the Wilcoxon tables")
+    report.add_argument("--store", type=Path, required=True)
+    report.add_argument("--out", type=Path, required=True)
+    report.add_argument("--region", default="tc", choices=("tc", "wt", "et"))
+    report.add_argument("--pairs", help="A:B,... (default: every Xst against X)")
+    report.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
+    report.set_defaults(func=cmd_report)
     return parser
 
 

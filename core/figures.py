@@ -120,3 +120,78 @@ def training_curve_figure(log, title: str = ""):
     figure.update_yaxes(title_text="loss", secondary_y=False)
     figure.update_yaxes(title_text="Dice", range=[0, 1], secondary_y=True)
     return figure
+
+
+# --------------------------------------------------------------------------- cohort figures
+# Long results tables (core.store.ResultStore.table) in, plotly figures out.
+
+SIGNIFICANCE_MARK = "*"
+
+
+def _combination_order(names) -> list[str]:
+    from core.sequences import EXTENDED_COMBINATIONS, combination_name
+
+    order = [combination_name(m) for m in EXTENDED_COMBINATIONS]
+    return sorted(set(names), key=lambda n: order.index(n) if n in order else len(order))
+
+
+def _label(name: str) -> str:
+    from core.sequences import display_name, parse_combination
+
+    return display_name(parse_combination(name))
+
+
+def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str = ""):
+    """The paper's Figure 2: a metric per hospital (as acquired), every case a point, per model."""
+    import plotly.express as px
+
+    data = table[(table["region"] == region) & (table["missing"] == table["acquired_missing"])].copy()
+    data["hospital"] = data["hospital"].map(lambda h: "public" if h == "public" else f"hospital {h}")
+    order = sorted(data["hospital"].unique(), key=lambda h: (h != "public", h))
+    figure = px.box(data, x="hospital", y=metric, color="model", points="all", hover_data=["patient_id", "missing"],
+                    category_orders={"hospital": order}, title=title)  # fmt: skip
+    figure.update_layout(height=420, boxmode="group", margin={"t": 50, "b": 40})
+    if metric == "dice":
+        figure.update_yaxes(range=[0, 1.02])
+    return figure
+
+
+def missing_comparison_figure(table, model_a: str, model_b: str, comparison=None, region: str = "tc",
+                              metric: str = "dice", title: str = ""):  # fmt: skip
+    """The paper's Figure 4: per combination of missing sequences, two models side by side.
+
+    ``comparison`` (core.stats.comparison_table output) marks significant combinations with *.
+    """
+    import plotly.graph_objects as go
+
+    data = table[(table["region"] == region) & table["model"].isin([model_a, model_b])]
+    order = _combination_order(data["missing"])
+    figure = go.Figure()
+    for model in (model_a, model_b):
+        part = data[data["model"] == model]
+        figure.add_trace(go.Box(x=part["missing"].map(_label), y=part[metric], name=model, boxpoints="all",
+                                jitter=0.3, pointpos=0))  # fmt: skip
+    if comparison is not None:
+        for _, row in comparison[comparison["significant"]].iterrows():
+            figure.add_annotation(x=_label(row["missing"]), y=1.05 if metric == "dice" else None,
+                                  text=SIGNIFICANCE_MARK, showarrow=False, font={"size": 20})  # fmt: skip
+    figure.update_layout(boxmode="group", height=440, title=title, margin={"t": 50, "b": 80},
+                         xaxis={"categoryorder": "array", "categoryarray": [_label(n) for n in order]})  # fmt: skip
+    if metric == "dice":
+        figure.update_yaxes(range=[0, 1.1], title="Dice")
+    return figure
+
+
+def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str = ""):
+    """The paper's Figure 5: median of a metric, models x combinations of missing sequences."""
+    import plotly.graph_objects as go
+
+    data = table[table["region"] == region]
+    pivot = data.pivot_table(index="model", columns="missing", values=metric, aggfunc="median")
+    pivot = pivot[_combination_order(pivot.columns)]
+    figure = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[_label(c) for c in pivot.columns], y=list(pivot.index),
+                                  colorscale="Viridis", zmin=0, zmax=1 if metric == "dice" else None,
+                                  text=np.round(pivot.to_numpy(), 2), texttemplate="%{text}",
+                                  colorbar={"title": f"median {metric}"}))  # fmt: skip
+    figure.update_layout(height=120 + 40 * len(pivot), title=title, margin={"t": 50, "b": 80})
+    return figure

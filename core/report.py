@@ -1,0 +1,50 @@
+"""A self-contained HTML report of a results store: the paper's Figures 2, 4 and 5 and tables."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+
+from core.figures import hospital_boxplot, median_heatmap, missing_comparison_figure
+from core.stats import comparison_table
+
+
+def sparsified_pairs(models) -> list[tuple[str, str]]:
+    """(Xst, X) for every model X that has a sparsified twin."""
+    return [(m, m[:-2]) for m in sorted(models) if m.endswith("st") and m[:-2] in set(models)]
+
+
+def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferroni") -> str:
+    """HTML of the report; plotly.js is inlined once so the file opens offline."""
+    models = sorted(table["model"].unique())
+    pairs = pairs or sparsified_pairs(models)
+    region_table = table[table["region"] == region]
+    comparison = comparison_table(region_table, pairs, metric="dice", adjust=adjust) if pairs else None
+    parts, first = [], True
+
+    def figure_html(figure) -> str:
+        nonlocal first
+        out = figure.to_html(full_html=False, include_plotlyjs="inline" if first else False)
+        first = False
+        return out
+
+    parts.append("<h2>Figure 2: Dice per hospital (as acquired)</h2>")
+    parts.append(figure_html(hospital_boxplot(table, region=region)))
+    parts.append("<h2>Figure 4: each combination of missing sequences, sparsified training vs not</h2>")
+    if comparison is None:
+        parts.append("<p>No sparsified pair (X and Xst) in this store.</p>")
+    for a, b in pairs:
+        rows = comparison[(comparison["model_a"] == a) & (comparison["model_b"] == b)]
+        parts.append(figure_html(missing_comparison_figure(region_table, a, b, rows, region, title=f"{a} vs {b}")))
+    parts.append("<h2>Figure 5: median Dice, models x combinations</h2>")
+    parts.append(figure_html(median_heatmap(table, region=region)))
+    if comparison is not None:
+        parts.append(f"<h2>Paired Wilcoxon signed-rank tests ({adjust}-adjusted over {len(comparison)} tests)</h2>")
+        parts.append(comparison.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="table"))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"Glioblastoma robustness report ({html.escape(region)})"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head>
+<body><h1>{title}</h1><p>{len(models)} models, {table["patient_id"].nunique()} cases, {len(table)} result rows;
+generated {stamp}. Asterisk: adjusted p &lt; 0.05. Research and teaching use only.</p>{"".join(parts)}</body></html>"""

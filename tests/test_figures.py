@@ -1,0 +1,67 @@
+"""Figure builders (pure) and the HTML report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core.figures import error_map_rgb, hospital_boxplot, median_heatmap, missing_comparison_figure, overlay_rgb
+from core.report import build_report, sparsified_pairs
+from core.stats import comparison_table
+
+
+def long_table() -> pd.DataFrame:
+    """12 hospital-1 patients; BraTSst beats BraTS by 0.3 without FLAIR and ties otherwise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(12):
+        for missing in ("none", "flair"):
+            base = rng.uniform(0.7, 0.9)
+            for model, drop in (("BraTS", 0.3 + rng.uniform(0, 0.05) if missing == "flair" else 0.0),
+                                ("BraTSst", rng.uniform(-0.01, 0.01))):  # fmt: skip
+                rows.append({"model": model, "patient_id": f"H1_{k}", "hospital": "1", "acquired_missing": "none",
+                             "missing": missing, "region": "tc", "dice": base - drop})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_missing_comparison_marks_significant_combinations():
+    table = long_table()
+    comparison = comparison_table(table, [("BraTSst", "BraTS")])
+    assert list(comparison["significant"]) == [False, True]
+    figure = missing_comparison_figure(table, "BraTSst", "BraTS", comparison)
+    assert [a.text for a in figure.layout.annotations] == ["*"]
+    assert figure.layout.annotations[0].x == "missing FLAIR"
+    assert [t.name for t in figure.data] == ["BraTSst", "BraTS"] and len(figure.data[0].y) == 24
+
+
+def test_heatmap_holds_medians_and_boxplot_one_box_per_model():
+    table = long_table()
+    heat = median_heatmap(table)
+    z = np.asarray(heat.data[0].z)
+    expected = table.pivot_table(index="model", columns="missing", values="dice", aggfunc="median")
+    np.testing.assert_allclose(z, expected[["none", "flair"]].to_numpy())
+    assert list(heat.data[0].x) == ["complete", "missing FLAIR"]
+    box = hospital_boxplot(table)
+    assert {t.name for t in box.data} == {"BraTS", "BraTSst"} and all(len(t.y) == 12 for t in box.data)
+
+
+def test_report_is_self_contained_with_the_three_figures():
+    table = long_table()
+    assert sparsified_pairs(table["model"].unique()) == [("BraTSst", "BraTS")]
+    page = build_report(table)
+    assert page.count("<h2>Figure") == 3 and "Paired Wilcoxon" in page
+    assert "Plotly.newPlot" in page and "<script src=" not in page  # plotly.js inlined: opens offline
+
+
+def test_overlays_colour_only_their_voxels():
+    gray = np.full((4, 4), 0.5, np.float32)
+    pred, ref = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    pred[0, 0] = ref[0, 0] = True  # true positive
+    pred[1, 1] = True  # false positive
+    ref[2, 2] = True  # false negative
+    rgb = error_map_rgb(gray, pred, ref, opacity=1.0)
+    assert tuple(rgb[0, 0]) == (0, 158, 115) and tuple(rgb[1, 1]) == (213, 94, 0) and tuple(rgb[2, 2]) == (0, 114, 178)
+    assert tuple(rgb[3, 3]) == (127, 127, 127)
+    labels = np.zeros((4, 4), np.uint8)
+    labels[0, 1] = 3
+    assert tuple(overlay_rgb(gray, labels, 1.0)[0, 1]) == (240, 228, 66)
