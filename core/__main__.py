@@ -229,6 +229,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from core.infer import choose_device
+    from core.model import read_card
+    from core.zoo import train_zoo
+
+    names = [n.strip() for n in args.models.split(",")] if args.models else None
+    folders = train_zoo(args.cohort, args.out, names, args.preset, args.scale, args.seed, args.model_preset,
+                        args.iterations, args.batch_size, args.output_size, args.workers,
+                        str(choose_device(args.device)), on_progress=_progress("zoo", unit="step"))  # fmt: skip
+    cards = [read_card(f) for f in folders]
+    _print_json([{"model": c["name"], "folder": str(f), "train_cases": c["training"]["n_train_cases"],
+                  "iterations": c["iterations"], "seconds": c["training_seconds"], "validation": c["validation"]}
+                 for c, f in zip(cards, folders)])  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Glioblastoma robustness explorer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -326,6 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--pairs", help="A:B,... (default: every Xst against X)")
     report.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
     report.set_defaults(func=cmd_report)
+
+    zoo = commands.add_parser("zoo", help="render the synthetic cohort and train the paper's models (resumable)")
+    zoo.add_argument("--preset", default="paper")
+    zoo.add_argument("--scale", type=float, default=1.0)
+    zoo.add_argument("--seed", type=int, default=0)
+    zoo.add_argument("--cohort", type=Path, default=Path("cohort"), help="where the training cases are rendered")
+    zoo.add_argument("--out", type=Path, default=Path("models"))
+    zoo.add_argument("--models", help="comma-separated names (default: all 11: BraTS, BraTSst, cH1BraTS, ...)")
+    zoo.add_argument("--model-preset", default="deepmedic-lite", help="deepmedic (paper size) or deepmedic-lite")
+    zoo.add_argument("--iterations", type=int, default=2000)
+    zoo.add_argument("--batch-size", type=int, default=10)
+    zoo.add_argument("--output-size", type=int, default=9)
+    zoo.add_argument("--workers", type=int, default=1, help="processes rendering cases")
+    zoo.add_argument("--device", choices=("cuda", "mps", "cpu"))
+    zoo.set_defaults(func=cmd_zoo)
     return parser
 
 
