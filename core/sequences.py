@@ -68,6 +68,11 @@ def parse_combination(name: str) -> frozenset[str]:
     return frozenset(parts)
 
 
+def run_phrase(missing: frozenset[str] | set[str]) -> str:
+    """How a run is described on buttons: ``all sequences`` or ``missing T1 + FLAIR``."""
+    return "all sequences" if not missing else display_name(missing)
+
+
 def display_name(missing: frozenset[str] | set[str]) -> str:
     """Display name: ``complete``, ``missing FLAIR``, ``missing T1 + FLAIR``."""
     if not missing:

@@ -6,7 +6,7 @@ import streamlit as st
 from core.figures import ERROR_COLOURS, error_map_rgb, overlay_rgb, take_slice, window
 from core.io import label_nifti_bytes
 from core.metrics import region_mask
-from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, combination_name, display_name
+from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, combination_name, display_name, run_phrase
 from ui.data import (
     cached_prediction,
     demo_cohort,
@@ -50,7 +50,7 @@ args = (str(demo_cohort()), case_id, card["path"], card["weights_sha256"])
 
 prediction = cached_prediction(*args, missing)
 complete = cached_prediction(*args, tuple(sorted(case.missing, key=SEQUENCES.index)))
-run = st.button(f"Run {name} with {display_name(frozenset(missing)).lower()}", type="primary",
+run = st.button(f"Run {name} ({run_phrase(frozenset(missing))})", type="primary",
                 disabled=prediction is not None)  # fmt: skip
 if run:
     bar = st.progress(0.0, text="Predicting...")

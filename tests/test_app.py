@@ -67,7 +67,7 @@ def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
     assert at.selectbox(key="model").value == "TinyBraTS" and at.selectbox(key="patient").value == "P0"
     assert any("Run the model" in i.value for i in at.info)
     run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
-    assert run.label == "Run TinyBraTS with complete"
+    assert run.label == "Run TinyBraTS (all sequences)"
     run.click().run()
     assert not at.exception
     labels = [m.label for m in at.metric]
@@ -75,7 +75,7 @@ def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
     assert all(not m.delta for m in at.metric if m.label != "Volume mL")  # nothing to compare with yet
     at.toggle(key="use_flair_P0").set_value(False).run()
     run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
-    assert run.label == "Run TinyBraTS with missing flair" and not run.disabled
+    assert run.label == "Run TinyBraTS (missing FLAIR)" and not run.disabled
     run.click().run()
     assert not at.exception
     dice = [m for m in at.metric if m.label == "Dice"]
@@ -107,3 +107,23 @@ def test_models_page_shows_cards_curves_and_pairs(tmp_path, monkeypatch):
     assert list(table["model"]) == ["BraTS", "BraTSst"] and list(table["sparsified"]) == [False, True]
     assert any("BraTSst vs BraTS" in m.value for m in at.markdown)
     assert at.get("plotly_chart") and any(m.value.startswith("# BraTS") for m in at.markdown)
+
+
+def test_lab_shifts_the_case_and_compares_two_models(explorer_data, tmp_path):
+    import os
+
+    from core.model import build_model, read_card, save_model
+
+    card = read_card(os.path.join(os.environ["GBM_MODELS"], "TinyBraTS"))
+    card["name"] = "TinyBraTSst"
+    save_model(build_model("deepmedic-lite"), os.path.join(os.environ["GBM_MODELS"], "TinyBraTSst"), card)
+    at = AppTest.from_file(str(ROOT / "pages" / "lab.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.selectbox(key="lab_a").value == "TinyBraTS" and at.selectbox(key="lab_b").value == "TinyBraTSst"
+    at.toggle(key="lab_use_t1").set_value(False).run()
+    run = at.button(key="lab_run")
+    assert "missing T1" in run.label
+    run.click().run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert set(table["model"]) == {"TinyBraTS", "TinyBraTSst"} and len(table) == 6

@@ -71,12 +71,12 @@ def metric_values(page) -> list[str]:
 def test_explorer_switching_flair_off_changes_the_metrics(app_url, page):
     page.goto(app_url + "/explorer")
     page.get_by_role("heading", name="Patient explorer").wait_for()
-    page.get_by_role("button", name="Run BraTS with complete").click()
+    page.get_by_role("button", name="Run BraTS (all sequences)").click()
     page.get_by_text("Dice").first.wait_for(timeout=300_000)
     complete = metric_values(page)
     assert len(complete) == 12  # Dice, sensitivity, HD95, volume for three regions
     page.locator("label").filter(has_text="FLAIR").first.click()
-    page.get_by_role("button", name="Run BraTS with missing flair").click()
+    page.get_by_role("button", name="Run BraTS (missing FLAIR)").click()
     page.get_by_text("complete vs current", exact=False).wait_for(timeout=300_000)
     without_flair = metric_values(page)
     assert without_flair != complete

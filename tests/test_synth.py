@@ -175,3 +175,21 @@ def test_acquisition_changes_images_deterministically():
     a = acquire(ideal, brain, Acquisition(noise=0.05), np.random.default_rng(1))
     b = acquire(ideal, brain, Acquisition(noise=0.05), np.random.default_rng(1))
     np.testing.assert_array_equal(a, b)
+
+
+def test_shift_case_degrades_only_the_changed_sequences():
+    from core.synth.scanner import shift_case
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((4, 20, 20, 30), np.float32)
+    images[:, 2:18, 2:18, 2:28] = rng.uniform(900, 1100, (4, 16, 16, 26))
+    shifted = shift_case(images, [True] * 4, {"flair": Acquisition(noise=0.1), "t2": Acquisition(slice_mm=5.0)}, 1)
+    np.testing.assert_array_equal(shifted[:2], images[:2])  # t1, t1c untouched
+    assert (shifted[:, images[0] == 0] == 0).all()  # background stays zero
+    # FLAIR: Rician noise of 10 % of its median (~1000) raises the spread well above the input's ~58.
+    assert shifted[3][images[3] > 0].std() > 2 * images[3][images[3] > 0].std()
+    # T2: 5 mm slices average neighbouring slices, so the through-plane texture is smoother.
+    through = lambda v: np.abs(np.diff(v[2:18, 2:18, 4:26], axis=2)).mean()  # noqa: E731
+    assert through(shifted[2]) < 0.6 * through(images[2])
+    again = shift_case(images, [True] * 4, {"flair": Acquisition(noise=0.1), "t2": Acquisition(slice_mm=5.0)}, 1)
+    np.testing.assert_array_equal(again, shifted)

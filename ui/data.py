@@ -120,3 +120,35 @@ def training_log(model_path: str) -> pd.DataFrame:
 def model_card_text(model_path: str) -> str:
     path = Path(model_path) / "MODEL_CARD.md"
     return path.read_text() if path.is_file() else ""
+
+
+@st.cache_resource(max_entries=2, show_spinner="Applying the acquisition changes...")
+def shifted_case(cohort: str, case_id: str, changes: tuple, seed: int) -> Case:
+    """The case with acquisition changes applied; ``changes`` is a tuple of
+    (sequence, slice_mm, gamma, noise, bias_strength)."""
+    from dataclasses import replace
+
+    from core.synth.scanner import Acquisition, bias_coefficients, shift_case
+
+    case = load_case(cohort, case_id)
+    acquisitions = {
+        sequence: Acquisition(slice_mm=slice_mm, gamma=gamma, noise=noise, bias=bias_coefficients(bias, seed))
+        for sequence, slice_mm, gamma, noise, bias in changes
+    }
+    images = shift_case(case.images, case.available, acquisitions, seed)
+    images.setflags(write=False)
+    return replace(case, images=images, case_id=f"{case_id} (shifted)")
+
+
+def run_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_path, sha256, missing: tuple[str, ...],
+                           on_progress=None) -> Prediction:  # fmt: skip
+    """Prediction on the shifted case, cached beside the others."""
+    key = (cohort, case_id, changes, seed, model_path, sha256, missing)
+    store = _predictions()
+    if key not in store:
+        model = load_model_cached(model_path, sha256)
+        case = shifted_case(cohort, case_id, changes, seed)
+        store[key] = predict_volume(model, case, frozenset(missing), on_progress=on_progress)
+        while len(store) > 24:
+            store.pop(next(iter(store)))
+    return store[key]

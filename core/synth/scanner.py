@@ -77,6 +77,12 @@ class ScannerProfile:
         return field_t, enhancement, out
 
 
+def bias_coefficients(strength: float, seed: int = 0) -> tuple[float, ...]:
+    """Polynomial bias coefficients drawn in +-strength (a reproducible field of that strength)."""
+    rng = np.random.default_rng([seed, 4242])
+    return tuple(round(float(c), 4) for c in rng.uniform(-strength, strength, N_BIAS_COEFFICIENTS))
+
+
 def bias_field(shape: tuple[int, int, int], coefficients: tuple[float, ...]) -> np.ndarray:
     """Multiplicative bias field exp(polynomial) from TorchIO, computed at 1/4 and upsampled.
 
@@ -126,4 +132,34 @@ def acquire(ideal: np.ndarray, brain: np.ndarray, acquisition: Acquisition, rng:
     out = np.zeros(image.shape, dtype=np.float32)
     # Noise only where the skull-stripped image keeps signal.
     out[brain] = rician(image[brain], acquisition.noise * WHITE_MATTER_LEVEL, rng) * np.float32(acquisition.scale)
+    return out
+
+
+def shift_case(images: np.ndarray, available, changes: dict[str, Acquisition], seed: int = 0) -> np.ndarray:
+    """Apply acquisition changes to an already acquired case (the domain-shift lab).
+
+    Each changed sequence is degraded as a scanner would: contrast (gamma), thicker slices,
+    a bias field and extra Rician noise, with noise relative to that image's own median
+    brain intensity (so it works on any intensity scale, real or synthetic). Zero voxels
+    stay zero (skull-stripped background); unavailable sequences are left untouched.
+
+    Args:
+        images: (4, X, Y, Z) float32 in channel order SEQUENCES.
+        changes: {sequence: Acquisition}; sequences not named are unchanged.
+
+    Returns:
+        A new (4, X, Y, Z) float32 array.
+    """
+    out = np.array(images, dtype=np.float32, copy=True)
+    brain = np.any(out != 0, axis=0)
+    children = np.random.SeedSequence(seed).spawn(len(SEQUENCES))
+    for index, sequence in enumerate(SEQUENCES):
+        change = changes.get(sequence)
+        if change is None or not available[index] or not brain.any():
+            continue
+        level = float(np.median(out[index][brain])) or 1.0
+        # acquire() works in units where white matter is WHITE_MATTER_LEVEL; rescale around it.
+        ideal = out[index] * np.float32(WHITE_MATTER_LEVEL / level)
+        shifted = acquire(ideal, brain, change, np.random.default_rng(children[index]))
+        out[index] = shifted * np.float32(level / WHITE_MATTER_LEVEL)
     return out
