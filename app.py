@@ -7,6 +7,9 @@ st.set_page_config(page_title="GBM robustness explorer", page_icon=":material/ne
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/explorer.py", title="Patient explorer", icon=":material/neurology:"),
+    st.Page("pages/hospitals.py", title="Hospitals", icon=":material/local_hospital:"),
+    st.Page("pages/missing.py", title="Missing sequences", icon=":material/grid_view:"),
+    st.Page("pages/statistics.py", title="Statistics", icon=":material/functions:"),
     st.Page("pages/lab.py", title="Domain-shift lab", icon=":material/tune:"),
     st.Page("pages/cases.py", title="Cases", icon=":material/view_in_ar:"),
     st.Page("pages/models.py", title="Models", icon=":material/model_training:"),

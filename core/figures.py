@@ -195,3 +195,22 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
                                   colorbar={"title": f"median {metric}"}))  # fmt: skip
     figure.update_layout(height=120 + 40 * len(pivot), title=title, margin={"t": 50, "b": 80})
     return figure
+
+
+def bland_altman_figure(table, model: str, region: str = "tc", title: str = ""):
+    """Volume agreement of a model with the reference: difference vs mean, bias and 95 % limits."""
+    import plotly.graph_objects as go
+
+    data = table[(table["model"] == model) & (table["region"] == region)].dropna(subset=["volume_pred_ml"])
+    mean = (data["volume_pred_ml"] + data["volume_ref_ml"]) / 2
+    diff = data["volume_pred_ml"] - data["volume_ref_ml"]
+    bias, spread = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    figure = go.Figure(go.Scatter(x=mean, y=diff, mode="markers", text=data["patient_id"] + " · " + data["missing"],
+                                  name="cases"))  # fmt: skip
+    for value, name in ((bias, f"bias {bias:.1f} mL"), (bias + 1.96 * spread, "+1.96 SD"),
+                        (bias - 1.96 * spread, "-1.96 SD")):  # fmt: skip
+        figure.add_hline(y=value, line_dash="dash" if "SD" in name else "solid", annotation_text=name)
+    figure.update_layout(title=title or f"{model}: volume agreement", height=380,
+                         xaxis_title="mean of predicted and reference volume (mL)",
+                         yaxis_title="predicted - reference (mL)")  # fmt: skip
+    return figure

@@ -18,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.stats import norm, rankdata
 
+from core.sequences import EXTENDED_COMBINATIONS, combination_name
+
 EPSILON = np.finfo(float).eps
 
 
@@ -235,7 +237,7 @@ def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust:
     Args:
         results: a DataFrame with columns model, patient_id, missing and ``metric``.
         pairs: (model_a, model_b) tuples; differences are a - b.
-        missing: combination names to include (default: all present, in order of appearance).
+        missing: combination names to include (default: all present, complete first).
         adjust: "bonferroni" or "holm", over the whole family of tests in the table.
 
     Returns:
@@ -246,7 +248,12 @@ def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust:
 
     if adjust not in ADJUSTMENTS:
         raise ValueError(f"adjust must be one of {sorted(ADJUSTMENTS)}, got {adjust!r}")
-    combos = list(dict.fromkeys(results["missing"])) if missing is None else list(missing)
+    if missing is None:  # every combination present, in the paper's order (complete first)
+        order = [combination_name(m) for m in EXTENDED_COMBINATIONS]
+        present = set(results["missing"])
+        combos = [n for n in order if n in present] + sorted(present - set(order))
+    else:
+        combos = list(missing)
     wide = results.pivot_table(index=["missing", "patient_id"], columns="model", values=metric, aggfunc="first")
     rows = []
     for a, b in pairs:

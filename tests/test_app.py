@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -127,3 +128,59 @@ def test_lab_shifts_the_case_and_compares_two_models(explorer_data, tmp_path):
     assert not at.exception
     table = at.dataframe[0].value
     assert set(table["model"]) == {"TinyBraTS", "TinyBraTSst"} and len(table) == 6
+
+
+@pytest.fixture
+def results_store(tmp_path, monkeypatch):
+    """A real store: BraTS and BraTSst on 12 hospital-1 patients, complete and without FLAIR.
+
+    BraTSst is better by about 0.3 Dice without FLAIR and equal on complete data.
+    """
+    from core.metrics import RegionMetrics
+    from core.store import ResultKey, ResultStore
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "demo.sqlite"
+    with ResultStore(path) as store:
+        for name in ("BraTS", "BraTSst"):
+            store.add_model(f"sha-{name}", name, {"name": name})
+        for k in range(12):
+            key = f"H1_{k:02d}@abc"
+            store.add_case(key, f"H1_{k:02d}", "abc", "1", "test", "none")
+            for missing in ("none", "flair"):
+                base = rng.uniform(0.7, 0.9)
+                for name in ("BraTS", "BraTSst"):
+                    drop = 0.3 if (missing == "flair" and name == "BraTS") else rng.uniform(-0.01, 0.01)
+                    metrics = {r: RegionMetrics(r, base - drop, 0.9, 5.0, 40 + k, 42.0) for r in ("tc", "wt", "et")}
+                    store.write(ResultKey(f"sha-{name}", key, missing), metrics, 1.0, "CPU")
+    monkeypatch.setenv("GBM_DEMO_STORE", str(path))
+    monkeypatch.setenv("GBM_STORE", str(tmp_path / "absent.sqlite"))
+    from ui.data import results_table
+
+    results_table.clear()
+
+
+def test_hospitals_page_shows_boxplots_and_counts(results_store):
+    at = AppTest.from_file(str(ROOT / "pages" / "hospitals.py"), default_timeout=60).run()
+    assert not at.exception
+    summary = at.dataframe[0].value
+    assert list(summary["cases"]) == [12, 12] and set(summary["hospital"]) == {"1"}
+    assert at.get("plotly_chart")
+
+
+def test_missing_page_marks_the_significant_combination(results_store):
+    at = AppTest.from_file(str(ROOT / "pages" / "missing.py"), default_timeout=60).run()
+    assert not at.exception
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    annotations = figure["layout"].get("annotations", [])
+    assert [(a["x"], a["text"]) for a in annotations] == [("missing FLAIR", "*")]
+
+
+def test_statistics_page_tabulates_the_comparisons(results_store):
+    at = AppTest.from_file(str(ROOT / "pages" / "statistics.py"), default_timeout=60).run()
+    assert not at.exception
+    result = at.dataframe[0].value
+    assert list(result["missing"]) == ["none", "flair"] and list(result["significant"]) == [False, True]
+    # All 12 differences positive without FLAIR: exact p = 2 / 2^12, two tests (Bonferroni x 2).
+    assert result.loc[1, "p_value"] == pytest.approx(round(2 / 2**12, 4))
+    assert at.get("download_button") and len(at.get("plotly_chart")) == 1

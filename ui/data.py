@@ -152,3 +152,33 @@ def run_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_pat
         while len(store) > 24:
             store.pop(next(iter(store)))
     return store[key]
+
+
+def demo_store() -> Path:
+    """The bundled results (read only)."""
+    return Path(os.environ.get("GBM_DEMO_STORE", ROOT / "data_samples" / "results.sqlite"))
+
+
+def user_store() -> Path:
+    """Where the app writes the user's own evaluations."""
+    return Path(os.environ.get("GBM_STORE", ROOT / "results.sqlite"))
+
+
+@st.cache_data(ttl=30, max_entries=2, show_spinner="Reading results...")
+def results_table(paths: tuple[str, ...]) -> pd.DataFrame:
+    """Long results table of every existing store in ``paths`` (later ones win on duplicates)."""
+    from core.store import ResultStore
+
+    tables = []
+    for path in paths:
+        if Path(path).is_file():
+            with ResultStore(path) as store:
+                tables.append(store.table())
+    if not tables:
+        return pd.DataFrame()
+    table = pd.concat(tables, ignore_index=True)
+    return table.drop_duplicates(["model_sha256", "case_key", "missing", "region", "empty_policy"], keep="last")
+
+
+def all_results() -> pd.DataFrame:
+    return results_table((str(demo_store()), str(user_store())))

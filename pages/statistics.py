@@ -1,0 +1,38 @@
+"""Statistics: paired Wilcoxon comparisons with CIs and adjusted p-values; volume agreement."""
+
+import streamlit as st
+
+from core.figures import bland_altman_figure
+from core.report import sparsified_pairs
+from core.sequences import REGION_DISPLAY
+from core.stats import comparison_table
+from ui.data import all_results
+
+st.title("Statistics")
+table = all_results()
+if table.empty:
+    st.info("No results yet. Evaluate models with `python -m core evaluate`.")
+    st.stop()
+
+models = sorted(table["model"].unique())
+c1, c2, c3, c4 = st.columns(4)
+family = c1.radio("Comparisons", ["sparsified vs not", "choose pairs"], key="stat_family")
+region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="stat_region")
+metric = c3.selectbox("Metric", ["dice", "sensitivity", "hd95"], key="stat_metric")
+adjust = c4.radio("Adjustment", ["bonferroni", "holm"], key="stat_adjust")
+if family == "sparsified vs not":
+    pairs = sparsified_pairs(models)
+else:
+    a = st.multiselect("Model A", models, default=models[:1], key="stat_a")
+    b = st.multiselect("Model B", models, default=models[-1:], key="stat_b")
+    pairs = [(x, y) for x in a for y in b if x != y]
+if not pairs:
+    st.warning("No model pairs to compare (sparsified pairs need X and Xst).")
+    st.stop()
+result = comparison_table(table[table["region"] == region], pairs, metric=metric, adjust=adjust)
+st.dataframe(result.round(4), hide_index=True, width="stretch")
+st.caption(f"{len(result)} tests; differences are A - B; estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test.")
+st.download_button("Download CSV", result.to_csv(index=False), "comparisons.csv", "text/csv", key="stat_csv")
+st.subheader("Volume agreement (Bland-Altman)")
+model = st.selectbox("Model", models, key="stat_ba")
+st.plotly_chart(bland_altman_figure(table, model, region), width="stretch")
