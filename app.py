@@ -12,6 +12,7 @@ pages = [
     st.Page("pages/statistics.py", title="Statistics", icon=":material/functions:"),
     st.Page("pages/lab.py", title="Domain-shift lab", icon=":material/tune:"),
     st.Page("pages/cases.py", title="Cases", icon=":material/view_in_ar:"),
+    st.Page("pages/your_data.py", title="Your data", icon=":material/upload_file:"),
     st.Page("pages/models.py", title="Models", icon=":material/model_training:"),
 ]
 st.navigation(pages).run()

@@ -184,3 +184,29 @@ def test_statistics_page_tabulates_the_comparisons(results_store):
     # All 12 differences positive without FLAIR: exact p = 2 / 2^12, two tests (Bonferroni x 2).
     assert result.loc[1, "p_value"] == pytest.approx(round(2 / 2**12, 4))
     assert at.get("download_button") and len(at.get("plotly_chart")) == 1
+
+
+def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from core.store import ResultStore
+
+    root = tmp_path / "root"
+    shutil.copytree(os.environ["GBM_DEMO_COHORT"], root / "cohort")
+    (root / "cohort" / "P1" / "P1_t2.nii.gz").write_bytes(b"")  # one broken case
+    monkeypatch.setenv("GBM_DATA_ROOT", str(root))
+    monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
+    at = AppTest.from_file(str(ROOT / "pages" / "your_data.py"), default_timeout=120).run()
+    assert not at.exception
+    at.text_input(key="data_path").set_value("../../").run()
+    assert "outside the data root" in at.error[0].value
+    at.text_input(key="data_path").set_value("cohort").run()
+    assert not at.exception
+    report = at.dataframe[0].value
+    assert list(report["ok"]) == [True, False] and "P1_t2.nii.gz: t2 file is empty" in report["problems"][1]
+    at.button(key="data_run").click().run()
+    assert not at.exception
+    assert "1 results written" in at.success[0].value and "t2" in at.error[0].value
+    with ResultStore(tmp_path / "user.sqlite") as store:
+        assert store.counts()["results"] == 3

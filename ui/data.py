@@ -182,3 +182,26 @@ def results_table(paths: tuple[str, ...]) -> pd.DataFrame:
 
 def all_results() -> pd.DataFrame:
     return results_table((str(demo_store()), str(user_store())))
+
+
+MAX_UPLOAD_MB = 200
+
+
+def data_root() -> Path:
+    """The only place the Your data page may read from (``GBM_DATA_ROOT``)."""
+    return Path(os.environ.get("GBM_DATA_ROOT", ROOT / "user_data")).resolve()
+
+
+def resolve_in_root(text: str) -> Path:
+    """A user-typed path resolved inside the data root.
+
+    Raises:
+        ValueError: the path leaves the data root or does not exist.
+    """
+    root = data_root()
+    path = (root / text.strip()).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"{text!r} is outside the data root {root}")
+    if not path.exists():
+        raise ValueError(f"{text!r} does not exist under {root}")
+    return path

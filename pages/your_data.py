@@ -1,0 +1,74 @@
+"""Your data: open a cohort under the data root or upload a case, validate, evaluate."""
+
+import re
+
+import pandas as pd
+import streamlit as st
+
+from core.io import inspect_path
+from core.store import ResultStore
+from core.sweep import run_sweep
+from ui.data import MAX_UPLOAD_MB, data_root, list_models, models_root, resolve_in_root, results_table, user_store
+
+st.title("Your data")
+root = data_root()
+st.markdown(f"Cohort folders, case folders and manifests under **{root}** (set `GBM_DATA_ROOT` to change it). "
+            "BraTS 2018-21 (`*_t1ce.nii.gz` ...) and 2023 (`*-t1c.nii.gz` ...) names are recognised.")  # fmt: skip
+
+with st.expander("Upload one case"):
+    name = st.text_input("Case name", "my_case", key="upload_name")
+    files = st.file_uploader("NIfTI files of the case (named like BraTS: *_t1ce.nii.gz, *_flair.nii.gz ...)",
+                             type=["nii", "gz"], accept_multiple_files=True, key="upload_files")  # fmt: skip
+    if st.button("Save upload", key="upload_save", disabled=not files):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            st.error(f"Case name {name!r}: use letters, digits, '.', '_' and '-' only.")
+        elif any(f.size > MAX_UPLOAD_MB * 2**20 for f in files):
+            big = [f.name for f in files if f.size > MAX_UPLOAD_MB * 2**20]
+            st.error(f"{', '.join(big)}: larger than {MAX_UPLOAD_MB} MB.")
+        else:
+            folder = root / "uploads" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for upload in files:
+                (folder / upload.name).write_bytes(upload.getvalue())
+            st.session_state["data_path"] = f"uploads/{name}"
+            st.success(f"Saved {len(files)} files to {folder}.")
+
+path_text = st.text_input("Folder or manifest, relative to the data root", key="data_path")
+if not path_text:
+    st.stop()
+try:
+    path = resolve_in_root(path_text)
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
+
+report = inspect_path(path)
+if report.get("error"):
+    st.error(report["error"])
+    st.stop()
+rows = [{"case": c["case_id"], "ok": c["ok"], "missing": ", ".join(c.get("missing") or []) or "-",
+         "labels": c.get("label_scheme") or "-", "problems": "; ".join(c.get("reasons") or c.get("warnings") or [])}
+        for c in report["cases"]]  # fmt: skip
+st.markdown(f"**{report['n_accepted']} of {report['n_cases']} cases accepted**")
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+models = list_models(str(models_root()))
+if not models or not report["n_accepted"]:
+    st.stop()
+st.subheader("Evaluate")
+c1, c2 = st.columns([2, 1])
+chosen = c1.multiselect("Models", list(models), default=list(models)[:1], key="data_models")
+mode = c2.radio("Mode", ["acquired", "simulated"], key="data_mode",
+                help="acquired: each case as it is; simulated: the 8 combinations on complete cases")  # fmt: skip
+if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
+    bar = st.progress(0.0, text="Evaluating...")
+    with ResultStore(user_store()) as store:
+        summary = run_sweep(store, [models[m]["path"] for m in chosen], path, mode, splits=(), workers=1,
+                            on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})"))  # fmt: skip
+    bar.empty()
+    results_table.clear()
+    st.success(f"{summary.results_written} results written to {user_store()} in {summary.seconds:.0f} s "
+               f"({summary.skipped_done} already there). They now appear on the Hospitals, Missing sequences "
+               "and Statistics pages.")  # fmt: skip
+    for error in summary.errors:
+        st.error(error)
