@@ -24,11 +24,19 @@ compute.metric("Compute", describe_device())
 
 st.subheader("Where to start")
 st.markdown(
-    "- **Patient explorer**: pick a model and a patient, switch T1, T2 or FLAIR off, run the model and "
-    "compare the outline and Dice / sensitivity / HD95 / volume with the complete-data prediction.\n"
-    "- **Models**: what each model was trained on, with or without sparsified training, and how training went.\n"
-    "- **Cases**: browse the demo cohort, slice through each sequence with the reference segmentation, "
-    "and see which sequences each hospital's case is missing.\n"
-    "- The demo cases are synthetic glioblastomas on real anatomy (MNI152 2009a), made with "
+    "- **Patient explorer**: pick a model and a patient, switch T1, T2 or FLAIR off, run the model and compare "
+    "the outline and Dice / sensitivity / HD95 / volume with the complete-data prediction.\n"
+    "- **Hospitals**: how each model does per hospital, every case a point (the paper's Figure 2).\n"
+    "- **Missing sequences**: each combination of missing sequences, sparsified training vs not, with "
+    "significance marks (Figure 4), and the median Dice heat map (Figure 5).\n"
+    "- **Statistics**: paired Wilcoxon tests with confidence intervals and Bonferroni or Holm adjustment; "
+    "volume agreement.\n"
+    "- **Domain-shift lab**: give a case another scanner (noise, bias field, thick slices, contrast) and "
+    "compare two models on it.\n"
+    "- **Models**: what each model was trained on and how training went. **Cases** and **Your data**: browse "
+    "the demo cohort, or validate and evaluate your own BraTS-style data.\n\n"
+    "How to read the numbers: Dice and sensitivity run from 0 (no overlap) to 1 (perfect); HD95 is the 95th "
+    "percentile of the distance between the predicted and reference outlines, in mm (lower is better). "
+    "The demo cases are synthetic glioblastomas on real anatomy (MNI152 2009a), made with "
     "`python -m core synth`; see `data_samples/README.md`."
 )

@@ -210,3 +210,24 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     assert "1 results written" in at.success[0].value and "t2" in at.error[0].value
     with ResultStore(tmp_path / "user.sqlite") as store:
         assert store.counts()["results"] == 3
+
+
+def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path, monkeypatch):
+    import os
+
+    from core.store import ResultStore
+    from core.sweep import run_sweep
+
+    monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
+    monkeypatch.setenv("GBM_DEMO_STORE", str(tmp_path / "absent.sqlite"))
+    with ResultStore(tmp_path / "user.sqlite") as store:
+        model = os.path.join(os.environ["GBM_MODELS"], "TinyBraTS")
+        run_sweep(store, [model], os.environ["GBM_DEMO_COHORT"], "simulated", splits=())
+    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120).run()
+    assert not at.exception
+    run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
+    assert run.disabled  # nothing to run: the sweep's prediction is shown
+    assert [m.label for m in at.metric].count("Dice") == 3
+    assert any("precomputed" in m.value for m in at.markdown)
+    at.toggle(key="use_flair_P0").set_value(False).run()
+    assert all(m.delta for m in at.metric if m.label == "Dice")  # also precomputed, compared with complete

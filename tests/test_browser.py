@@ -68,19 +68,37 @@ def metric_values(page) -> list[str]:
     return page.locator("[data-testid='stMetricValue']").all_inner_texts()
 
 
+def run_if_needed(page, label: str) -> None:
+    """Press the explorer's Run button unless a precomputed prediction is already shown."""
+    button = page.get_by_role("button", name=label)
+    button.wait_for()
+    if button.is_enabled():
+        button.click()
+
+
 def test_explorer_switching_flair_off_changes_the_metrics(app_url, page):
     page.goto(app_url + "/explorer")
     page.get_by_role("heading", name="Patient explorer").wait_for()
-    page.get_by_role("button", name="Run BraTS (all sequences)").click()
+    run_if_needed(page, "Run BraTS (all sequences)")
     page.get_by_text("Dice").first.wait_for(timeout=300_000)
     complete = metric_values(page)
     assert len(complete) == 12  # Dice, sensitivity, HD95, volume for three regions
     page.locator("label").filter(has_text="FLAIR").first.click()
-    page.get_by_role("button", name="Run BraTS (missing FLAIR)").click()
-    page.get_by_text("complete vs current", exact=False).wait_for(timeout=300_000)
+    run_if_needed(page, "Run BraTS (missing FLAIR)")
+    page.get_by_text("Complete vs current").wait_for(timeout=300_000)
     without_flair = metric_values(page)
     assert without_flair != complete
     assert page.locator("[data-testid='stMetricDelta']").count() >= 9  # change against complete data
+
+
+def test_every_page_opens(app_url, page):
+    for path, heading in (("", "Glioblastoma robustness explorer"), ("hospitals", "Hospitals"),
+                          ("missing", "Missing sequences"), ("statistics", "Statistics"),
+                          ("lab", "Domain-shift lab"), ("models", "Models"), ("cases", "Cases"),
+                          ("your_data", "Your data")):  # fmt: skip
+        page.goto(f"{app_url}/{path}")
+        page.get_by_role("heading", name=heading).first.wait_for()
+        assert page.locator("[data-testid='stException']").count() == 0, path
 
 
 def test_home_and_cases_in_a_real_browser(app_url, page):

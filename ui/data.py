@@ -80,9 +80,49 @@ def _predictions() -> dict:
     return {}
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _case_store_key(cohort: str, case_id: str) -> str | None:
+    """The results-store key (patient@files hash) of a case of the cohort."""
+    from core.store import case_key
+    from core.sweep import files_hash
+
+    source = next((s for s in find_cases(cohort) if s.case_id == case_id), None)
+    return case_key(case_id, files_hash(source)) if source is not None else None
+
+
+def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str, ...]) -> Prediction | None:
+    """A prediction precomputed by a sweep (demo or user store), or None."""
+    from core.sequences import combination_name
+    from core.store import ResultStore
+
+    key = _case_store_key(cohort, case_id)
+    name = combination_name(missing)
+    for path in (user_store(), demo_store()):
+        if key is None or not path.is_file():
+            continue
+        with ResultStore(path) as store:
+            labels = store.prediction(sha256, key, name)
+            if labels is None:
+                continue
+            row = store.db.execute(
+                "SELECT seconds, device FROM results WHERE model_sha256=? AND case_key=? AND missing=? LIMIT 1",
+                (sha256, key, name),
+            ).fetchone()
+        seconds, device = row if row else (0.0, "")
+        return Prediction(labels, None, frozenset(missing), float(seconds or 0.0), f"precomputed ({device})", (0, 0, 0))
+    return None
+
+
 def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
-    """A prediction already computed in this app session, or None."""
-    return _predictions().get((cohort, case_id, model_path, sha256, missing))
+    """A prediction computed in this app session or precomputed in a results store, or None."""
+    key = (cohort, case_id, model_path, sha256, missing)
+    store = _predictions()
+    if key not in store:
+        found = stored_prediction(cohort, case_id, sha256, missing)
+        if found is None:
+            return None
+        store[key] = found
+    return store[key]
 
 
 def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:

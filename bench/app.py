@@ -1,0 +1,57 @@
+"""Benchmark: time to render every page of the app from the demo data (target < 3 s each).
+
+Each page is run with Streamlit's AppTest twice: the first run pays for reading and caching,
+the second is what a user sees when coming back to the page (baseline vs cached, in the same
+run). The explorer is timed without pressing Run (model inference is in bench/infer.py), and
+a switch back to a cached prediction is timed separately (target < 1 s).
+
+    python bench/app.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+
+PAGES = ["home", "explorer", "hospitals", "missing", "statistics", "lab", "models", "cases", "your_data"]
+
+
+def main() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    print(f"{'page':12s} {'first run':>10s} {'again':>8s}")
+    worst = 0.0
+    for page in PAGES:
+        at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=300)
+        start = time.perf_counter()
+        at.run()
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        at.run()
+        again = time.perf_counter() - start
+        status = "error: " + at.exception[0].message if at.exception else ""
+        worst = max(worst, first)
+        print(f"{page:12s} {first:9.2f}s {again:7.2f}s {status}")
+    print(f"slowest first render {worst:.2f} s (target < 3 s)")
+    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=300).run()
+    run = next((b for b in at.button if b.label.startswith("Run ")), None)
+    if run is not None and not run.disabled:
+        start = time.perf_counter()
+        run.click().run()
+        print(f"explorer: first prediction {time.perf_counter() - start:.1f} s (inference on this machine)")
+        flair = next(t for t in at.toggle if t.label.startswith("FLAIR"))
+        flair.set_value(False).run()
+        flair.set_value(True)
+        start = time.perf_counter()
+        at.run()
+        print(f"explorer: switch back to the cached prediction {time.perf_counter() - start:.2f} s (target < 1 s)")
+
+
+if __name__ == "__main__":
+    main()
