@@ -18,7 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # page name -> (url path, selector that shows the page has finished drawing)
 PAGES = {
     "home": ("", "[data-testid='stMetric']"),
+    "explorer": ("explorer", "[data-testid='stMetricValue']"),
+    "hospitals": ("hospitals", ".js-plotly-plot, [data-testid='stAlert']"),
+    "missing": ("missing", ".js-plotly-plot, [data-testid='stAlert']"),
+    "statistics": ("statistics", "[data-testid='stDataFrame'], [data-testid='stAlert']"),
+    "lab": ("lab", "[data-testid='stImage'] img"),
+    "models": ("models", ".js-plotly-plot"),
     "cases": ("cases", "[data-testid='stImage'] img"),
+    "your_data": ("your_data", "text=Folder or manifest"),
 }
 
 
@@ -48,7 +55,7 @@ def main() -> None:
             browser = p.chromium.launch(
                 executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-background-networking"]
             )
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page = browser.new_page(viewport={"width": 1280, "height": 1700})
             for name, (path, ready) in PAGES.items():
                 start = time.perf_counter()
                 page.goto(f"{url}/{path}")
@@ -56,6 +63,15 @@ def main() -> None:
                 time.sleep(1.0)  # let the last elements finish drawing
                 page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
                 print(f"{name}: {time.perf_counter() - start:.1f} s -> {args.out / f'{name}.png'}")
+                if name == "explorer":  # the same case with FLAIR switched off
+                    page.locator("label").filter(has_text="FLAIR").first.click()
+                    run = page.get_by_role("button", name="Run BraTS (missing FLAIR)")
+                    if run.is_enabled():
+                        run.click()
+                    page.get_by_text("Complete vs current").wait_for(timeout=300_000)
+                    time.sleep(1.5)
+                    page.screenshot(path=str(args.out / "explorer_flair.png"), full_page=True)
+                    print(f"explorer without FLAIR -> {args.out / 'explorer_flair.png'}")
             browser.close()
     finally:
         server.terminate()

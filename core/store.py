@@ -8,7 +8,6 @@ done. Predicted label maps are cached compressed so the app can show them at onc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 import core
-from core.io import Case
 from core.metrics import RegionMetrics
 
 MIGRATIONS: dict[int, str] = {
@@ -57,16 +55,6 @@ CODE_VERSION = core.__version__
 EXPORT_COLUMNS = ["model", "patient_id", "hospital", "split", "acquired_missing", "missing", "region", "dice",
                   "sensitivity", "hd95", "volume_pred_ml", "volume_ref_ml", "volume_diff_ml", "seconds", "device",
                   "empty_policy", "code_version", "model_sha256", "case_key"]  # fmt: skip
-
-
-def content_hash(case: Case) -> str:
-    """Hash of what a case holds (images, availability, labels), 16 hex digits."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(np.ascontiguousarray(case.images).tobytes())
-    digest.update(np.asarray(case.available, np.uint8).tobytes())
-    if case.labels is not None:
-        digest.update(np.ascontiguousarray(case.labels).tobytes())
-    return digest.hexdigest()
 
 
 def case_key(patient_id: str, digest: str) -> str:

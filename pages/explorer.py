@@ -90,33 +90,35 @@ else:
         caption = "necrosis orange, oedema sky blue, enhancing yellow"
         if overlay == "prediction" and pred is None:
             caption = "no prediction yet: run the model (or preview this slice)"
-    image_column.image(rgb, width=520, caption=f"{case_id} · {sequence} · {plane} {index} · {caption}")
+    image_column.image(rgb, width="stretch", caption=f"{case_id} · {sequence} · {plane} {index} · {caption}")
 
 with metrics_column:
     if prediction is None:
         st.info("Run the model to see Dice, sensitivity, HD95 and volumes.")
     else:
         st.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")
-        if case.labels is None:
-            st.write("No reference segmentation for this case.")
-        else:
-            now = metrics_table(prediction, case)
-            before = metrics_table(complete, case) if complete is not None and complete is not prediction else None
-            for region, m in now.items():
-                ref_m = before[region] if before else None
-                st.markdown(f"**{REGION_DISPLAY[region].capitalize()}**")
-                a, b, c, d = st.columns(4)
-                a.metric("Dice", f"{m.dice:.3f}", None if ref_m is None else f"{m.dice - ref_m.dice:+.3f}")
-                b.metric("Sensitivity", f"{m.sensitivity:.3f}",
-                         None if ref_m is None else f"{m.sensitivity - ref_m.sensitivity:+.3f}")  # fmt: skip
-                c.metric("HD95 mm", f"{m.hd95:.1f}", None if ref_m is None else f"{m.hd95 - ref_m.hd95:+.1f}",
-                         delta_color="inverse")  # fmt: skip
-                d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", f"ref {m.volume_ref_ml:.1f}", delta_color="off")
-            if before is None:
-                st.caption("Run with every acquired sequence on too, to see the change against complete data.")
         st.download_button("Download segmentation (NIfTI)", label_nifti_bytes(prediction.labels, case),
                            file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
                            mime="application/gzip")  # fmt: skip
+
+if prediction is not None:
+    if case.labels is None:
+        st.write("No reference segmentation for this case.")
+    else:
+        now = metrics_table(prediction, case)
+        before = metrics_table(complete, case) if complete is not None and complete is not prediction else None
+        for region, m in now.items():
+            ref_m = before[region] if before else None
+            st.markdown(f"**{REGION_DISPLAY[region].capitalize()}**")
+            a, b, c, d = st.columns(4)
+            a.metric("Dice", f"{m.dice:.3f}", None if ref_m is None else f"{m.dice - ref_m.dice:+.3f}")
+            b.metric("Sensitivity", f"{m.sensitivity:.3f}",
+                     None if ref_m is None else f"{m.sensitivity - ref_m.sensitivity:+.3f}")  # fmt: skip
+            c.metric("HD95 mm", f"{m.hd95:.1f}", None if ref_m is None else f"{m.hd95 - ref_m.hd95:+.1f}",
+                     delta_color="inverse")  # fmt: skip
+            d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", f"ref {m.volume_ref_ml:.1f}", delta_color="off")
+        if before is None and prediction.missing != case.missing:
+            st.caption("Run with every acquired sequence on too, to see the change against complete data.")
 
 if complete is not None and prediction is not None and complete is not prediction and case.available[channel]:
     st.subheader("Complete vs current")

@@ -27,6 +27,6 @@ comparison = comparison_table(
     data[data["model"].isin(pair)], [pair], missing=[n for n in names if n in set(data["missing"])]
 )
 st.plotly_chart(missing_comparison_figure(data, pair[0], pair[1], comparison, region), width="stretch")
-st.caption("* Bonferroni-adjusted p < 0.05 over the combinations shown (paired Wilcoxon signed-rank test).")
+st.caption("\\* Bonferroni-adjusted p < 0.05 over the combinations shown (paired Wilcoxon signed-rank test).")
 st.subheader("Median Dice, models x combinations")
 st.plotly_chart(median_heatmap(data, region), width="stretch")

@@ -28,7 +28,6 @@ from core.sequences import (
     SEQUENCES,
     availability,
     combination_name,
-    parse_combination,
 )
 from core.synth.anatomy import MASK, AnatomySpec, deformed_tissues, load_atlas, place_in_template, sample_anatomy
 from core.synth.mri import CONTRAST, TISSUES, render_sequences, tissue_fractions
@@ -303,14 +302,6 @@ def make_case(preset: str = "paper", scale: float = 1.0, seed: int = 0, case_ind
     return render_case(preset, plans[case_index], seed)
 
 
-def find_plan(preset: str, scale: float, seed: int, patient_id: str) -> CasePlan:
-    """The plan row of a patient id, e.g. ``SYN_H1_0003``."""
-    for plan in plan_cohort(preset, scale, seed):
-        if plan.patient_id == patient_id:
-            return plan
-    raise KeyError(f"no patient {patient_id!r} in preset {preset} at scale {scale}, seed {seed}")
-
-
 # --------------------------------------------------------------------------- writing a cohort
 
 MANIFEST_HEAD = ["patient_id", "hospital", "split", "t1", "t1c", "t2", "flair", "seg", "missing", "label_scheme"]
@@ -421,8 +412,3 @@ def write_cohort(
     manifest = out / "manifest.csv"
     write_manifest(rows, manifest)
     return manifest
-
-
-def missing_from_row(row: dict) -> frozenset[str]:
-    """The missing set recorded in a manifest row."""
-    return parse_combination(row.get("missing", ""))
