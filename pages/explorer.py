@@ -4,7 +4,6 @@ import numpy as np
 import streamlit as st
 
 from core.figures import ERROR_COLOURS, error_map_rgb, overlay_rgb, take_slice, window
-from core.io import label_nifti_bytes
 from core.metrics import region_mask
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, combination_name, display_name, run_phrase
 from ui.data import (
@@ -15,6 +14,7 @@ from ui.data import (
     load_manifest,
     metrics_table,
     models_root,
+    prediction_nifti,
     preview_slice,
     run_prediction,
 )
@@ -97,7 +97,7 @@ with metrics_column:
         st.info("Run the model to see Dice, sensitivity, HD95 and volumes.")
     else:
         st.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")
-        st.download_button("Download segmentation (NIfTI)", label_nifti_bytes(prediction.labels, case),
+        st.download_button("Download segmentation (NIfTI)", prediction_nifti(prediction, case),
                            file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
                            mime="application/gzip")  # fmt: skip
 

@@ -145,9 +145,24 @@ def preview_slice(cohort, case_id, model_path, sha256, missing: tuple[str, ...],
 
 
 def metrics_table(prediction: Prediction, case: Case) -> dict:
-    """{region: RegionMetrics} of a prediction against the case's reference."""
-    regions = ("tc",) if case.label_scheme == "tc" else ("tc", "wt", "et")
-    return evaluate(prediction.labels, case.labels, case.spacing, regions)
+    """{region: RegionMetrics} of a prediction against the case's reference (memoised per prediction)."""
+    cached = getattr(prediction, "_metrics", None)
+    if cached is None:
+        regions = ("tc",) if case.label_scheme == "tc" else ("tc", "wt", "et")
+        cached = evaluate(prediction.labels, case.labels, case.spacing, regions)
+        prediction._metrics = cached  # predictions are shared read-only; this only adds a derived value
+    return cached
+
+
+def prediction_nifti(prediction: Prediction, case: Case) -> bytes:
+    """The prediction as .nii.gz bytes for download (memoised per prediction)."""
+    from core.io import label_nifti_bytes
+
+    cached = getattr(prediction, "_nifti", None)
+    if cached is None:
+        cached = label_nifti_bytes(prediction.labels, case)
+        prediction._nifti = cached
+    return cached
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
