@@ -52,8 +52,8 @@ def main() -> None:
         start = time.perf_counter()
         at.run()
         shown = any(m.label == "Dice" for m in at.metric)
-        print(f"explorer: switch {label}: {time.perf_counter() - start:.2f} s "
-              f"({'prediction shown' if shown else 'no stored prediction: press Run'}; target < 1 s when cached)")  # fmt: skip
+        state = "prediction shown" if shown else "no stored prediction: press Run"
+        print(f"explorer: switch {label}: {time.perf_counter() - start:.2f} s ({state}; target < 1 s when cached)")
         flair = next(t for t in at.toggle if t.label.startswith("FLAIR"))
 
 
