@@ -116,25 +116,27 @@ def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str
 def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
     """A prediction computed in this app session or precomputed in a results store, or None."""
     key = (cohort, case_id, model_path, sha256, missing)
+    if key in _predictions():
+        return _predictions()[key]
+    found = stored_prediction(cohort, case_id, sha256, missing)
+    return None if found is None else _remember(key, lambda: found)
+
+
+def _remember(key: tuple, compute) -> Prediction:
+    """The prediction under ``key``, computed once and kept (the oldest dropped past 24)."""
     store = _predictions()
     if key not in store:
-        found = stored_prediction(cohort, case_id, sha256, missing)
-        if found is None:
-            return None
-        store[key] = found
+        store[key] = compute()
+        while len(store) > 24:  # keep memory bounded
+            store.pop(next(iter(store)))
     return store[key]
 
 
 def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:
     """Predict (or take from the cache) the whole volume; kept for the switches to reuse."""
-    key = (cohort, case_id, model_path, sha256, missing)
-    store = _predictions()
-    if key not in store:
-        model = load_model_cached(model_path, sha256)
-        store[key] = predict_volume(model, load_case(cohort, case_id), frozenset(missing), on_progress=on_progress)
-        while len(store) > 24:  # keep memory bounded: drop the oldest
-            store.pop(next(iter(store)))
-    return store[key]
+    model = load_model_cached(model_path, sha256)
+    return _remember((cohort, case_id, model_path, sha256, missing), lambda: predict_volume(
+        model, load_case(cohort, case_id), frozenset(missing), on_progress=on_progress))  # fmt: skip
 
 
 def preview_slice(cohort, case_id, model_path, sha256, missing: tuple[str, ...], index: int) -> np.ndarray:
@@ -198,15 +200,9 @@ def shifted_case(cohort: str, case_id: str, changes: tuple, seed: int) -> Case:
 def run_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_path, sha256, missing: tuple[str, ...],
                            on_progress=None) -> Prediction:  # fmt: skip
     """Prediction on the shifted case, cached beside the others."""
-    key = (cohort, case_id, changes, seed, model_path, sha256, missing)
-    store = _predictions()
-    if key not in store:
-        model = load_model_cached(model_path, sha256)
-        case = shifted_case(cohort, case_id, changes, seed)
-        store[key] = predict_volume(model, case, frozenset(missing), on_progress=on_progress)
-        while len(store) > 24:
-            store.pop(next(iter(store)))
-    return store[key]
+    model = load_model_cached(model_path, sha256)
+    return _remember((cohort, case_id, changes, seed, model_path, sha256, missing), lambda: predict_volume(
+        model, shifted_case(cohort, case_id, changes, seed), frozenset(missing), on_progress=on_progress))  # fmt: skip
 
 
 def demo_store() -> Path:
