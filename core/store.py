@@ -49,6 +49,11 @@ MIGRATIONS: dict[int, str] = {
             PRIMARY KEY (model_sha256, case_key, missing, code_version)
         );
     """,
+    # Version 3: content hashes of case files remembered by (path, size, mtime), so planning a
+    # sweep does not read every image again.
+    3: """
+        CREATE TABLE file_hashes (signature TEXT PRIMARY KEY, digest TEXT NOT NULL);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 CODE_VERSION = core.__version__
@@ -144,6 +149,13 @@ class ResultStore:
             self.db.execute("ROLLBACK")
             raise
 
+    def remembered_digest(self, signature: str) -> str | None:
+        row = self.db.execute("SELECT digest FROM file_hashes WHERE signature = ?", (signature,)).fetchone()
+        return row[0] if row else None
+
+    def remember_digest(self, signature: str, digest: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?)", (signature, digest))
+
     # ----------------------------------------------------------------------- reading
 
     def done(self, keys: Iterable[ResultKey]) -> set[ResultKey]:
@@ -183,4 +195,4 @@ class ResultStore:
 
     def counts(self) -> dict[str, int]:
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("models", "cases", "results", "predictions")}  # fmt: skip
+                for t in ("models", "cases", "results", "predictions", "file_hashes")}  # fmt: skip

@@ -10,6 +10,7 @@ combination of missing sequences to the complete cases.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import zlib
@@ -48,14 +49,28 @@ class UnitResult:
     error: str = ""
 
 
-def files_hash(source: CaseSource) -> str:
-    """Content hash of a case's files (cheap: the bytes on disk, no decoding)."""
+def files_hash(source: CaseSource, store: ResultStore | None = None) -> str:
+    """Content hash of a case's files (the bytes on disk, no decoding).
+
+    With a store, the digest is remembered under the files' paths, sizes and modification
+    times, so a file is read again only when it changed.
+    """
+    paths = [source.paths.get(s) for s in SEQUENCES] + [source.seg]
+    present = [Path(p) if p is not None and Path(p).is_file() else None for p in paths]
+    signature = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p else None for p in present])
+    if store is not None:
+        remembered = store.remembered_digest(signature)
+        if remembered is not None:
+            return remembered
     digest = hashlib.blake2b(digest_size=8)
-    for path in [*(source.paths.get(s) for s in SEQUENCES), source.seg]:
+    for path in present:
         digest.update(b"|")
-        if path is not None and Path(path).is_file():
-            digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
+        if path is not None:
+            digest.update(path.read_bytes())
+    value = digest.hexdigest()
+    if store is not None:
+        store.remember_digest(signature, value)
+    return value
 
 
 @lru_cache(maxsize=4)
@@ -139,7 +154,7 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             continue
         else:
             wanted = [combination_name(m) for m in combinations_for(combinations)]
-        digest = files_hash(source)
+        digest = files_hash(source, store)
         key = case_key(source.case_id, digest)
         store.add_case(key, source.case_id, digest, str(meta.get("hospital", "")), str(meta.get("split", "")),
                        combination_name(own), {"origin": source.origin})  # fmt: skip

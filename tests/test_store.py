@@ -115,7 +115,7 @@ def test_schema_migration_keeps_old_rows(tmp_path):
     db.execute("INSERT INTO results VALUES ('abc', 'p@1', 'none', 'tc', 'nan', '0.1.0', 0.8, 0.9, 3.0, 10, 11)")
     db.close()
     with ResultStore(path) as store:
-        assert store.version == SCHEMA_VERSION == 2
+        assert store.version == SCHEMA_VERSION == 3
         table = store.table()
         assert table.loc[0, "dice"] == 0.8 and pd.isna(table.loc[0, "seconds"])
         assert store.counts()["predictions"] == 0
@@ -144,3 +144,25 @@ def test_export_round_trip_and_stats_cli(grid, tmp_path):
     assert list(table.columns) == ["model_a", "model_b", "missing", "n", "median_difference", "estimate", "ci_low",
                                    "ci_high", "p_value", "p_adjusted", "significant"]  # fmt: skip
     assert (table["n"] == 3).all()
+
+
+def test_file_digests_are_remembered_until_a_file_changes(grid, tmp_path):
+    import os
+
+    from core.io import find_cases
+    from core.sweep import files_hash
+
+    manifest, _ = grid
+    source = find_cases(manifest)[0]
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        first = files_hash(source, store)
+        assert first == files_hash(source)  # the same digest as reading every byte
+        assert store.counts()["file_hashes"] == 1 and files_hash(source, store) == first
+        t2 = source.paths["t2"]
+        data = t2.read_bytes()
+        t2.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        os.utime(t2, ns=(time.time_ns(), time.time_ns() + 10**9))
+        try:
+            assert files_hash(source, store) != first
+        finally:
+            t2.write_bytes(data)
