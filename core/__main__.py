@@ -34,6 +34,16 @@ def _progress(description: str, unit: str = "case"):
     return update
 
 
+def _names(text: str | None) -> list[str]:
+    """Items of a comma-separated option ("public, 1,2" -> ["public", "1", "2"]); [] when empty."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _pairs(text: str | None) -> list[tuple[str, str]]:
+    """Model pairs of an option like "BraTSst:BraTS,H1BraTSst:H1BraTS"."""
+    return [tuple(item.split(":", 1)) for item in _names(text)]
+
+
 def _print_json(data) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -43,7 +53,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from core.synth.cohort import plan_cohort, render_case, write_cohort
 
     start = time.perf_counter()
-    patients = [p.strip() for p in args.patients.split(",")] if args.patients else None
+    patients = _names(args.patients) or None
     manifest = write_cohort(
         args.out,
         preset=args.preset,
@@ -89,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.infer import choose_device
     from core.train import TrainConfig, train
 
-    hospitals = tuple(h.strip() for h in args.hospitals.split(",") if h.strip())
+    hospitals = tuple(_names(args.hospitals))
     config = TrainConfig(
         cohort=str(args.cohort),
         hospitals=hospitals,
@@ -164,12 +174,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.store import ResultStore
     from core.sweep import default_workers, run_sweep
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits != "all" else ()
-    hospitals = tuple(h.strip() for h in args.hospitals.split(",")) if args.hospitals else None
+    models = _names(args.models)
+    splits = tuple(_names(args.splits)) if args.splits != "all" else ()
+    hospitals = tuple(_names(args.hospitals)) or None
     with ResultStore(args.store) as store:
         summary = run_sweep(store, models, args.cohort, args.mode, args.combinations, splits, hospitals,
-                            tuple(args.regions.split(",")), args.empty, args.workers or default_workers(),
+                            tuple(_names(args.regions)), args.empty, args.workers or default_workers(),
                             args.dask, on_progress=_progress("evaluate", unit="unit"))  # fmt: skip
         counts = store.counts()
     _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
@@ -200,7 +210,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     table = table[(table["region"] == args.region) & (table["empty_policy"] == args.empty)]
     models = sorted(table["model"].unique())
     if args.pairs:
-        pairs = [tuple(p.split(":", 1)) for p in args.pairs.split(",")]
+        pairs = _pairs(args.pairs)
         unknown = sorted({m for pair in pairs for m in pair} - set(models))
         if unknown:
             raise ValueError(f"model(s) {unknown} have no results in {args.store}; it has {models}")
@@ -223,7 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         table = store.table()
     if table.empty:
         raise ValueError(f"{args.store}: no results yet; run 'python -m core evaluate' first")
-    pairs = [tuple(p.split(":", 1)) for p in args.pairs.split(",")] if args.pairs else None
+    pairs = _pairs(args.pairs) or None
     args.out.write_text(build_report(table, args.region, pairs, args.adjust), encoding="utf-8")
     _print_json({"out": str(args.out), "bytes": args.out.stat().st_size, "rows": len(table)})
     return 0
@@ -234,7 +244,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from core.model import read_card
     from core.zoo import train_zoo
 
-    names = [n.strip() for n in args.models.split(",")] if args.models else None
+    names = _names(args.models) or None
     folders = train_zoo(args.cohort, args.out, names, args.preset, args.scale, args.seed, args.model_preset,
                         args.iterations, args.batch_size, args.output_size, args.workers,
                         str(choose_device(args.device)), on_progress=_progress("zoo", unit="step"))  # fmt: skip
