@@ -63,8 +63,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         workers=args.workers,
         patient_ids=patients,
         on_progress=_progress("synth"),
+        splits=tuple(_names(args.splits)),
     )
-    plans = [p for p in plan_cohort(args.preset, args.scale, args.seed) if not patients or p.patient_id in patients]
+    splits = _names(args.splits)
+    plans = [p for p in plan_cohort(args.preset, args.scale, args.seed)
+             if (not patients or p.patient_id in patients) and (not splits or p.split in splits)]  # fmt: skip
     counts = Counter((p.hospital, p.split) for p in plans)
     summary = {
         "manifest": str(manifest),
@@ -116,9 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_classes=args.classes,
         residual=args.residual,
         max_cases=args.max_cases,
+        max_val_cases=args.max_val_cases,
     )
     start = time.perf_counter()
-    folder = train(config, args.out, device=choose_device(args.device), on_progress=_progress("train", unit="it"))
+    folder = train(config, args.out, device=choose_device(args.device), on_progress=_progress("train", unit="it"),
+                   max_seconds=60 * args.max_minutes)  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         card = json.loads((folder / "card.json").read_text())
         _print_json({"model": str(folder), "name": card["name"], "iterations": card["iterations"],
@@ -180,7 +185,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with ResultStore(args.store) as store:
         summary = run_sweep(store, models, args.cohort, args.mode, args.combinations, splits, hospitals,
                             tuple(_names(args.regions)), args.empty, args.workers or default_workers(),
-                            args.dask, on_progress=_progress("evaluate", unit="unit"))  # fmt: skip
+                            args.dask, on_progress=_progress("evaluate", unit="unit"),
+                            keep_predictions=not args.no_predictions)  # fmt: skip
         counts = store.counts()
     _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
     return 0 if not summary.errors else 1
@@ -247,7 +253,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     names = _names(args.models) or None
     folders = train_zoo(args.cohort, args.out, names, args.preset, args.scale, args.seed, args.model_preset,
                         args.iterations, args.batch_size, args.output_size, args.workers,
-                        str(choose_device(args.device)), on_progress=_progress("zoo", unit="step"))  # fmt: skip
+                        str(choose_device(args.device)), on_progress=_progress("zoo", unit="step"),
+                        max_cases=args.max_cases, max_val_cases=args.max_val_cases, jobs=args.jobs,
+                        max_minutes=args.max_minutes)  # fmt: skip
     cards = [read_card(f) for f in folders]
     _print_json([{"model": c["name"], "folder": str(f), "train_cases": c["training"]["n_train_cases"],
                   "iterations": c["iterations"], "seconds": c["training_seconds"], "validation": c["validation"]}
@@ -267,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--manifest-only", action="store_true", help="plan and write manifest.csv, render nothing")
     synth.add_argument("--workers", type=int, default=1, help="processes rendering cases in parallel")
     synth.add_argument("--patients", help="comma-separated patient ids to write (default: all)")
+    synth.add_argument("--splits", help="comma-separated splits to write, e.g. test (default: all)")
     synth.add_argument("--preview", type=Path, help="save a PNG montage of one case")
     synth.add_argument("--preview-case", help="patient id for --preview (default: the first)")
     synth.set_defaults(func=cmd_synth)
@@ -290,7 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=25)
     train.add_argument("--classes", type=int, choices=(2, 4), default=4, help="4 = bg/necrosis/oedema/enhancing")
     train.add_argument("--residual", action="store_true", help="DeepMedic+ residual connections")
-    train.add_argument("--max-cases", type=int, default=0, help="use at most this many training cases")
+    train.add_argument(
+        "--max-cases", type=int, default=0, help="use at most this many training cases, evenly spread over the manifest"
+    )
+    train.add_argument("--max-val-cases", type=int, default=0, help="use at most this many validation cases")
+    train.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0,
+        help="finish the model at the iteration reached after this long (0: no limit)",
+    )
     train.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
     train.add_argument("--out", type=Path, required=True, help="model folder")
     train.set_defaults(func=cmd_train)
@@ -326,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
     evaluate.add_argument("--store", type=Path, required=True, help="SQLite results store")
     evaluate.add_argument("--workers", type=int, default=0, help="local processes (default: cores, at most 4)")
+    evaluate.add_argument(
+        "--no-predictions", action="store_true", help="store metrics only, not the predicted label maps (smaller store)"
+    )
     evaluate.add_argument("--dask", help="tcp://scheduler:8786, or local:N for a LocalCluster of N workers")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -365,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--batch-size", type=int, default=10)
     zoo.add_argument("--output-size", type=int, default=9)
     zoo.add_argument("--workers", type=int, default=1, help="processes rendering cases")
+    zoo.add_argument("--max-cases", type=int, default=0, help="training cases per model, spread over hospitals")
+    zoo.add_argument("--max-val-cases", type=int, default=0, help="validation cases per model")
+    zoo.add_argument("--jobs", type=int, default=1, help="models trained at once (own processes; one GPU is fine)")
+    zoo.add_argument("--max-minutes", type=float, default=0, help="per model: finish at the iteration reached")
     zoo.add_argument("--device", choices=("cuda", "mps", "cpu"))
     zoo.set_defaults(func=cmd_zoo)
     return parser

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from core.io import CaseSource, find_cases, read_case
 from core.metrics import evaluate
 from core.model import read_card
 from core.sequences import SEQUENCES, combination_name, combinations_for
-from core.store import CODE_VERSION, ResultKey, ResultStore, case_key
+from core.store import CODE_VERSION, ResultKey, ResultStore, case_key, encode_labels
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class WorkUnit:
     missing: tuple[str, ...]  # combination names; the case's own missing sequences are added
     regions: tuple[str, ...] = ("tc", "wt", "et")
     empty_policy: str = "nan"
+    keep_predictions: bool = True  # cache the label maps in the store
 
 
 @dataclass
@@ -47,6 +47,12 @@ class UnitResult:
     unit: WorkUnit
     results: list[dict] = field(default_factory=list)  # per missing set: name, metrics, seconds, labels
     error: str = ""
+    labels_digest: str = ""  # of the reference label map as evaluated (checks regenerated cases)
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """A short content hash of a label map's voxels (independent of file encoding)."""
+    return hashlib.blake2b(np.ascontiguousarray(labels, np.uint8).tobytes(), digest_size=8).hexdigest()
 
 
 def files_hash(source: CaseSource, store: ResultStore | None = None) -> str:
@@ -91,6 +97,7 @@ def run_unit(unit: WorkUnit) -> UnitResult:
         case = read_case(unit.source)
         if case.labels is None:
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
+        out.labels_digest = labels_digest(case.labels)
         regions = tuple(r for r in unit.regions if case.label_scheme != "tc" or r == "tc")
         for name in unit.missing:
             prediction = predict_volume(model, case, parse_combination(name))
@@ -100,8 +107,7 @@ def run_unit(unit: WorkUnit) -> UnitResult:
                 "metrics": metrics,
                 "seconds": prediction.seconds,
                 "device": prediction.device,
-                "labels": zlib.compress(prediction.labels.tobytes(), 6),
-                "shape": prediction.labels.shape,
+                "labels": encode_labels(prediction.labels) if unit.keep_predictions else None,
             })  # fmt: skip
     except Exception as exc:  # a bad case or model must not stop the sweep
         out.error = f"{type(exc).__name__}: {exc}"
@@ -123,7 +129,7 @@ class SweepPlan:
 
 def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
                combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
-               empty_policy: str = "nan") -> SweepPlan:  # fmt: skip
+               empty_policy: str = "nan", keep_predictions: bool = True) -> SweepPlan:  # fmt: skip
     """Work units not yet in the store.
 
     Raises:
@@ -156,15 +162,17 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             wanted = [combination_name(m) for m in combinations_for(combinations)]
         digest = files_hash(source, store)
         key = case_key(source.case_id, digest)
+        synthetic = {k: meta[k] for k in ("preset", "scale", "seed", "case_index") if meta.get(k, "") != ""}
+        case_meta = {"origin": source.origin} | ({"synthetic": synthetic} if synthetic else {})
         store.add_case(key, source.case_id, digest, str(meta.get("hospital", "")), str(meta.get("split", "")),
-                       combination_name(own), {"origin": source.origin})  # fmt: skip
+                       combination_name(own), case_meta)  # fmt: skip
         for path, sha in models:
             keys = [ResultKey(sha, key, name, empty_policy, CODE_VERSION) for name in wanted]
             done = store.done(keys)
             done_count += len(done)
             todo = tuple(k.missing for k in keys if k not in done)
             if todo:
-                units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy))
+                units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy, keep_predictions))
     return SweepPlan(units, done_count, skipped)
 
 
@@ -213,18 +221,21 @@ class SweepSummary:
 def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
               combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
               empty_policy: str = "nan", workers: int = 1, dask: str | None = None,
-              on_progress: Callable[[int, int, str], None] | None = None) -> SweepSummary:  # fmt: skip
+              on_progress: Callable[[int, int, str], None] | None = None,
+              keep_predictions: bool = True) -> SweepSummary:  # fmt: skip
     """Evaluate what the store lacks and write it, result by result, from this process only."""
     start = time.perf_counter()
-    plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy)
+    plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy,
+                      keep_predictions)  # fmt: skip
     results = _dask_results(plan.units, dask) if dask else _local_results(plan.units, workers)
     written, errors = 0, []
     for done, result in enumerate(results, start=1):
         unit = result.unit
+        if result.labels_digest:
+            store.update_case_meta(unit.case_key, {"labels_digest": result.labels_digest})
         for item in result.results:
-            labels = np.frombuffer(zlib.decompress(item["labels"]), np.uint8).reshape(item["shape"])
             key = ResultKey(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy, CODE_VERSION)
-            store.write(key, item["metrics"], item["seconds"], item["device"], labels)
+            store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"])
             written += 1
         if result.error:
             errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {result.error}")

@@ -15,7 +15,8 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,8 @@ class TrainConfig:
     checkpoint_every: int = 25
     num_classes: int = 4
     residual: bool = False
-    max_cases: int = 0  # 0 = all training cases
+    max_cases: int = 0  # 0 = all training cases; else this many, evenly spread over the manifest's order
+    max_val_cases: int = 0  # 0 = all validation cases; else evenly spread like max_cases
     val_windows: int = 8  # fixed validation windows per validation case
 
     def to_dict(self) -> dict:
@@ -117,12 +119,18 @@ class TrainingVolume:
     tumour: np.ndarray  # (N, 3) int32 voxel indices with label > 0
 
 
+def crop_case(case: Case) -> Case:
+    """The case cropped to its brain (plus 2 voxels), which holds every voxel normalisation uses."""
+    crop = brain_crop(brain_mask(case.images, case.available), margin=2)
+    labels = crop.apply(case.labels) if case.labels is not None else None
+    return replace(case, images=np.ascontiguousarray(crop.apply(case.images)), labels=labels)
+
+
 def prepare_volume(case: Case, landmarks: dict, num_classes: int = 4) -> TrainingVolume:
     """Normalise, crop to the brain, store in float16; 2 classes = background / tumour core."""
-    mask = brain_mask(case.images, case.available)
-    crop = brain_crop(mask, margin=2)
-    images = crop.apply(normalise(case.images, case.available, landmarks, mask)).astype(np.float16)
-    labels = crop.apply(case.labels if case.labels is not None else np.zeros(mask.shape, np.uint8))
+    case = crop_case(case)
+    images = normalise(case.images, case.available, landmarks).astype(np.float16)
+    labels = case.labels if case.labels is not None else np.zeros(images.shape[1:], np.uint8)
     if num_classes == 2:
         labels = np.isin(labels, list(REGIONS["tc"])).astype(np.uint8)
     return TrainingVolume(case.case_id, images, np.ascontiguousarray(labels), case.available.copy(),
@@ -173,8 +181,19 @@ def sample_batch(volumes, rng, config: TrainConfig, sparsifier: Sparsifier):
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), dropped
 
 
+def spread(items: list, limit: int) -> list:
+    """At most ``limit`` items evenly spread over the list (all of them when ``limit`` is 0).
+
+    Manifests list hospitals one after the other, so a spread keeps each hospital's share.
+    """
+    if not limit or len(items) <= limit:
+        return list(items)
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, limit).round().astype(int))]
+
+
 def select_cases(config: TrainConfig, split: str):
-    """Case sources of the cohort manifest for the config's hospitals and a split."""
+    """Case sources of the cohort manifest for the config's hospitals and a split (capped by
+    ``max_cases`` / ``max_val_cases``)."""
     sources = find_cases(config.cohort)
     chosen = []
     for source in sources:
@@ -184,16 +203,18 @@ def select_cases(config: TrainConfig, split: str):
         if config.complete_only and any(source.paths.get(s) is None for s in SEQUENCES):
             continue
         chosen.append(source)
-    return chosen
+    return spread(chosen, config.max_cases if split == "train" else config.max_val_cases)
 
 
-def load_volumes(sources, landmarks, num_classes=4, on_progress=None, label="cases") -> list[TrainingVolume]:
-    volumes = []
-    for done, source in enumerate(sources, start=1):
-        volumes.append(prepare_volume(read_case(source), landmarks, num_classes))
-        if on_progress:
-            on_progress(done, len(sources), label)
-    return volumes
+def read_cropped(sources, threads: int = 0) -> list[Case]:
+    """Read cases and crop each to its brain, several at a time (decompression releases the GIL)."""
+    threads = threads or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda source: crop_case(read_case(source)), sources))
+
+
+def load_volumes(sources, landmarks, num_classes=4) -> list[TrainingVolume]:
+    return [prepare_volume(case, landmarks, num_classes) for case in read_cropped(sources)]
 
 
 # --------------------------------------------------------------------------- validation
@@ -317,8 +338,13 @@ def train(
     out: str | Path,
     device: torch.device | str = "cpu",
     on_progress: Callable[[int, int, str], None] | None = None,
+    max_seconds: float = 0.0,
 ) -> Path:
     """Train (or resume) a model into ``out``; returns the model folder.
+
+    Args:
+        max_seconds: a wall-clock limit for this call (0: none). When it is reached the model
+            is finished at the iteration reached, and its card says so.
 
     Raises:
         ValueError: no training cases for the chosen hospitals, or a checkpoint from a
@@ -339,13 +365,12 @@ def train(
             raise ValueError(f"{checkpoint}: was made with other settings ({', '.join(changed)}); use another --out")
     model.to(dist.device)
 
+    deadline = time.perf_counter() + max_seconds if max_seconds else None
     train_sources = select_cases(config, "train")
-    if config.max_cases:
-        train_sources = train_sources[: config.max_cases]
     if not train_sources:
         raise ValueError(f"{config.cohort}: no training cases for hospitals {list(config.hospitals)}"
                          + (" with complete sequences" if config.complete_only else ""))  # fmt: skip
-    cases = [read_case(s) for s in train_sources]
+    cases = read_cropped(train_sources)
     landmarks = extra.get("landmarks") or fit_landmarks((c.images, c.available) for c in cases)
     volumes = [prepare_volume(c, landmarks, config.num_classes) for c in cases]
     del cases
@@ -364,7 +389,10 @@ def train(
     dropped_counts = dict.fromkeys(SEQUENCES, 0)
     losses, started = [], time.perf_counter() - float(extra.get("seconds", 0.0))
     net.train()
+    done = start
     for iteration in range(start, config.iterations):
+        if deadline is not None and _out_of_time(deadline, dist):
+            break
         rng = np.random.default_rng([config.seed, dist.rank, iteration])
         x, y, dropped = sample_batch(volumes, rng, config, sparsifier)
         for lr_group in optimizer.param_groups:
@@ -396,8 +424,15 @@ def train(
         if on_progress and dist.rank == 0:
             on_progress(done, config.iterations, f"loss {last_loss:.3f}")
 
+    if done < config.iterations and dist.rank == 0:  # stopped by the time limit
+        dice = validation_dice(model, val_windows, dist.device)
+        rows.append({"iteration": done, "loss": round(float(np.mean(losses)), 6) if losses else "",
+                     "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}
+                    | {f"dropped_{s}": n for s, n in dropped_counts.items()}
+                    | {f"val_dice_{k}": round(v, 4) for k, v in dice.items()})  # fmt: skip
+        _write_log(log_path, rows)
     if dist.rank == 0:
-        _finish(model, out, config, landmarks, rows, train_sources, val_sources, dist)
+        _finish(model, out, config, landmarks, rows, train_sources, val_sources, dist, done)
         checkpoint.unlink(missing_ok=True)
     if dist.world > 1:
         import torch.distributed as td
@@ -406,7 +441,20 @@ def train(
     return out
 
 
-def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_sources, val_sources, dist) -> None:
+def _out_of_time(deadline: float, dist: Distributed) -> bool:
+    """Whether the time limit has passed (rank 0 decides for every rank, so all stop together)."""
+    late = time.perf_counter() >= deadline
+    if dist.world == 1:
+        return late
+    import torch.distributed as td
+
+    flag = torch.tensor([float(late)], device=dist.device)
+    td.broadcast(flag, 0)
+    return bool(flag.item())
+
+
+def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_sources, val_sources, dist,
+            done: int) -> None:  # fmt: skip
     last_val = next((r for r in reversed(rows) if r.get("val_dice_tc") not in (None, "")), {})
     hospitals = sorted({str(s.meta.get("hospital", "public")) for s in train_sources})
     card = {
@@ -431,7 +479,8 @@ def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_source
             "percentiles": [1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 99],
             "landmarks": landmarks,
         },  # fmt: skip
-        "iterations": config.iterations,
+        "iterations": done,
+        "iterations_planned": config.iterations,
         "seed": config.seed,
         "config": config.to_dict(),
         "validation": {
@@ -467,11 +516,16 @@ DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting gli
   {training["n_train_cases"]} training cases{" with complete sequences only" if training["complete_only"] else ""},
   {training["n_val_cases"]} validation cases.
 - Sparsified training (sequence dropout probability): {dropped}.
-- {card["iterations"]} iterations, seed {card["seed"]}, {card["training_seconds"]:.0f} s on {card["device"]}
-  (world size {card["world_size"]}).
+- {card["iterations"]} iterations{_stopped_early(card)}, seed {card["seed"]},
+  {card["training_seconds"]:.0f} s on {card["device"]} (world size {card["world_size"]}).
 - Validation Dice (tumour core / whole tumour, {val["note"]}): {val["dice_tc_windows"]} / {val["dice_wt_windows"]}.
 - Normalisation: Nyul histogram standardisation + whitening; landmarks in `card.json`.
 - Weights: `weights.safetensors`, sha256 `{card["weights_sha256"]}`.
 
 Research and teaching use only; not a medical device.
 """
+
+
+def _stopped_early(card: dict) -> str:
+    planned = card.get("iterations_planned", card["iterations"])
+    return f" (of {planned} planned; stopped by the time limit)" if planned != card["iterations"] else ""

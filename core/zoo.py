@@ -1,19 +1,22 @@
 """The paper's models, trained on a synthetic cohort: which data, which flags, in which order.
 
 ``train_zoo`` renders only the training and validation cases the chosen models need, then
-trains each model into ``out/<name>``. Both steps resume: rendered cases are skipped,
-training continues from its checkpoint, and finished models are left alone, so the zoo can
-be built across several sessions.
+trains each model into ``out/<name>``, one after the other or several at once. Both steps
+resume: rendered cases are skipped, training continues from its checkpoint, and finished
+models are left alone, so the zoo can be built across several sessions.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.synth.cohort import plan_cohort, write_cohort
-from core.train import TrainConfig, model_name, train
+from core.train import TrainConfig, model_name, spread, train
 
 H1 = ("public", "1")
 H26 = ("public", "2", "3", "4", "5", "6")
@@ -55,8 +58,19 @@ def train_zoo(
     workers: int = 1,
     device: str = "cpu",
     on_progress: Callable[[int, int, str], None] | None = None,
+    max_cases: int = 0,
+    max_val_cases: int = 0,
+    jobs: int = 1,
+    max_minutes: float = 0.0,
 ) -> list[Path]:
     """Render what is needed and train the named models (default: all 11). Returns their folders.
+
+    Args:
+        max_cases, max_val_cases: per model, at most this many training / validation cases,
+            evenly spread over the hospitals (0: all); only those are rendered.
+        jobs: models trained at once, each in its own process (several small models share
+            one GPU well).
+        max_minutes: per model, finish at the iteration reached after this long (0: no limit).
 
     Raises:
         ValueError: an unknown model name.
@@ -66,18 +80,48 @@ def train_zoo(
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; the paper's are {list(ZOO)}")
     specs = [ZOO[n] for n in names]
-    hospitals = set().union(*(s.hospitals for s in specs))
-    needed = [p.patient_id for p in plan_cohort(preset, scale, seed) if p.hospital in hospitals and p.split != "test"]
+    configs = {spec.name: TrainConfig(cohort="", hospitals=spec.hospitals, preset=model_preset,
+                                      complete_only=spec.complete_only, sparsify=spec.sparsify,
+                                      iterations=iterations, batch_size=batch_size, output_size=output_size, seed=seed,
+                                      val_every=max(1, iterations // 10), checkpoint_every=max(1, iterations // 40),
+                                      max_cases=max_cases, max_val_cases=max_val_cases)
+               for spec in specs}  # fmt: skip
+    plans = plan_cohort(preset, scale, seed)
+    needed = sorted({p.patient_id for config in configs.values() for p in planned_cases(plans, config)})
     manifest = write_cohort(cohort, preset, scale, seed, patient_ids=needed, workers=workers, on_progress=on_progress)
-    folders = []
-    for spec in specs:
-        folder = Path(out) / spec.name
-        config = TrainConfig(cohort=str(manifest), hospitals=spec.hospitals, preset=model_preset,
-                             complete_only=spec.complete_only, sparsify=spec.sparsify, iterations=iterations,
-                             batch_size=batch_size, output_size=output_size, seed=seed,
-                             val_every=max(1, iterations // 10), checkpoint_every=max(1, iterations // 40))  # fmt: skip
-        if (folder / "card.json").is_file() and not (folder / "checkpoint.safetensors").is_file():
-            folders.append(folder)  # finished earlier
-            continue
-        folders.append(train(config, folder, device=device, on_progress=on_progress))
+    todo, folders = [], []
+    for name, config in configs.items():
+        folder = Path(out) / name
+        folders.append(folder)
+        if not ((folder / "card.json").is_file() and not (folder / "checkpoint.safetensors").is_file()):
+            todo.append((replace(config, cohort=str(manifest)), str(folder), device, 60 * max_minutes))
+    if jobs <= 1:
+        for config, folder, device, seconds in todo:
+            train(config, folder, device=device, on_progress=on_progress, max_seconds=seconds)
+        return folders
+    # Separate processes (spawned: CUDA does not survive a fork), each model on its own.
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_job, job): job[1] for job in todo}
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()
+            if on_progress:
+                on_progress(done, len(todo), f"{Path(futures[future]).name} trained")
     return folders
+
+
+def planned_cases(plans, config: TrainConfig) -> list:
+    """The cohort plan's training and validation cases for a model, capped as training caps them."""
+    chosen = []
+    for split, limit in (("train", config.max_cases), ("val", config.max_val_cases)):
+        eligible = [p for p in plans if p.hospital in config.hospitals and p.split == split
+                    and not (config.complete_only and p.missing)]  # fmt: skip
+        chosen += spread(eligible, limit)
+    return chosen
+
+
+def _train_job(job) -> str:
+    config, folder, device, seconds = job
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 4))
+    return str(train(config, folder, device=device, max_seconds=seconds))

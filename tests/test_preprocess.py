@@ -59,3 +59,21 @@ def test_crop_and_undo_round_trip():
     volume = np.random.default_rng(0).random((2, 20, 22, 24)).astype(np.float32) * mask
     np.testing.assert_array_equal(crop.undo(crop.apply(volume)), volume)
     assert brain_mask(volume).sum() == mask.sum()
+
+
+def test_nyul_maths_equal_torchio():
+    # Our port of histogram standardisation against TorchIO's own functions.
+    from torchio.transforms.preprocessing.intensity import histogram_standardization as tio
+
+    from core.preprocess import average_mapping, standardise
+
+    rng = np.random.default_rng(3)
+    database = np.sort(rng.gamma(2.0, 50.0, (7, len(PERCENTILES))), axis=1)
+    np.testing.assert_array_equal(average_mapping(database), tio._get_average_mapping(database))
+    values = np.concatenate([rng.gamma(3.0, 40.0, 5000), np.full(300, 12.0)]).astype(np.float32)
+    landmarks = average_mapping(database)
+    import torch
+
+    expected = tio._normalize(torch.from_numpy(values), landmarks, None).numpy()
+    np.testing.assert_array_equal(standardise(values, landmarks), expected)
+    assert tio._get_percentiles((1, 99)).tolist() == PERCENTILES.tolist()

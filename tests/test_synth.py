@@ -193,3 +193,14 @@ def test_shift_case_degrades_only_the_changed_sequences():
     assert through(shifted[2]) < 0.6 * through(images[2])
     again = shift_case(images, [True] * 4, {"flair": Acquisition(noise=0.1), "t2": Acquisition(slice_mm=5.0)}, 1)
     np.testing.assert_array_equal(again, shifted)
+
+
+@pytest.mark.parametrize("shape", [(45, 54, 45), (4, 7, 5)])
+def test_bias_field_equals_torchio(shape):
+    from torchio.transforms.augmentation.intensity.random_bias_field import BiasField
+
+    from core.synth.scanner import N_BIAS_COEFFICIENTS, polynomial_field
+
+    coefficients = [float(c) for c in np.random.default_rng(1).uniform(-0.4, 0.4, N_BIAS_COEFFICIENTS)]
+    expected = BiasField.generate_bias_field(np.zeros((1, *shape), np.float32), 3, coefficients)
+    np.testing.assert_array_equal(polynomial_field(shape, coefficients), expected)

@@ -376,11 +376,16 @@ def write_cohort(
     workers: int = 1,
     patient_ids: list[str] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    splits: tuple[str, ...] = (),
 ) -> Path:
     """Write a cohort as BraTS-style folders plus ``manifest.csv``; returns the manifest path.
 
     Finished cases (their ``case.json`` exists) are not rendered again, so an interrupted
-    run resumes where it stopped.
+    run resumes where it stopped, and the manifest lists every case rendered in ``out`` so
+    far, so a cohort can be rendered in parts (training cases first, test cases later).
+
+    Args:
+        patient_ids, splits: render only these patients / splits (default: all).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -391,6 +396,8 @@ def write_cohort(
             raise KeyError(f"unknown patient id(s) {sorted(unknown)} for preset {preset} at scale {scale}")
         plans = [p for p in plans if p.patient_id in set(patient_ids)]
     rows: list[dict] = []
+    if splits:
+        plans = [p for p in plans if p.split in splits]
     if manifest_only:
         for done, plan in enumerate(plans, start=1):
             rows.append(manifest_row(preset, scale, seed, plan, sample_case(preset, plan, seed), None))
@@ -409,6 +416,19 @@ def write_cohort(
                 rows.append(_write_case(job))
                 if on_progress:
                     on_progress(done, len(jobs), job[3].patient_id)
+        rows = rendered_rows(out, preset, scale, seed)  # this call's cases and those rendered before
     manifest = out / "manifest.csv"
     write_manifest(rows, manifest)
     return manifest
+
+
+def rendered_rows(out: Path, preset: str, scale: float, seed: int) -> list[dict]:
+    """Manifest rows of every case of (preset, scale, seed) already rendered in ``out``, in plan order."""
+    rows = []
+    for plan in plan_cohort(preset, scale, seed):
+        sidecar = out / plan.patient_id / "case.json"
+        if sidecar.is_file():
+            row = json.loads(sidecar.read_text())
+            if (row.get("preset"), row.get("scale"), row.get("seed")) == (preset, scale, seed):
+                rows.append(row)
+    return rows

@@ -1,7 +1,7 @@
 """Acquisition model: what a hospital's scanner and protocol do to an ideal image.
 
 Per sequence: contrast (gamma), enhancement strength (T1c), slice thickness (through-plane
-averaging, resampled back to 1 mm), smooth bias field (TorchIO's polynomial model), intensity
+averaging, resampled back to 1 mm), smooth bias field (TorchIO's polynomial model, same maths), intensity
 scale and Rician noise, then skull stripping. Parameters are explicit and deterministic, so
 the same module powers the cohort presets and the app's domain-shift lab.
 """
@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchio.transforms.augmentation.intensity.random_bias_field import BiasField
 
 from core.sequences import SEQUENCES
 from core.synth.fields import resize
@@ -83,16 +82,34 @@ def bias_coefficients(strength: float, seed: int = 0) -> tuple[float, ...]:
     return tuple(round(float(c), 4) for c in rng.uniform(-strength, strength, N_BIAS_COEFFICIENTS))
 
 
+def polynomial_field(shape: tuple[int, int, int], coefficients, order: int = BIAS_ORDER) -> np.ndarray:
+    """exp(sum of c * x^i y^j z^k, i + j + k <= order) on coordinates scaled to [-1, 1].
+
+    TorchIO's ``RandomBiasField`` model (same coordinates, term order and arithmetic, so the
+    same floats; the tests compare the two).
+    """
+    ranges = [np.arange(-n / 2, n / 2) + 0.5 for n in shape]
+    meshes = np.asarray(np.meshgrid(*ranges, indexing="ij"))
+    for mesh in meshes:
+        if mesh.max() > 0:
+            mesh /= mesh.max()
+    x, y, z = meshes
+    field = np.zeros(shape)
+    terms = [(i, j, k) for i in range(order + 1) for j in range(order + 1 - i) for k in range(order + 1 - i - j)]
+    for coefficient, (i, j, k) in zip(coefficients, terms):
+        field += coefficient * x**i * y**j * z**k
+    return np.exp(field).astype(np.float32)
+
+
 def bias_field(shape: tuple[int, int, int], coefficients: tuple[float, ...]) -> np.ndarray:
-    """Multiplicative bias field exp(polynomial) from TorchIO, computed at 1/4 and upsampled.
+    """Multiplicative bias field (:func:`polynomial_field`), computed at 1/4 and upsampled.
 
     The field is an order-3 polynomial, so the coarse grid loses nothing visible.
     """
     if not any(coefficients):
         return np.ones(shape, dtype=np.float32)
     coarse = tuple(max(4, n // 4) for n in shape)
-    field_coarse = BiasField.generate_bias_field(np.zeros((1, *coarse), np.float32), BIAS_ORDER, list(coefficients))
-    return resize(field_coarse.astype(np.float32), shape)
+    return resize(polynomial_field(coarse, coefficients), shape)
 
 
 def thick_slices(volume: np.ndarray, slice_mm: float, axis: int = SLICE_AXIS) -> np.ndarray:
