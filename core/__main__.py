@@ -176,6 +176,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.infer import choose_device
     from core.store import ResultStore
     from core.sweep import default_workers, run_sweep
 
@@ -186,7 +187,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary = run_sweep(store, models, args.cohort, args.mode, args.combinations, splits, hospitals,
                             tuple(_names(args.regions)), args.empty, args.workers or default_workers(),
                             args.dask, on_progress=_progress("evaluate", unit="unit"),
-                            keep_predictions=not args.no_predictions)  # fmt: skip
+                            keep_predictions=not args.no_predictions,
+                            device=str(choose_device(args.device or "cpu")))  # fmt: skip
         counts = store.counts()
     _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
     return 0 if not summary.errors else 1
@@ -344,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
     evaluate.add_argument("--store", type=Path, required=True, help="SQLite results store")
     evaluate.add_argument("--workers", type=int, default=0, help="local processes (default: cores, at most 4)")
+    evaluate.add_argument(
+        "--device",
+        choices=("cuda", "mps", "cpu"),
+        help="where workers run the models (default: cpu; cuda: the workers share the GPU)",
+    )
     evaluate.add_argument(
         "--no-predictions", action="store_true", help="store metrics only, not the predicted label maps (smaller store)"
     )

@@ -26,6 +26,16 @@ from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name
 
 HALF = CONTEXT // 2
 PREVIEW_SLAB = SUBSAMPLE  # a slice preview computes one aligned slab of 3 slices
+_gpu_share = 1.0  # fraction of the GPU this process may use (several sweep workers share one)
+
+
+def share_gpu(fraction: float, device: torch.device | str = "cuda") -> None:
+    """Let this process use at most ``fraction`` of the GPU's memory (tiles are sized to it)."""
+    global _gpu_share
+    _gpu_share = float(fraction)
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(_gpu_share, device)
 
 
 def choose_device(preferred: str | None = None) -> torch.device:
@@ -66,14 +76,15 @@ def tile_size(model: torch.nn.Module, device: torch.device | None = None) -> int
 
     Peak activation memory is about 4 bytes x (2 x widest conv + 2 x widest FC layer) per
     input voxel; CUDA uses up to half its free memory, CPU up to 1.5 GB (larger tiles bring
-    no speed on a CPU).
+    no speed on a CPU). A process given a share of the GPU (:func:`share_gpu`) sizes its tiles
+    to that share.
     """
     device = device or model_device(model)
     config = model.config
     per_voxel = 4 * (2 * max(config.feature_maps) + 2 * max(config.fc) + config.num_classes)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        budget, largest = free / 2, 240
+        free, total = torch.cuda.mem_get_info(device)
+        budget, largest = min(free, total * _gpu_share) / 2, 240
     else:
         budget, largest = 1.5e9, 60
     edge = int((budget / per_voxel) ** (1 / 3)) - CONTEXT

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ class WorkUnit:
     regions: tuple[str, ...] = ("tc", "wt", "et")
     empty_policy: str = "nan"
     keep_predictions: bool = True  # cache the label maps in the store
+    device: str = "cpu"
 
 
 @dataclass
@@ -80,10 +82,10 @@ def files_hash(source: CaseSource, store: ResultStore | None = None) -> str:
 
 
 @lru_cache(maxsize=4)
-def _model(path: str, sha256: str):
+def _model(path: str, sha256: str, device: str = "cpu"):
     from core.model import load_model
 
-    return load_model(path)
+    return load_model(path, device=device)
 
 
 def run_unit(unit: WorkUnit) -> UnitResult:
@@ -93,7 +95,7 @@ def run_unit(unit: WorkUnit) -> UnitResult:
 
     out = UnitResult(unit)
     try:
-        model = _model(unit.model_path, unit.model_sha256)
+        model = _model(unit.model_path, unit.model_sha256, unit.device)
         case = read_case(unit.source)
         if case.labels is None:
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
@@ -114,10 +116,15 @@ def run_unit(unit: WorkUnit) -> UnitResult:
     return out
 
 
-def _init_worker() -> None:
+def _init_worker(device: str = "cpu", gpu_share: float = 1.0) -> None:
+    """One thread per worker (workers are processes); on a GPU, each its share of the memory."""
     import torch
 
     torch.set_num_threads(1)
+    if device.startswith("cuda"):
+        from core.infer import share_gpu
+
+        share_gpu(gpu_share, device)
 
 
 @dataclass
@@ -129,7 +136,7 @@ class SweepPlan:
 
 def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
                combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
-               empty_policy: str = "nan", keep_predictions: bool = True) -> SweepPlan:  # fmt: skip
+               empty_policy: str = "nan", keep_predictions: bool = True, device: str = "cpu") -> SweepPlan:  # fmt: skip
     """Work units not yet in the store.
 
     Raises:
@@ -172,21 +179,25 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             done_count += len(done)
             todo = tuple(k.missing for k in keys if k not in done)
             if todo:
-                units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy, keep_predictions))
+                units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy, keep_predictions,
+                                      device))  # fmt: skip
     return SweepPlan(units, done_count, skipped)
 
 
-def _local_results(units: list[WorkUnit], workers: int) -> Iterator[UnitResult]:
+def _local_results(units: list[WorkUnit], workers: int, device: str = "cpu") -> Iterator[UnitResult]:
     if workers <= 1:
         for unit in units:
             yield run_unit(unit)
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+    gpu = device.startswith("cuda")
+    context = multiprocessing.get_context("spawn" if gpu else None)  # CUDA does not survive a fork
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(device, 0.9 / workers if gpu else 1.0)) as pool:  # fmt: skip
         for future in as_completed([pool.submit(run_unit, u) for u in units]):
             yield future.result()
 
 
-def _dask_results(units: list[WorkUnit], address: str) -> Iterator[UnitResult]:
+def _dask_results(units: list[WorkUnit], address: str, device: str = "cpu") -> Iterator[UnitResult]:
     from dask.distributed import Client, LocalCluster
     from dask.distributed import as_completed as dask_completed
 
@@ -198,7 +209,8 @@ def _dask_results(units: list[WorkUnit], address: str) -> Iterator[UnitResult]:
     else:
         client = Client(address)
     try:
-        client.run(_init_worker)
+        workers = max(1, len(client.scheduler_info()["workers"]))
+        client.run(_init_worker, device, 0.9 / workers if device.startswith("cuda") else 1.0)
         futures = client.map(run_unit, units, pure=False)
         for future in dask_completed(futures):
             yield future.result()
@@ -222,12 +234,12 @@ def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mo
               combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
               empty_policy: str = "nan", workers: int = 1, dask: str | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
-              keep_predictions: bool = True) -> SweepSummary:  # fmt: skip
+              keep_predictions: bool = True, device: str = "cpu") -> SweepSummary:  # fmt: skip
     """Evaluate what the store lacks and write it, result by result, from this process only."""
     start = time.perf_counter()
     plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy,
-                      keep_predictions)  # fmt: skip
-    results = _dask_results(plan.units, dask) if dask else _local_results(plan.units, workers)
+                      keep_predictions, device)  # fmt: skip
+    results = _dask_results(plan.units, dask, device) if dask else _local_results(plan.units, workers, device)
     written, errors = 0, []
     for done, result in enumerate(results, start=1):
         unit = result.unit

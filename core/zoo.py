@@ -95,7 +95,7 @@ def train_zoo(
         folders.append(folder)
         if not ((folder / "card.json").is_file() and not (folder / "checkpoint.safetensors").is_file()):
             todo.append((replace(config, cohort=str(manifest)), str(folder), device, 60 * max_minutes))
-    if jobs <= 1:
+    if jobs <= 1 or len(todo) <= 1:
         for config, folder, device, seconds in todo:
             train(config, folder, device=device, on_progress=on_progress, max_seconds=seconds)
         return folders

@@ -166,3 +166,34 @@ def test_file_digests_are_remembered_until_a_file_changes(grid, tmp_path):
             assert files_hash(source, store) != first
         finally:
             t2.write_bytes(data)
+
+
+def test_prediction_encoding_round_trips_and_reads_old_rows():
+    import zlib
+
+    from core.store import decode_labels, encode_labels
+
+    labels = np.zeros((40, 50, 30), np.uint8)
+    labels[10:20, 5:45, 12:13] = 2
+    labels[15, 20, 12] = 3
+    header, blob = encode_labels(labels)
+    assert json.loads(header)["box"] == [[10, 20], [5, 45], [12, 13]]
+    np.testing.assert_array_equal(decode_labels(header, blob), labels)
+    empty = np.zeros((4, 5, 6), np.uint8)
+    np.testing.assert_array_equal(decode_labels(*encode_labels(empty)), empty)
+    # Rows written by schema version 2 stored the whole grid with zlib under a plain shape.
+    np.testing.assert_array_equal(decode_labels(json.dumps([40, 50, 30]), zlib.compress(labels.tobytes())), labels)
+
+
+def test_sweep_records_the_reference_labels_digest_for_regenerated_cases(grid, tmp_path):
+    from core.sweep import labels_digest
+
+    manifest, models = grid
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_sweep(store, models[:1], manifest, "acquired", splits=SPLITS, keep_predictions=False)
+        rows = store.db.execute("SELECT patient_id, meta FROM cases ORDER BY patient_id").fetchall()
+        assert store.counts()["predictions"] == 0 and store.counts()["results"] == 3 * 3
+    for patient, meta in rows:
+        labels = read_case(manifest.parent / patient).labels
+        expected = __import__("hashlib").blake2b(labels.tobytes(), digest_size=8).hexdigest()
+        assert json.loads(meta)["labels_digest"] == expected == labels_digest(labels)

@@ -24,3 +24,32 @@ def test_zoo_trains_on_rendered_training_cases_and_resumes(tmp_path):
     again = train_zoo(tmp_path / "cohort", tmp_path / "models", ["BraTS", "BraTSst"], scale=0.03, iterations=4,
                       batch_size=2)  # fmt: skip
     assert [(f / "weights.safetensors").stat().st_mtime_ns for f in again] == weights
+
+
+def test_capped_case_sets_keep_each_hospitals_share():
+    from core.synth.cohort import plan_cohort
+    from core.train import TrainConfig, spread
+    from core.zoo import H26, planned_cases
+
+    assert spread(list(range(10)), 0) == list(range(10))
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]  # round(linspace(0, 9, 4)) = 0, 3, 6, 9
+    plans = plan_cohort("paper", 1.0, 0)
+    config = TrainConfig(cohort="", hospitals=H26, max_cases=40, max_val_cases=5)
+    chosen = planned_cases(plans, config)
+    train = [p for p in chosen if p.split == "train"]
+    assert len(train) == 40 and sum(p.split == "val" for p in chosen) == 5
+    eligible = [p for p in plans if p.hospital in H26 and p.split == "train"]
+    for hospital in H26:  # each hospital's share of the 40 is its share of all training cases, to one case
+        share = sum(p.hospital == hospital for p in eligible) / len(eligible)
+        assert abs(sum(p.hospital == hospital for p in train) - 40 * share) <= 1.5
+    complete = planned_cases(plans, TrainConfig(cohort="", hospitals=H26, complete_only=True, max_cases=40))
+    assert all(not p.missing for p in complete)
+
+
+@pytest.mark.slow
+def test_zoo_trains_models_in_parallel_processes_like_one_by_one(tmp_path):
+    kwargs = dict(scale=0.03, iterations=3, batch_size=2, output_size=3, max_cases=2)
+    one = train_zoo(tmp_path / "cohort", tmp_path / "serial", ["BraTS", "BraTSst"], jobs=1, **kwargs)
+    two = train_zoo(tmp_path / "cohort", tmp_path / "parallel", ["BraTS", "BraTSst"], jobs=2, **kwargs)
+    for a, b in zip(one, two):  # same seeds, same data: the same weights on a CPU
+        assert (a / "weights.safetensors").read_bytes() == (b / "weights.safetensors").read_bytes()

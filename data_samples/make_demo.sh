@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Train the bundled paper models and fill the demo results store, resumably.
+#
+#   PYTHON=.venv/bin/python DEVICE=cpu bash data_samples/make_demo.sh        # hours on a CPU
+#   DEVICE=cuda WORKERS=14 bash data_samples/make_demo.sh                    # minutes on one GPU
+#
+# Stages (each resumes where a killed run stopped, so the script can simply be run again):
+#   1. render the paper cohort's test cases (scale $SCALE) and, in parallel,
+#   2. train the six models with `python -m core zoo` (several at once),
+#   3. evaluate, most important first: all 8 combinations simulated on hospital 1's test
+#      cases, then every test case as acquired (public set first, then hospitals 1-6).
+# Work goes to $WORK (cohort, models, store); $DEST, when set, receives a copy of the store
+# and a tarball of the models after each stage. $DEADLINE (seconds) stops starting stages
+# that would not finish; each stage gets the time left.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cpu}
+SCALE=${SCALE:-1}
+WORK=${WORK:-runs/demo}
+WORKERS=${WORKERS:-2}
+MODELS=${MODELS:-BraTS,BraTSst,H1BraTS,H1BraTSst,H2-6BraTS,H2-6BraTSst}
+ITERATIONS=${ITERATIONS:-4000}
+MAX_CASES=${MAX_CASES:-48}
+MAX_VAL_CASES=${MAX_VAL_CASES:-6}
+TRAIN_MINUTES=${TRAIN_MINUTES:-0}
+JOBS=${JOBS:-6}
+DEADLINE=${DEADLINE:-0}
+DEST=${DEST:-}
+STORE=$WORK/results.sqlite
+start=$(date +%s)
+
+log() { echo "[$(($(date +%s) - start)) s] $*" >&2; }
+left() { # seconds left before the deadline (a large number without one)
+  if [ "$DEADLINE" -gt 0 ]; then echo $((DEADLINE - ($(date +%s) - start))); else echo 999999; fi
+}
+publish() { # copy the store (checkpointed) and the models to $DEST
+  [ -n "$DEST" ] || return 0
+  mkdir -p "$DEST"
+  if [ -f "$STORE" ]; then
+    "$PYTHON" -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()" "$STORE"
+    cp "$STORE" "$DEST/results.sqlite"
+  fi
+  [ -d "$WORK/models" ] && tar -C "$WORK" -cf "$DEST/models.tar" models
+  return 0
+}
+run_stage() { # name, minimum seconds, command...
+  local name=$1 need=$2
+  shift 2
+  local budget
+  budget=$(left)
+  if [ "$budget" -lt "$need" ]; then
+    log "skip $name: ${budget} s left, needs ${need} s"
+    return 1
+  fi
+  log "start $name"
+  local t0
+  t0=$(date +%s)
+  timeout --signal=TERM --kill-after=15 "$budget" "$@"
+  local rc=$?
+  log "end $name: rc $rc, $(($(date +%s) - t0)) s"
+  echo "{\"stage\": \"$name\", \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))}" >>"$WORK/stages.jsonl"
+  publish
+  return $rc
+}
+
+mkdir -p "$WORK"
+models=()
+IFS=, read -ra names <<<"$MODELS"
+for name in "${names[@]}"; do models+=("$WORK/models/$name"); done
+model_list=$(IFS=,; echo "${models[*]}")
+# Training cases are on the critical path (training waits for them); test cases render beside it.
+test_workers=$((WORKERS >= 4 ? WORKERS / 4 : 1))
+train_workers=$((WORKERS - test_workers > 0 ? WORKERS - test_workers : 1))
+
+# 1 + 2: test cases render while the zoo renders its training cases and trains.
+run_stage render-test 60 "$PYTHON" -m core synth --preset paper --scale "$SCALE" --seed 0 --splits test \
+  --out "$WORK/test" --workers "$test_workers" >"$WORK/synth.json" &
+render_pid=$!
+run_stage zoo 120 "$PYTHON" -m core zoo --preset paper --scale "$SCALE" --seed 0 --cohort "$WORK/train" \
+  --out "$WORK/models" --models "$MODELS" --iterations "$ITERATIONS" --max-cases "$MAX_CASES" \
+  --max-val-cases "$MAX_VAL_CASES" --jobs "$JOBS" --max-minutes "$TRAIN_MINUTES" --workers "$train_workers" \
+  --device "$DEVICE" >"$WORK/zoo.json" || { log "the zoo did not finish"; exit 1; }
+wait "$render_pid" || { log "rendering the test cases did not finish"; exit 1; }
+
+# 3. Evaluation, most important first.
+evaluate=("$PYTHON" -m core evaluate --models "$model_list" --cohort "$WORK/test/manifest.csv" --store "$STORE"
+  --workers "$WORKERS" --device "$DEVICE")
+run_stage simulated-h1 30 "${evaluate[@]}" --mode simulated --hospitals 1 >"$WORK/eval_simulated.json"
+run_stage acquired-public-h1 30 "${evaluate[@]}" --mode acquired --hospitals public,1 >"$WORK/eval_acquired1.json"
+run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 >"$WORK/eval_acquired2.json"
+[ -n "$DEST" ] && tar -C "$WORK" -cf "$DEST/logs.tar" --ignore-failed-read stages.jsonl synth.json zoo.json \
+  eval_simulated.json eval_acquired1.json eval_acquired2.json
+log "done"
