@@ -210,12 +210,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from core.stats import comparison_table
+    from core.stats import comparison_table, select_scope
     from core.store import ResultStore
 
     with ResultStore(args.store) as store:
         table = store.table()
-    table = table[(table["region"] == args.region) & (table["empty_policy"] == args.empty)]
+    table = select_scope(table[(table["region"] == args.region) & (table["empty_policy"] == args.empty)], args.scope)
+    if hospitals := _names(args.hospitals):
+        table = table[table["hospital"].isin(hospitals)]
+    if table.empty:
+        raise ValueError(f"{args.store}: no {args.scope} results for these choices (try --scope acquired or all)")
     models = sorted(table["model"].unique())
     if args.pairs:
         pairs = _pairs(args.pairs)
@@ -228,8 +232,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
             raise ValueError(f"no sparsified pairs (X, Xst) among {models}; name pairs with --pairs A:B")
     result = comparison_table(table, pairs, metric=args.metric, adjust=args.adjust, alpha=args.alpha)
     result.to_csv(args.out, index=False)
-    _print_json({"out": str(args.out), "tests": len(result), "significant": int(result["significant"].sum()),
+    _print_json({"out": str(args.out), "scope": args.scope, "tests": len(result),
+                 "significant": int(result["significant"].sum()),
                  "rows": result.to_dict(orient="records")})  # fmt: skip
+    return 0
+
+
+def cmd_trim(args: argparse.Namespace) -> int:
+    from core.store import ResultStore
+
+    before = args.store.stat().st_size
+    with ResultStore(args.store) as store:
+        dropped = store.trim_predictions(args.keep_per_hospital)
+        counts = store.counts()
+    _print_json({"store": str(args.store), "predictions_dropped": dropped, "mb_before": round(before / 1e6, 2),
+                 "mb_after": round(args.store.stat().st_size / 1e6, 2), "store_counts": counts})  # fmt: skip
     return 0
 
 
@@ -371,7 +388,25 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--empty", default="nan", choices=("nan", "brats"))
     stats.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
     stats.add_argument("--alpha", type=float, default=0.05)
+    stats.add_argument(
+        "--scope",
+        default="simulated",
+        choices=("simulated", "acquired", "all"),
+        help="simulated: complete cases with every combination (the paper's design); "
+        "acquired: each case as acquired; all: both",
+    )
+    stats.add_argument("--hospitals", help="comma-separated hospitals (default: all)")
     stats.set_defaults(func=cmd_stats)
+
+    trim = commands.add_parser("trim", help="drop cached label maps (metrics stay) to make a store smaller")
+    trim.add_argument("--store", type=Path, required=True)
+    trim.add_argument(
+        "--keep-per-hospital",
+        type=int,
+        required=True,
+        help="keep the label maps of this many patients per hospital (the first by id)",
+    )
+    trim.set_defaults(func=cmd_trim)
 
     report = commands.add_parser("report", help="self-contained HTML: Figures 2, 4, 5 and the Wilcoxon tables")
     report.add_argument("--store", type=Path, required=True)

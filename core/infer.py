@@ -35,7 +35,7 @@ def share_gpu(fraction: float, device: torch.device | str = "cuda") -> None:
     _gpu_share = float(fraction)
     device = torch.device(device)
     if device.type == "cuda":
-        torch.cuda.set_per_process_memory_fraction(_gpu_share, device)
+        torch.cuda.set_per_process_memory_fraction(_gpu_share, device.index or 0)
 
 
 def choose_device(preferred: str | None = None) -> torch.device:

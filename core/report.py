@@ -6,7 +6,7 @@ import html
 from datetime import UTC, datetime
 
 from core.figures import hospital_boxplot, median_heatmap, missing_comparison_figure
-from core.stats import comparison_table
+from core.stats import SCOPES, comparison_table, select_scope
 
 
 def sparsified_pairs(models) -> list[tuple[str, str]]:
@@ -18,7 +18,11 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
     """HTML of the report; plotly.js is inlined once so the file opens offline."""
     models = sorted(table["model"].unique())
     pairs = pairs or sparsified_pairs(models)
-    region_table = table[table["region"] == region]
+    # Figures 4 and 5 and the tests compare combinations on the same (complete) patients.
+    simulated = select_scope(table, "simulated")
+    scope = "simulated" if len(simulated) else "all"
+    scoped = simulated if len(simulated) else table
+    region_table = scoped[scoped["region"] == region]
     comparison = comparison_table(region_table, pairs, metric="dice", adjust=adjust) if pairs else None
     parts, first = [], True
 
@@ -31,15 +35,18 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
     parts.append("<h2>Figure 2: Dice per hospital (as acquired)</h2>")
     parts.append(figure_html(hospital_boxplot(table, region=region)))
     parts.append("<h2>Figure 4: each combination of missing sequences, sparsified training vs not</h2>")
+    parts.append(f"<p>{html.escape(SCOPES[scope]).capitalize()}: {region_table['patient_id'].nunique()} patients.</p>")
     if comparison is None:
         parts.append("<p>No sparsified pair (X and Xst) in this store.</p>")
     for a, b in pairs:
         rows = comparison[(comparison["model_a"] == a) & (comparison["model_b"] == b)]
         parts.append(figure_html(missing_comparison_figure(region_table, a, b, rows, region, title=f"{a} vs {b}")))
     parts.append("<h2>Figure 5: median Dice, models x combinations</h2>")
-    parts.append(figure_html(median_heatmap(table, region=region)))
+    parts.append(figure_html(median_heatmap(scoped, region=region)))
     if comparison is not None:
-        parts.append(f"<h2>Paired Wilcoxon signed-rank tests ({adjust}-adjusted over {len(comparison)} tests)</h2>")
+        cases = region_table["patient_id"].nunique()
+        parts.append(f"<h2>Paired Wilcoxon signed-rank tests ({adjust}-adjusted over {len(comparison)} tests)</h2>"
+                     f"<p>Scope: {html.escape(SCOPES[scope])}; {cases} patients.</p>")  # fmt: skip
         parts.append(comparison.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="table"))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Glioblastoma robustness report ({html.escape(region)})"

@@ -231,6 +231,34 @@ TABLE_COLUMNS = ["model_a", "model_b", "missing", "n", "median_difference", "est
                  "p_value", "p_adjusted", "significant"]  # fmt: skip
 
 
+SCOPES = {
+    "simulated": "complete cases with combinations of missing sequences simulated (the paper's Figure 4 design)",
+    "acquired": "every case as it was acquired (its own missing sequences)",
+    "all": "every result row",
+}
+
+
+def select_scope(results, scope: str = "simulated"):
+    """The result rows a comparison uses.
+
+    ``simulated``: complete cases that were also evaluated with sequences switched off, so
+    every combination is compared on the same patients; ``acquired``: each case once, as it
+    was acquired; ``all``: both (a combination then pools simulated and acquired cases).
+
+    Raises:
+        ValueError: an unknown scope.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {sorted(SCOPES)}, got {scope!r}")
+    if scope == "all":
+        return results
+    if scope == "acquired":
+        return results[results["missing"] == results["acquired_missing"]]
+    complete = results[results["acquired_missing"] == "none"]
+    simulated = set(complete.loc[complete["missing"] != "none", "patient_id"])
+    return complete[complete["patient_id"].isin(simulated)]
+
+
 def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust: str = "bonferroni", alpha=0.05):
     """The paper's comparison table: model pairs x missing combinations.
 

@@ -185,6 +185,31 @@ class ResultStore:
             self.db.execute("ROLLBACK")
             raise
 
+    def trim_predictions(self, keep_per_hospital: int) -> int:
+        """Keep the cached label maps of the first ``keep_per_hospital`` patients (by id) of
+        each hospital, drop the others (their metrics stay) and compact the file.
+
+        Returns:
+            The number of label maps dropped.
+        """
+        keep = {
+            key
+            for (key,) in self.db.execute(
+                "SELECT case_key FROM (SELECT case_key, ROW_NUMBER() OVER (PARTITION BY hospital ORDER BY patient_id)"
+                " AS rank FROM cases) WHERE rank <= ?",
+                (keep_per_hospital,),
+            )
+        }
+        dropped = [key for (key,) in self.db.execute("SELECT DISTINCT case_key FROM predictions") if key not in keep]
+        self.db.execute("BEGIN IMMEDIATE")
+        count = 0
+        for key in dropped:
+            count += self.db.execute("DELETE FROM predictions WHERE case_key = ?", (key,)).rowcount
+        self.db.execute("COMMIT")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("VACUUM")
+        return count
+
     def remembered_digest(self, signature: str) -> str | None:
         row = self.db.execute("SELECT digest FROM file_hashes WHERE signature = ?", (signature,)).fetchone()
         return row[0] if row else None

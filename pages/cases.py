@@ -4,20 +4,23 @@ import streamlit as st
 
 from core.figures import overlay_rgb, take_slice, window
 from core.sequences import DISPLAY, SEQUENCES, display_name, parse_combination
-from ui.data import demo_cohort, load_case, load_manifest
+from ui.data import case_folder, demo_cohort, demo_patients, demo_store, load_case
 
 st.title("Cases")
-manifest = load_manifest(str(demo_cohort()))
+manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 if manifest.empty:
     st.info(f"No cohort found at {demo_cohort()}. Create one with `python -m core synth --out DIR`.")
     st.stop()
 
-table = manifest[["patient_id", "hospital", "split", "missing"]].copy()
+table = manifest[["patient_id", "hospital", "split", "missing", "source"]].copy()
 table["sequences"] = [display_name(parse_combination(m)) for m in table["missing"]]
-st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch")
+st.caption(f"{len(table)} cases: the bundled demo files and the synthetic test cases of the demo results, "
+           "which are regenerated bit for bit when opened.")  # fmt: skip
+st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch", height=240)
 
 case_id = st.selectbox("Case", table["patient_id"], key="case_id")
-case = load_case(str(demo_cohort()), case_id)
+with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a few seconds)..."):
+    case = load_case(case_folder(case_id), case_id)
 for message in case.warnings:
     st.caption(f":material/warning: {message}")
 

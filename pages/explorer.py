@@ -8,10 +8,12 @@ from core.metrics import region_mask
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, combination_name, display_name, run_phrase
 from ui.data import (
     cached_prediction,
+    case_folder,
     demo_cohort,
+    demo_patients,
+    demo_store,
     list_models,
     load_case,
-    load_manifest,
     metrics_table,
     models_root,
     prediction_nifti,
@@ -21,7 +23,7 @@ from ui.data import (
 
 st.title("Patient explorer")
 models = list_models(str(models_root()))
-manifest = load_manifest(str(demo_cohort()))
+manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 if not models or manifest.empty:
     st.info(f"Needs models in {models_root()} and a cohort in {demo_cohort()}.")
     st.stop()
@@ -33,7 +35,9 @@ hospitals = ["all", *sorted(manifest["hospital"].unique())]
 hospital = middle.selectbox("Hospital", hospitals, key="hospital")
 rows = manifest if hospital == "all" else manifest[manifest["hospital"] == hospital]
 case_id = right.selectbox("Patient", rows["patient_id"], key="patient")
-case = load_case(str(demo_cohort()), case_id)
+with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a few seconds)..."):
+    cohort = case_folder(case_id)
+case = load_case(cohort, case_id)
 
 st.caption(f"{name}: trained on {', '.join(card['training']['hospitals'])}; sparsified training "
            f"{'on' if any(card['sparsity'].values()) else 'off'}. "
@@ -46,7 +50,7 @@ for column, sequence in zip((switches[0], switches[2], switches[3]), SECONDARY):
     use[sequence] = column.toggle(DISPLAY[sequence] + ("" if acquired else " (not acquired)"), value=acquired,
                                   disabled=not acquired, key=f"use_{sequence}_{case_id}")  # fmt: skip
 missing = tuple(s for s in SEQUENCES if s in case.missing or (s in use and not use[s]))
-args = (str(demo_cohort()), case_id, card["path"], card["weights_sha256"])
+args = (cohort, case_id, card["path"], card["weights_sha256"])
 
 prediction = cached_prediction(*args, missing)
 complete = cached_prediction(*args, tuple(sorted(case.missing, key=SEQUENCES.index)))

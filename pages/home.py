@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.infer import describe_device
 from core.sequences import DISPLAY, SEQUENCES
-from ui.data import demo_cohort, list_models, load_manifest, models_root
+from ui.data import demo_cohort, demo_patients, demo_store, list_models, models_root
 
 st.title("Glioblastoma robustness explorer")
 st.markdown(
@@ -14,7 +14,7 @@ st.markdown(
 )
 st.warning("Research and teaching tool. Not a medical device; not for diagnosis or treatment decisions.")
 
-manifest = load_manifest(str(demo_cohort()))
+manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 models = list_models(str(models_root()))
 cases, hospitals, model_count, compute = st.columns([1, 1, 1, 2])
 cases.metric("Demo cases", len(manifest))

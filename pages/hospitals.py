@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.figures import hospital_boxplot
 from core.sequences import REGION_DISPLAY
-from ui.data import all_results, demo_cohort, load_manifest
+from ui.data import all_results, demo_cohort, demo_patients, demo_store
 
 st.title("Hospitals")
 table = all_results()
@@ -31,7 +31,7 @@ summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
            .agg(cases="count", median="median", q1=lambda v: v.quantile(0.25), q3=lambda v: v.quantile(0.75))
            .round(3).reset_index())  # fmt: skip
 st.dataframe(summary, hide_index=True, width="stretch")
-viewable = sorted(set(data["patient_id"]) & set(load_manifest(str(demo_cohort()))["patient_id"]))
+viewable = sorted(set(data["patient_id"]) & set(demo_patients(str(demo_cohort()), str(demo_store()))["patient_id"]))
 if viewable:
     patient = st.selectbox("Open a case in the patient explorer", viewable, key="hosp_open")
     if st.button("Open in the explorer", key="hosp_go"):

@@ -6,10 +6,12 @@ import streamlit as st
 from core.figures import overlay_rgb, take_slice, window
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, run_phrase
 from ui.data import (
+    case_folder,
     demo_cohort,
+    demo_patients,
+    demo_store,
     list_models,
     load_case,
-    load_manifest,
     metrics_table,
     models_root,
     run_shifted_prediction,
@@ -20,7 +22,7 @@ st.title("Domain-shift lab")
 st.markdown("Apply a different scanner or protocol to a case (noise, bias field, slice thickness, contrast), "
             "switch sequences off, and see how two models cope.")  # fmt: skip
 models = list_models(str(models_root()))
-manifest = load_manifest(str(demo_cohort()))
+manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 if len(models) < 1 or manifest.empty:
     st.info(f"Needs models in {models_root()} and a cohort in {demo_cohort()}.")
     st.stop()
@@ -30,7 +32,9 @@ case_id = c1.selectbox("Patient", manifest["patient_id"], key="lab_patient")
 names = list(models)
 model_a = c2.selectbox("Model A", names, index=0, key="lab_a")
 model_b = c3.selectbox("Model B", names, index=min(1, len(names) - 1), key="lab_b")
-case = load_case(str(demo_cohort()), case_id)
+with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a few seconds)..."):
+    cohort = case_folder(case_id)
+case = load_case(cohort, case_id)
 acquired = [s for s in SEQUENCES if s not in case.missing]
 
 s1, s2 = st.columns([1, 2])
@@ -48,7 +52,7 @@ missing = tuple(
 )  # fmt: skip
 chosen = [s for s in SEQUENCES if DISPLAY[s] in targets]
 changes = tuple((s, slices, gamma, noise / 100, bias) for s in chosen)
-shifted = shifted_case(str(demo_cohort()), case_id, changes, 0)
+shifted = shifted_case(cohort, case_id, changes, 0)
 
 view = st.radio("Show", [DISPLAY[s] for s in acquired], horizontal=True, key="lab_view")
 channel = [DISPLAY[s] for s in SEQUENCES].index(view)
@@ -64,7 +68,7 @@ if st.button(label, type="primary", key="lab_run"):
     for k, name in enumerate(dict.fromkeys([model_a, model_b])):
         card = models[name]
         results[name] = run_shifted_prediction(
-            str(demo_cohort()), case_id, changes, 0, card["path"], card["weights_sha256"], missing,
+            cohort, case_id, changes, 0, card["path"], card["weights_sha256"], missing,
             on_progress=lambda d, t, m, k=k, name=name: bar.progress((k + d / t) / 2, text=f"{name}: {m} {d}/{t}"),
         )  # fmt: skip
     bar.empty()

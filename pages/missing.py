@@ -5,7 +5,7 @@ import streamlit as st
 from core.figures import median_heatmap, missing_comparison_figure
 from core.report import sparsified_pairs
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
-from core.stats import comparison_table
+from core.stats import SCOPES, comparison_table, select_scope
 from ui.data import all_results
 
 st.title("Missing sequences")
@@ -21,8 +21,16 @@ pair = c1.selectbox("Compare", pairs, format_func=lambda p: f"{p[0]} vs {p[1]}",
 region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="miss_region")
 count = c3.radio("Combinations", [8, 15], horizontal=True, key="miss_count",
                  help="8: T1, T2, FLAIR can be missing (the paper); 15: T1c too")  # fmt: skip
+scope = st.radio("Cases", ["simulated", "all"], horizontal=True, key="miss_scope",
+                 format_func=lambda s: {"simulated": "complete cases, every combination simulated (the paper's design)",
+                                        "all": "also the incomplete cases as acquired"}[s])  # fmt: skip
 names = [combination_name(m) for m in combinations_for(count)]
-data = table[(table["region"] == region) & table["missing"].isin(names)]
+scoped = select_scope(table, scope)
+data = scoped[(scoped["region"] == region) & scoped["missing"].isin(names)]
+if data.empty:
+    st.warning(f"No results for these choices ({SCOPES[scope]}).")
+    st.stop()
+st.caption(f"{data['patient_id'].nunique()} patients; hospitals {', '.join(sorted(data['hospital'].unique()))}.")
 comparison = comparison_table(
     data[data["model"].isin(pair)], [pair], missing=[n for n in names if n in set(data["missing"])]
 )

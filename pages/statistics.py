@@ -5,7 +5,7 @@ import streamlit as st
 from core.figures import bland_altman_figure
 from core.report import sparsified_pairs
 from core.sequences import REGION_DISPLAY
-from core.stats import comparison_table
+from core.stats import SCOPES, comparison_table, select_scope
 from ui.data import all_results
 
 st.title("Statistics")
@@ -29,9 +29,17 @@ else:
 if not pairs:
     st.warning("No model pairs to compare (sparsified pairs need X and Xst).")
     st.stop()
-result = comparison_table(table[table["region"] == region], pairs, metric=metric, adjust=adjust)
+scope = st.radio("Cases", list(SCOPES), horizontal=True, key="stat_scope", format_func=SCOPES.get)
+scoped = select_scope(table, scope)
+if scoped.empty:
+    st.warning(f"No results for these choices ({SCOPES[scope]}).")
+    st.stop()
+result = comparison_table(scoped[scoped["region"] == region], pairs, metric=metric, adjust=adjust)
 st.dataframe(result.round(4), hide_index=True, width="stretch")
-st.caption(f"{len(result)} tests; differences are A - B; estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test.")
+st.caption(
+    f"{len(result)} tests on {scoped['patient_id'].nunique()} patients; differences are A - B; "
+    "estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test."
+)
 st.download_button("Download CSV", result.to_csv(index=False), "comparisons.csv", "text/csv", key="stat_csv")
 st.subheader("Volume agreement (Bland-Altman)")
 model = st.selectbox("Model", models, key="stat_ba")

@@ -18,11 +18,21 @@ def demo_cohort(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
+def demo_store_patients() -> dict[str, str]:
+    """{patient: hospital} of the bundled demo results, read with plain SQL."""
+    import sqlite3
+
+    with sqlite3.connect(ROOT / "data_samples" / "results.sqlite") as db:
+        return dict(db.execute("SELECT patient_id, hospital FROM cases"))
+
+
 def test_home_shows_what_is_loaded():
     at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Demo cases"] == "4" and metrics["Hospitals"] == "4"
+    patients = demo_store_patients() | {"SYN_PUB_0100": "public", "SYN_H2_0003": "2", "SYN_H3_0004": "3",
+                                        "SYN_H6_0004": "6"}  # fmt: skip
+    assert metrics["Demo cases"] == str(len(patients)) and metrics["Hospitals"] == str(len(set(patients.values())))
     assert metrics["Compute"].startswith(("CPU", "GPU"))
     assert "Not a medical device" in at.warning[0].value
 
@@ -31,7 +41,10 @@ def test_cases_page_lists_cases_and_shows_missing_sequences():
     at = AppTest.from_file(str(ROOT / "pages" / "cases.py"), default_timeout=60).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table["patient_id"]) == ["SYN_PUB_0100", "SYN_H2_0003", "SYN_H3_0004", "SYN_H6_0004"]
+    bundled = ["SYN_PUB_0100", "SYN_H2_0003", "SYN_H3_0004", "SYN_H6_0004"]
+    assert set(table.loc[table["source"] == "bundled files", "patient_id"]) == set(bundled)
+    regenerated = set(demo_store_patients()) - set(bundled)
+    assert set(table.loc[table["source"] == "regenerated (paper preset, scale 1, seed 0)", "patient_id"]) == regenerated
     assert dict(zip(table["patient_id"], table["sequences"]))["SYN_H3_0004"] == "missing T1 + T2 + FLAIR"
     at.selectbox(key="case_id").select("SYN_H2_0003").run()
     assert not at.exception
@@ -60,6 +73,7 @@ def explorer_data(tmp_path, monkeypatch):
     save_model(model, tmp_path / "models" / "TinyBraTS", card)
     monkeypatch.setenv("GBM_DEMO_COHORT", str(manifest.parent))
     monkeypatch.setenv("GBM_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("GBM_DEMO_STORE", str(tmp_path / "no-demo-results.sqlite"))
 
 
 def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
@@ -231,3 +245,34 @@ def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path,
     assert any("precomputed" in m.value for m in at.markdown)
     at.toggle(key="use_flair_P0").set_value(False).run()
     assert all(m.delta for m in at.metric if m.label == "Dice")  # also precomputed, compared with complete
+
+
+@pytest.mark.slow
+def test_a_demo_results_case_is_regenerated_bit_for_bit_when_opened(tmp_path, monkeypatch):
+    from core.io import find_cases
+    from core.store import ResultStore, case_key
+    from core.sweep import files_hash
+    from core.synth.cohort import plan_cohort, write_cohort
+
+    plan = next(p for p in plan_cohort("paper", 0.03, 0) if p.split == "test" and p.hospital == "1")
+    manifest = write_cohort(tmp_path / "evaluated", "paper", 0.03, 0, patient_ids=[plan.patient_id])
+    digest = files_hash(find_cases(manifest)[0])
+    key = case_key(plan.patient_id, digest)
+    with ResultStore(tmp_path / "demo.sqlite") as store:  # what a sweep of that cohort records
+        synthetic = {"preset": "paper", "scale": "0.03", "seed": "0", "case_index": str(plan.case_index)}
+        store.add_case(key, plan.patient_id, digest, "1", "test", "none", {"synthetic": synthetic})
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("GBM_DEMO_COHORT", str(tmp_path / "empty"))
+    monkeypatch.setenv("GBM_DEMO_STORE", str(tmp_path / "demo.sqlite"))
+    monkeypatch.setenv("GBM_CASE_CACHE", str(tmp_path / "cache"))
+    from ui.data import _case_store_key, case_folder, demo_patients
+
+    demo_patients.clear()
+    patients = demo_patients(str(tmp_path / "empty"), str(tmp_path / "demo.sqlite"))
+    assert list(patients["patient_id"]) == [plan.patient_id]
+    assert patients["source"][0] == "regenerated (paper preset, scale 0.03, seed 0)"
+    folder = case_folder(plan.patient_id)
+    assert Path(folder) == tmp_path / "cache" / "paper_scale0.03_seed0"
+    assert _case_store_key(folder, plan.patient_id) == key  # the same bytes the results were computed on
+    with pytest.raises(KeyError, match="no case 'SYN_H9_0001'"):
+        case_folder("SYN_H9_0001")

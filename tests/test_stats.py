@@ -263,3 +263,22 @@ def test_comparison_table_pairs_by_patient_and_adjusts_over_the_family():
         "p_adjusted",
         "significant",
     ]
+
+
+def test_scopes_select_simulated_complete_cases_or_acquired_ones():
+    import pandas as pd
+
+    from core.stats import select_scope
+
+    rows = [  # (patient, acquired missing, evaluated missing)
+        ("A", "none", "none"), ("A", "none", "flair"), ("A", "none", "t1"),  # complete, combinations simulated
+        ("B", "none", "none"),  # complete, evaluated as acquired only
+        ("C", "t2", "t2"),  # acquired without T2
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["patient_id", "acquired_missing", "missing"])
+    assert select_scope(table, "simulated")["patient_id"].tolist() == ["A", "A", "A"]
+    assert select_scope(table, "acquired")[["patient_id", "missing"]].values.tolist() == [
+        ["A", "none"], ["B", "none"], ["C", "t2"]]  # fmt: skip
+    assert len(select_scope(table, "all")) == 5
+    with pytest.raises(ValueError, match="scope must be one of"):
+        select_scope(table, "some")

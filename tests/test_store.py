@@ -197,3 +197,15 @@ def test_sweep_records_the_reference_labels_digest_for_regenerated_cases(grid, t
         labels = read_case(manifest.parent / patient).labels
         expected = __import__("hashlib").blake2b(labels.tobytes(), digest_size=8).hexdigest()
         assert json.loads(meta)["labels_digest"] == expected == labels_digest(labels)
+
+
+def test_trim_keeps_the_first_patients_label_maps_and_every_metric(grid, tmp_path):
+    manifest, models = grid
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        results = store.counts()["results"]
+        assert store.trim_predictions(keep_per_hospital=2) == 2  # 3 patients of one hospital, 2 models: drop P2's
+        kept = {row[0] for row in store.db.execute("SELECT DISTINCT c.patient_id FROM predictions JOIN cases c "
+                                                   "USING (case_key)")}  # fmt: skip
+        assert kept == {"P0", "P1"} and store.counts()["results"] == results

@@ -30,11 +30,79 @@ def models_root() -> Path:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def load_manifest(path: str) -> pd.DataFrame:
-    """The manifest of a cohort folder (hospital as text), or an empty table."""
+    """The manifest of a cohort folder (hospital as text; ``missing`` derived from empty paths
+    when the manifest has no such column), or an empty table."""
+    from core.sequences import SECONDARY, combination_name
+
     manifest = Path(path) / "manifest.csv"
     if not manifest.is_file():
         return pd.DataFrame(columns=["patient_id", "hospital", "split", "missing"])
-    return pd.read_csv(manifest, dtype={"hospital": str}, keep_default_na=False)
+    table = pd.read_csv(manifest, dtype={"hospital": str}, keep_default_na=False)
+    if "missing" not in table.columns:
+        table["missing"] = [combination_name({s for s in SECONDARY if not str(row.get(s, "")).strip()})
+                            for row in table.to_dict("records")]  # fmt: skip
+    for column, default in (("hospital", "public"), ("split", "")):
+        if column not in table.columns:
+            table[column] = default
+    return table
+
+
+def case_cache() -> Path:
+    """Where synthetic demo cases are regenerated on demand (``GBM_CASE_CACHE``)."""
+    return Path(os.environ.get("GBM_CASE_CACHE", ROOT / ".cache" / "cases"))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def demo_patients(cohort: str, store: str) -> pd.DataFrame:
+    """Every patient the app can show: the cohort's cases on disk, then the synthetic cases of
+    the results store (regenerated on demand, bit for bit, from preset, scale and seed).
+
+    Columns: patient_id, hospital, split, missing, source (words), and preset, scale, seed
+    for regenerated cases (empty for the cohort's own).
+    """
+    from core.store import ResultStore
+
+    columns = ["patient_id", "hospital", "split", "missing"]
+    rows = load_manifest(cohort)[columns].assign(source="bundled files", preset="", scale=1.0, seed=0)
+    if Path(store).is_file():
+        with ResultStore(store) as results:
+            query = "SELECT patient_id, hospital, split, acquired_missing, meta FROM cases"
+            cases = results.db.execute(query).fetchall()
+        extra = []
+        for patient, hospital, split, missing, meta in cases:
+            synthetic = json.loads(meta or "{}").get("synthetic")
+            if synthetic and patient not in set(rows["patient_id"]):
+                preset, scale, seed = synthetic["preset"], float(synthetic["scale"]), int(float(synthetic["seed"]))
+                source = f"regenerated ({preset} preset, scale {scale:g}, seed {seed})"
+                extra.append((patient, hospital, split, missing, source, preset, scale, seed))
+        extra = pd.DataFrame(sorted(set(extra)), columns=rows.columns)
+        rows = pd.concat([rows, extra], ignore_index=True).drop_duplicates("patient_id")
+    order = {h: i for i, h in enumerate(["public", "1", "2", "3", "4", "5", "6"])}
+    return rows.sort_values(["hospital", "patient_id"], key=lambda c: c.map(order).fillna(99) if c.name == "hospital"
+                            else c).reset_index(drop=True)  # fmt: skip
+
+
+def case_folder(case_id: str) -> str:
+    """The cohort folder that holds ``case_id``: the demo cohort, or the regeneration cache,
+    rendering the case there first if needed (a few seconds; the same bytes the demo results
+    were computed on, checked by the results store's content hash).
+
+    Raises:
+        KeyError: the patient is in neither the cohort nor the demo results.
+    """
+    from core.synth.cohort import write_cohort
+
+    patients = demo_patients(str(demo_cohort()), str(demo_store()))
+    row = patients[patients["patient_id"] == case_id]
+    if row.empty:
+        raise KeyError(f"no case {case_id!r} in {demo_cohort()} or {demo_store()}")
+    preset, scale, seed = row[["preset", "scale", "seed"]].iloc[0]
+    if not preset:
+        return str(demo_cohort())
+    folder = case_cache() / f"{preset}_scale{scale:g}_seed{seed}"
+    if not (folder / case_id / "case.json").is_file() or not (folder / "manifest.csv").is_file():
+        write_cohort(folder, preset, float(scale), int(seed), patient_ids=[case_id])
+    return str(folder)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
