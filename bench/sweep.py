@@ -54,11 +54,21 @@ def main() -> None:
     ratio = timings["local pool"][0] / timings["dask"][0]
     print(f"ratio dask / local pool throughput: {ratio:.2f}x")
     if args.store:
-        with ResultStore(args.store) as store:
-            table = store.table()
-        per_result = table.drop_duplicates(["model_sha256", "case_key", "missing"])
-        print(f"{args.store}: {len(per_result)} predictions, {per_result['seconds'].sum() / 3600:.2f} h of inference "
-              f"({per_result['seconds'].mean():.1f} s each, device {per_result['device'].iloc[0]})")  # fmt: skip
+        summarise_store(args.store)
+
+
+def summarise_store(path: Path) -> None:
+    """Per device: predictions, inference time each, and the wall time from first to last result."""
+    with ResultStore(path) as store:
+        rows = store.db.execute(
+            "SELECT device, COUNT(*), AVG(seconds), MIN(created), MAX(created) FROM (SELECT DISTINCT model_sha256, "
+            "case_key, missing, device, seconds, created FROM results) GROUP BY device"
+        ).fetchall()
+    for device, count, seconds, first, last in rows:
+        wall = last - first
+        rate = count / max(wall, 1e-9)
+        print(f"{path} on {device}: {count} predictions, {seconds:.2f} s each in a worker; "
+              f"{wall / 60:.1f} min from first to last result = {rate:.2f} predictions/s")  # fmt: skip
 
 
 if __name__ == "__main__":

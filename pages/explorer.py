@@ -19,6 +19,7 @@ from ui.data import (
     prediction_nifti,
     preview_slice,
     run_prediction,
+    showcase_patient,
 )
 
 st.title("Patient explorer")
@@ -32,9 +33,13 @@ left, middle, right = st.columns([1.2, 1, 1.4])
 name = left.selectbox("Model", list(models), key="model")
 card = models[name]
 hospitals = ["all", *sorted(manifest["hospital"].unique())]
-hospital = middle.selectbox("Hospital", hospitals, key="hospital")
+showcase = showcase_patient(str(demo_store()))  # opens where every switch has a precomputed answer
+home = manifest.loc[manifest["patient_id"] == showcase, "hospital"].tolist()
+hospital = middle.selectbox("Hospital", hospitals, key="hospital", index=hospitals.index(home[0]) if home else 0)
 rows = manifest if hospital == "all" else manifest[manifest["hospital"] == hospital]
-case_id = right.selectbox("Patient", rows["patient_id"], key="patient")
+patients = rows["patient_id"].tolist()
+case_id = right.selectbox("Patient", patients, key="patient",
+                          index=patients.index(showcase) if showcase in patients else 0)  # fmt: skip
 with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a few seconds)..."):
     cohort = case_folder(case_id)
 case = load_case(cohort, case_id)
@@ -61,49 +66,58 @@ if run:
     prediction = run_prediction(*args, missing, on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} {d}/{t}"))
     bar.empty()
 
-view1, view2, view3 = st.columns([1, 1, 2])
 names = [DISPLAY[s] for s in SEQUENCES]
-sequence = view1.radio("Sequence", names, index=1, key="view_sequence")
-plane = view1.radio("Plane", ["axial", "coronal", "sagittal"], key="view_plane")
-overlay = view2.radio("Overlay", ["prediction", "reference", "errors", "none"], key="overlay")
-opacity = view2.slider("Opacity", 0.0, 1.0, 0.5, key="opacity")
-axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
-centre = np.argwhere(case.labels > 0).mean(0).astype(int) if case.labels is not None and case.labels.any() else None
-default = int(centre[axis]) if centre is not None else case.shape[axis] // 2
-index = view3.slider("Slice", 0, case.shape[axis] - 1, default, key=f"slice_{plane}_{case_id}")
-if prediction is None and plane == "axial" and view3.button("Quick preview of this slice", key="preview"):
-    st.session_state["preview"] = (case_id, name, missing, index)
-
+view1, view2, view3 = st.columns([2, 2, 1])
+sequence = view1.radio("Sequence", names, index=1, key="view_sequence", horizontal=True)
+overlay = view2.radio("Overlay", ["prediction", "reference", "errors", "none"], key="overlay", horizontal=True)
+opacity = view3.slider("Opacity", 0.0, 1.0, 0.5, key="opacity")
 channel = names.index(sequence)
-image_column, metrics_column = st.columns([1.3, 1])
-if not case.available[channel]:
-    image_column.info(f"{sequence} was not acquired for this case: there is no image to show.")
-else:
+centre = np.argwhere(case.labels > 0).mean(0).astype(int) if case.labels is not None and case.labels.any() else None
+if overlay == "errors":
+    st.caption("Tumour core errors: true positive green, false positive vermillion, false negative blue "
+               "(" + " · ".join(f"{k.upper()} rgb{v}" for k, v in ERROR_COLOURS.items()) + ").")  # fmt: skip
+elif overlay != "none":
+    st.caption("Labels: necrosis orange, oedema sky blue, enhancing yellow (colour-blind safe).")
+if overlay in ("prediction", "errors") and prediction is None:
+    st.caption("No prediction yet: run the model (or preview one axial slice).")
+
+
+def view(plane: str, column) -> None:
+    """One plane of the tri-planar viewer: its slice slider and the overlaid image."""
+    axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
+    default = int(centre[axis]) if centre is not None else case.shape[axis] // 2
+    index = column.slider(plane.capitalize(), 0, case.shape[axis] - 1, default, key=f"slice_{plane}_{case_id}")
+    if not case.available[channel]:
+        column.info(f"{sequence} was not acquired for this case: there is no image to show.")
+        return
     gray = take_slice(window(case.images[channel]), plane, index)
     ref = take_slice(case.labels, plane, index) if case.labels is not None else None
     pred = take_slice(prediction.labels, plane, index) if prediction is not None else None
-    if pred is None and st.session_state.get("preview") == (case_id, name, missing, index):
-        pred = np.rot90(preview_slice(*args, missing, index))
+    if plane == "axial" and pred is None:
+        if column.button("Quick preview of this slice", key="preview"):
+            st.session_state["preview"] = (case_id, name, missing, index)
+        if st.session_state.get("preview") == (case_id, name, missing, index):
+            pred = np.rot90(preview_slice(*args, missing, index))
     if overlay == "errors" and pred is not None and ref is not None:
         rgb = error_map_rgb(gray, region_mask(pred, "tc"), region_mask(ref, "tc"), opacity)
-        legend = " · ".join(f"{k.upper()} rgb{v}" for k, v in ERROR_COLOURS.items())
-        caption = f"tumour core errors: true positive green, false positive vermillion, false negative blue ({legend})"
     else:
-        shown = {"prediction": pred, "reference": ref}.get(overlay)
-        rgb = overlay_rgb(gray, shown, opacity)
-        caption = "necrosis orange, oedema sky blue, enhancing yellow"
-        if overlay == "prediction" and pred is None:
-            caption = "no prediction yet: run the model (or preview this slice)"
-    image_column.image(rgb, width="stretch", caption=f"{case_id} · {sequence} · {plane} {index} · {caption}")
+        rgb = overlay_rgb(gray, {"prediction": pred, "reference": ref}.get(overlay), opacity)
+    off = " (switched off: the model does not see it)" if SEQUENCES[channel] in missing else ""
+    column.image(rgb, width="stretch", caption=f"{case_id} · {sequence}{off} · {plane} {index}")
 
-with metrics_column:
-    if prediction is None:
-        st.info("Run the model to see Dice, sensitivity, HD95 and volumes.")
-    else:
-        st.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")
-        st.download_button("Download segmentation (NIfTI)", prediction_nifti(prediction, case),
-                           file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
-                           mime="application/gzip")  # fmt: skip
+
+planes = st.columns(3)
+for plane, column in zip(("axial", "coronal", "sagittal"), planes):
+    view(plane, column)
+
+if prediction is None:
+    st.info("Run the model to see Dice, sensitivity, HD95 and volumes.")
+else:
+    summary, download = st.columns([3, 1])
+    summary.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")
+    download.download_button("Download segmentation (NIfTI)", prediction_nifti(prediction, case),
+                             file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
+                             mime="application/gzip")  # fmt: skip
 
 if prediction is not None:
     if case.labels is None:
@@ -126,8 +140,10 @@ if prediction is not None:
 
 if complete is not None and prediction is not None and complete is not prediction and case.available[channel]:
     st.subheader("Complete vs current")
-    gray = take_slice(window(case.images[channel]), plane, index)
+    index = st.session_state.get(f"slice_axial_{case_id}", case.shape[2] // 2)
+    gray = take_slice(window(case.images[channel]), "axial", index)
     one, two = st.columns(2)
-    one.image(overlay_rgb(gray, take_slice(complete.labels, plane, index), opacity), caption="as acquired", width=420)
-    two.image(overlay_rgb(gray, take_slice(prediction.labels, plane, index), opacity),
-              caption=display_name(prediction.missing), width=420)  # fmt: skip
+    one.image(overlay_rgb(gray, take_slice(complete.labels, "axial", index), opacity),
+              caption=f"as acquired · axial {index}", width=420)  # fmt: skip
+    two.image(overlay_rgb(gray, take_slice(prediction.labels, "axial", index), opacity),
+              caption=f"{display_name(prediction.missing)} · axial {index}", width=420)  # fmt: skip

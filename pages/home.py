@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.infer import describe_device
 from core.sequences import DISPLAY, SEQUENCES
-from ui.data import demo_cohort, demo_patients, demo_store, list_models, models_root
+from ui.data import all_results, demo_cohort, demo_patients, demo_store, list_models, models_root
 
 st.title("Glioblastoma robustness explorer")
 st.markdown(
@@ -16,10 +16,13 @@ st.warning("Research and teaching tool. Not a medical device; not for diagnosis 
 
 manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 models = list_models(str(models_root()))
-cases, hospitals, model_count, compute = st.columns([1, 1, 1, 2])
+results = all_results()
+predictions = len(results.drop_duplicates(["model_sha256", "case_key", "missing"])) if len(results) else 0
+cases, hospitals, model_count, result_count, compute = st.columns([1, 1, 1, 1, 2])
 cases.metric("Demo cases", len(manifest))
 hospitals.metric("Hospitals", manifest["hospital"].nunique() if len(manifest) else 0)
 model_count.metric("Models", len(models))
+result_count.metric("Evaluated predictions", f"{predictions:,}")
 compute.metric("Compute", describe_device())
 
 st.subheader("Where to start")

@@ -276,3 +276,10 @@ def test_a_demo_results_case_is_regenerated_bit_for_bit_when_opened(tmp_path, mo
     assert _case_store_key(folder, plan.patient_id) == key  # the same bytes the results were computed on
     with pytest.raises(KeyError, match="no case 'SYN_H9_0001'"):
         case_folder("SYN_H9_0001")
+
+
+def test_home_counts_the_evaluated_predictions(results_store):
+    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
+    assert not at.exception
+    # 2 models x 12 patients x 2 missing sets, written by the fixture (three regions each).
+    assert {m.label: m.value for m in at.metric}["Evaluated predictions"] == "48"

@@ -82,6 +82,24 @@ def demo_patients(cohort: str, store: str) -> pd.DataFrame:
                             else c).reset_index(drop=True)  # fmt: skip
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def showcase_patient(store: str) -> str | None:
+    """The first patient (by id) with a cached prediction for every combination of missing
+    sequences, so the explorer opens where every switch answers at once."""
+    from core.sequences import PAPER_COMBINATIONS
+    from core.store import ResultStore
+
+    if not Path(store).is_file():
+        return None
+    with ResultStore(store) as results:
+        row = results.db.execute(
+            "SELECT c.patient_id FROM predictions p JOIN cases c USING (case_key) "
+            "GROUP BY p.model_sha256, c.patient_id HAVING COUNT(DISTINCT p.missing) >= ? ORDER BY c.patient_id LIMIT 1",
+            (len(PAPER_COMBINATIONS),),
+        ).fetchone()
+    return row[0] if row else None
+
+
 def case_folder(case_id: str) -> str:
     """The cohort folder that holds ``case_id``: the demo cohort, or the regeneration cache,
     rendering the case there first if needed (a few seconds; the same bytes the demo results
