@@ -226,10 +226,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         unknown = sorted({m for pair in pairs for m in pair} - set(models))
         if unknown:
             raise ValueError(f"model(s) {unknown} have no results in {args.store}; it has {models}")
-    else:  # the paper's family: each sparsified model against the same data without
-        pairs = [(m, m[:-2]) for m in models if m.endswith("st") and m[:-2] in models]
+    else:  # the paper's family: with and without sparsified training, with and without hospital 1 data
+        from core.report import paper_pairs
+
+        pairs = paper_pairs(models)
         if not pairs:
-            raise ValueError(f"no sparsified pairs (X, Xst) among {models}; name pairs with --pairs A:B")
+            raise ValueError(f"no pairs of the paper's family among {models}; name pairs with --pairs A:B")
     result = comparison_table(table, pairs, metric=args.metric, adjust=args.adjust, alpha=args.alpha)
     result.to_csv(args.out, index=False)
     _print_json({"out": str(args.out), "scope": args.scope, "tests": len(result),
@@ -382,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="paired Wilcoxon comparison table (CSV; JSON summary)")
     stats.add_argument("--store", type=Path, required=True)
     stats.add_argument("--out", type=Path, required=True)
-    stats.add_argument("--pairs", help="A:B,... (default: every Xst against X)")
+    stats.add_argument("--pairs", help="A:B,... (default: the paper's family, Xst vs X and H1... vs ...)")
     stats.add_argument("--metric", default="dice", choices=("dice", "sensitivity", "hd95", "volume_diff_ml"))
     stats.add_argument("--region", default="tc", choices=("tc", "wt", "et"))
     stats.add_argument("--empty", default="nan", choices=("nan", "brats"))
@@ -412,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--store", type=Path, required=True)
     report.add_argument("--out", type=Path, required=True)
     report.add_argument("--region", default="tc", choices=("tc", "wt", "et"))
-    report.add_argument("--pairs", help="A:B,... (default: every Xst against X)")
+    report.add_argument("--pairs", help="A:B,... (default: the paper's family, Xst vs X and H1... vs ...)")
     report.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
     report.set_defaults(func=cmd_report)
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.figures import median_heatmap, missing_comparison_figure
-from core.report import sparsified_pairs
+from core.report import paper_pairs
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
 from core.stats import SCOPES, comparison_table, select_scope
 from ui.data import all_results
@@ -15,7 +15,7 @@ if table.empty:
     st.stop()
 
 models = sorted(table["model"].unique())
-pairs = sparsified_pairs(models) or [(models[0], models[-1])]
+pairs = paper_pairs(models) or [(models[0], models[-1])]
 c1, c2, c3 = st.columns(3)
 pair = c1.selectbox("Compare", pairs, format_func=lambda p: f"{p[0]} vs {p[1]}", key="miss_pair")
 region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="miss_region")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.figures import bland_altman_figure
-from core.report import sparsified_pairs
+from core.report import paper_pairs, site_pairs, sparsified_pairs
 from core.sequences import REGION_DISPLAY
 from core.stats import SCOPES, comparison_table, select_scope
 from ui.data import all_results
@@ -16,18 +16,22 @@ if table.empty:
 
 models = sorted(table["model"].unique())
 c1, c2, c3, c4 = st.columns(4)
-family = c1.radio("Comparisons", ["sparsified vs not", "choose pairs"], key="stat_family")
+family = c1.radio("Comparisons", ["the paper's family", "sparsified vs not", "hospital 1 data vs not", "choose pairs"],
+                  key="stat_family",
+                  help="The paper: every pair with and without sparsified training, and with and without "
+                  "hospital 1 data, Bonferroni over all their tests")  # fmt: skip
 region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="stat_region")
 metric = c3.selectbox("Metric", ["dice", "sensitivity", "hd95"], key="stat_metric")
 adjust = c4.radio("Adjustment", ["bonferroni", "holm"], key="stat_adjust")
-if family == "sparsified vs not":
-    pairs = sparsified_pairs(models)
+if family != "choose pairs":
+    pairs = {"the paper's family": paper_pairs, "sparsified vs not": sparsified_pairs,
+             "hospital 1 data vs not": site_pairs}[family](models)  # fmt: skip
 else:
     a = st.multiselect("Model A", models, default=models[:1], key="stat_a")
     b = st.multiselect("Model B", models, default=models[-1:], key="stat_b")
     pairs = [(x, y) for x in a for y in b if x != y]
 if not pairs:
-    st.warning("No model pairs to compare (sparsified pairs need X and Xst).")
+    st.warning("No model pairs to compare (sparsified pairs need X and Xst; hospital 1 pairs H1X and X).")
     st.stop()
 scope = st.radio("Cases", list(SCOPES), horizontal=True, key="stat_scope", format_func=SCOPES.get)
 scoped = select_scope(table, scope)

@@ -65,3 +65,17 @@ def test_overlays_colour_only_their_voxels():
     labels = np.zeros((4, 4), np.uint8)
     labels[0, 1] = 3
     assert tuple(overlay_rgb(gray, labels, 1.0)[0, 1]) == (240, 228, 66)
+
+
+def test_the_papers_family_is_72_tests_with_all_eleven_models():
+    from core.report import paper_pairs, site_pairs
+    from core.zoo import ZOO
+
+    pairs = paper_pairs(list(ZOO))
+    # Typed from the paper's design: 4 pairs with and without sparsified training, 5 with and
+    # without hospital 1 data (cH1BraTS has no complete-only twin without hospital 1).
+    assert sorted(site_pairs(ZOO)) == sorted([("H1BraTS", "BraTS"), ("H1BraTSst", "BraTSst"),
+                                              ("H1-6BraTS", "H2-6BraTS"), ("H1-6BraTSst", "H2-6BraTSst"),
+                                              ("cH1-6BraTS", "cH2-6BraTS")])  # fmt: skip
+    assert len(pairs) == 9 and len(pairs) * 8 == 72
+    assert ("H1BraTSst", "H1BraTS") in pairs and ("BraTSst", "BraTS") in pairs
