@@ -388,6 +388,18 @@ def train(
     rows = _read_log(log_path, start) if dist.rank == 0 else []
     dropped_counts = dict.fromkeys(SEQUENCES, 0)
     losses, started = [], time.perf_counter() - float(extra.get("seconds", 0.0))
+
+    def log_row(done: int, validate: bool) -> dict:
+        """Append the log row of the iterations since the last one (and validation Dice) and save the log."""
+        row = {"iteration": done, "loss": round(float(np.mean(losses)), 6) if losses else "",
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+        row |= {f"dropped_{s}": n for s, n in dropped_counts.items()}
+        if validate:
+            row |= {f"val_dice_{k}": round(v, 4) for k, v in validation_dice(model, val_windows, dist.device).items()}
+        rows.append(row)
+        _write_log(log_path, rows)
+        return row
+
     net.train()
     done = start
     for iteration in range(start, config.iterations):
@@ -410,27 +422,16 @@ def train(
         if dist.rank == 0 and (
             done % config.checkpoint_every == 0 or done % config.val_every == 0 or done == config.iterations
         ):
-            row = {"iteration": done, "loss": round(float(np.mean(losses)), 6), "lr": optimizer.param_groups[0]["lr"],
-                   "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
-            row |= {f"dropped_{s}": n for s, n in dropped_counts.items()}
-            if done % config.val_every == 0 or done == config.iterations:
-                dice = validation_dice(model, val_windows, dist.device)
-                row |= {f"val_dice_{k}": round(v, 4) for k, v in dice.items()}
-            rows.append(row)
+            validate = done % config.val_every == 0 or done == config.iterations
+            row = log_row(done, validate)
             losses, dropped_counts = [], dict.fromkeys(SEQUENCES, 0)
-            _write_log(log_path, rows)
             save_checkpoint(checkpoint, model, optimizer, done, config,
                             {"landmarks": landmarks, "seconds": row["seconds"]})  # fmt: skip
         if on_progress and dist.rank == 0:
             on_progress(done, config.iterations, f"loss {last_loss:.3f}")
 
-    if done < config.iterations and dist.rank == 0:  # stopped by the time limit
-        dice = validation_dice(model, val_windows, dist.device)
-        rows.append({"iteration": done, "loss": round(float(np.mean(losses)), 6) if losses else "",
-                     "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}
-                    | {f"dropped_{s}": n for s, n in dropped_counts.items()}
-                    | {f"val_dice_{k}": round(v, 4) for k, v in dice.items()})  # fmt: skip
-        _write_log(log_path, rows)
+    if done < config.iterations and dist.rank == 0:  # stopped by the time limit: log where it stopped
+        log_row(done, validate=True)
     if dist.rank == 0:
         _finish(model, out, config, landmarks, rows, train_sources, val_sources, dist, done)
         checkpoint.unlink(missing_ok=True)

@@ -26,12 +26,19 @@ def demo_store_patients() -> dict[str, str]:
         return dict(db.execute("SELECT patient_id, hospital FROM cases"))
 
 
+def bundled_patients() -> dict[str, str]:
+    """{patient: hospital} of the bundled demo cases, read from their manifest with csv."""
+    import csv
+
+    with (ROOT / "data_samples" / "manifest.csv").open(newline="") as handle:
+        return {row["patient_id"]: row["hospital"] for row in csv.DictReader(handle)}
+
+
 def test_home_shows_what_is_loaded():
     at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    patients = demo_store_patients() | {"SYN_PUB_0100": "public", "SYN_H2_0003": "2", "SYN_H3_0004": "3",
-                                        "SYN_H6_0004": "6"}  # fmt: skip
+    patients = demo_store_patients() | bundled_patients()
     assert metrics["Demo cases"] == str(len(patients)) and metrics["Hospitals"] == str(len(set(patients.values())))
     assert metrics["Compute"].startswith(("CPU", "GPU"))
     assert "Not a medical device" in at.warning[0].value
@@ -41,8 +48,8 @@ def test_cases_page_lists_cases_and_shows_missing_sequences():
     at = AppTest.from_file(str(ROOT / "pages" / "cases.py"), default_timeout=60).run()
     assert not at.exception
     table = at.dataframe[0].value
-    bundled = ["SYN_PUB_0100", "SYN_H2_0003", "SYN_H3_0004", "SYN_H6_0004"]
-    assert set(table.loc[table["source"] == "bundled files", "patient_id"]) == set(bundled)
+    bundled = ["SYN_PUB_0100", "SYN_H1_0008", "SYN_H2_0003", "SYN_H3_0004", "SYN_H6_0004"]
+    assert set(table.loc[table["source"] == "bundled files", "patient_id"]) == set(bundled) == set(bundled_patients())
     regenerated = set(demo_store_patients()) - set(bundled)
     assert set(table.loc[table["source"] == "regenerated (paper preset, scale 1, seed 0)", "patient_id"]) == regenerated
     assert dict(zip(table["patient_id"], table["sequences"]))["SYN_H3_0004"] == "missing T1 + T2 + FLAIR"

@@ -85,6 +85,21 @@ def test_short_run_raises_dice_and_writes_a_loadable_folder(phantom_cohort, tmp_
     assert not (folder / "checkpoint.safetensors").exists()
 
 
+def test_a_time_limit_finishes_the_model_where_it_stopped(phantom_cohort, tmp_path, monkeypatch):
+    import core.train
+
+    clock = iter(range(10_000))  # a fake clock: one second passes at every reading
+    monkeypatch.setattr(core.train.time, "perf_counter", lambda: float(next(clock)))
+    folder = train(config(phantom_cohort, iterations=50, val_every=10, checkpoint_every=10), tmp_path / "m",
+                   max_seconds=12)  # fmt: skip
+    card = load_model(folder).card
+    assert 0 < card["iterations"] < 50 and card["iterations_planned"] == 50
+    log = (folder / "training_log.csv").read_text().splitlines()
+    assert log[-1].split(",")[0] == str(card["iterations"]) and log[-1].split(",")[-2]  # validated where it stopped
+    assert "of 50 planned; stopped by the time limit" in (folder / "MODEL_CARD.md").read_text()
+    assert not (folder / "checkpoint.safetensors").exists()
+
+
 class Crash(Exception):
     pass
 
