@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.figures import training_curve_figure
+from core.report import site_pairs, sparsified_pairs
 from ui.data import list_models, model_card_text, models_root, training_log
 
 st.title("Models")
@@ -24,17 +25,17 @@ for name, card in models.items():
         "sparsified": any(card.get("sparsity", {}).values()),
         "training cases": training.get("n_train_cases"),
         "iterations": card.get("iterations"),
+        "iterations planned": card.get("iterations_planned", card.get("iterations")),
         "val Dice TC": card.get("validation", {}).get("dice_tc_windows"),
     })  # fmt: skip
 table = pd.DataFrame(rows)
 st.dataframe(table, hide_index=True, width="stretch")
 
-# Paired comparisons: the same training data with and without sparsified training.
-base = {name.removesuffix("st") for name in models if name.endswith("st")}
-pairs = [(f"{b}st", b) for b in sorted(base) if b in models]
-if pairs:
-    st.markdown("**Paired comparisons** (sparsified vs not, same training data): "
-                + "; ".join(f"{a} vs {b}" for a, b in pairs))  # fmt: skip
+# The paper's paired comparisons: sparsified training or not, hospital 1 data or not.
+for title, pairs in (("sparsified vs not, same training data", sparsified_pairs(models)),
+                     ("with vs without hospital 1 data", site_pairs(models))):  # fmt: skip
+    if pairs:
+        st.markdown(f"**Paired comparisons** ({title}): " + "; ".join(f"{a} vs {b}" for a, b in pairs))
 
 name = st.selectbox("Model", list(models), key="model_detail")
 card = models[name]
