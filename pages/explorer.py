@@ -33,7 +33,8 @@ left, middle, right = st.columns([1.2, 1, 1.4])
 name = left.selectbox("Model", list(models), key="model")
 card = models[name]
 hospitals = ["all", *sorted(manifest["hospital"].unique())]
-showcase = showcase_patient(str(demo_store()))  # opens where every switch has a precomputed answer
+# Open where every switch has a precomputed answer, unless another page chose the patient.
+showcase = None if "patient" in st.session_state else showcase_patient(str(demo_store()))
 home = manifest.loc[manifest["patient_id"] == showcase, "hospital"].tolist()
 hospital = middle.selectbox("Hospital", hospitals, key="hospital", index=hospitals.index(home[0]) if home else 0)
 rows = manifest if hospital == "all" else manifest[manifest["hospital"] == hospital]
@@ -46,7 +47,7 @@ case = load_case(cohort, case_id)
 
 st.caption(f"{name}: trained on {', '.join(card['training']['hospitals'])}; sparsified training "
            f"{'on' if any(card['sparsity'].values()) else 'off'}. "
-           f"{display_name(case.missing)} as acquired.")  # fmt: skip
+           f"As acquired: {display_name(case.missing)}.")  # fmt: skip
 switches = st.columns(4)
 switches[1].toggle("T1c (required)", value=True, disabled=True, key="use_t1c")
 use = {}

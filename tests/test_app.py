@@ -290,3 +290,20 @@ def test_home_counts_the_evaluated_predictions(results_store):
     assert not at.exception
     # 2 models x 12 patients x 2 missing sets, written by the fixture (three regions each).
     assert {m.label: m.value for m in at.metric}["Evaluated predictions"] == "48"
+
+
+def test_explorer_opens_on_the_showcase_case_or_the_one_another_page_chose():
+    import sqlite3
+
+    with sqlite3.connect(ROOT / "data_samples" / "results.sqlite") as db:  # every combination cached, first by id
+        showcase = db.execute(
+            "SELECT c.patient_id FROM predictions p JOIN cases c USING (case_key) GROUP BY p.model_sha256, "
+            "c.patient_id HAVING COUNT(DISTINCT p.missing) = 8 ORDER BY c.patient_id LIMIT 1"
+        ).fetchone()[0]
+    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120).run()
+    assert not at.exception and at.selectbox(key="patient").value == showcase
+    assert [m.label for m in at.metric].count("Dice") == 3  # precomputed, shown at once
+    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120)
+    at.session_state["hospital"], at.session_state["patient"] = "all", "SYN_H2_0003"  # as the Hospitals page does
+    at.run()
+    assert not at.exception and not at.warning and at.selectbox(key="patient").value == "SYN_H2_0003"
