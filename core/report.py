@@ -57,7 +57,8 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
     parts.append("<h2>Figure 2: Dice per hospital (as acquired)</h2>")
     parts.append(figure_html(hospital_boxplot(table, region=region)))
     parts.append("<h2>Figure 4: each combination of missing sequences, model pairs side by side</h2>")
-    parts.append(f"<p>{html.escape(SCOPES[scope]).capitalize()}: {region_table['patient_id'].nunique()} patients.</p>")
+    scope_text = html.escape(SCOPES[scope])
+    parts.append(f"<p>{scope_text[0].upper() + scope_text[1:]}: {region_table['patient_id'].nunique()} patients.</p>")
     if comparison is None:
         parts.append("<p>No sparsified pair (X and Xst) in this store.</p>")
     for a, b in pairs:
