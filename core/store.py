@@ -148,15 +148,6 @@ class ResultStore:
             (key, patient_id, digest, hospital, split, acquired_missing, json.dumps(meta or {})),
         )
 
-    def update_case_meta(self, key: str, fields: dict) -> None:
-        """Add ``fields`` to a case's meta JSON (a no-op when they are there already)."""
-        row = self.db.execute("SELECT meta FROM cases WHERE case_key = ?", (key,)).fetchone()
-        if row is None:
-            return
-        meta = json.loads(row[0] or "{}")
-        if any(meta.get(k) != v for k, v in fields.items()):
-            self.db.execute("UPDATE cases SET meta = ? WHERE case_key = ?", (json.dumps(meta | fields), key))
-
     def write(self, key: ResultKey, metrics: dict[str, RegionMetrics], seconds: float, device: str,
               labels: np.ndarray | tuple[str, bytes] | None = None) -> None:  # fmt: skip
         """All regions of one result (and its label map, or its :func:`encode_labels`) in one transaction."""

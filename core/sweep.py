@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
 from core.io import CaseSource, find_cases, read_case
 from core.metrics import evaluate
 from core.model import read_card
@@ -49,12 +47,6 @@ class UnitResult:
     unit: WorkUnit
     results: list[dict] = field(default_factory=list)  # per missing set: name, metrics, seconds, labels
     error: str = ""
-    labels_digest: str = ""  # of the reference label map as evaluated (checks regenerated cases)
-
-
-def labels_digest(labels: np.ndarray) -> str:
-    """A short content hash of a label map's voxels (independent of file encoding)."""
-    return hashlib.blake2b(np.ascontiguousarray(labels, np.uint8).tobytes(), digest_size=8).hexdigest()
 
 
 def files_hash(source: CaseSource, store: ResultStore | None = None) -> str:
@@ -99,7 +91,6 @@ def run_unit(unit: WorkUnit) -> UnitResult:
         case = read_case(unit.source)
         if case.labels is None:
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
-        out.labels_digest = labels_digest(case.labels)
         regions = tuple(r for r in unit.regions if case.label_scheme != "tc" or r == "tc")
         for name in unit.missing:
             prediction = predict_volume(model, case, parse_combination(name))
@@ -243,8 +234,6 @@ def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mo
     written, errors = 0, []
     for done, result in enumerate(results, start=1):
         unit = result.unit
-        if result.labels_digest:
-            store.update_case_meta(unit.case_key, {"labels_digest": result.labels_digest})
         for item in result.results:
             key = ResultKey(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy, CODE_VERSION)
             store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"])

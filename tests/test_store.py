@@ -185,20 +185,6 @@ def test_prediction_encoding_round_trips_and_reads_old_rows():
     np.testing.assert_array_equal(decode_labels(json.dumps([40, 50, 30]), zlib.compress(labels.tobytes())), labels)
 
 
-def test_sweep_records_the_reference_labels_digest_for_regenerated_cases(grid, tmp_path):
-    from core.sweep import labels_digest
-
-    manifest, models = grid
-    with ResultStore(tmp_path / "r.sqlite") as store:
-        run_sweep(store, models[:1], manifest, "acquired", splits=SPLITS, keep_predictions=False)
-        rows = store.db.execute("SELECT patient_id, meta FROM cases ORDER BY patient_id").fetchall()
-        assert store.counts()["predictions"] == 0 and store.counts()["results"] == 3 * 3
-    for patient, meta in rows:
-        labels = read_case(manifest.parent / patient).labels
-        expected = __import__("hashlib").blake2b(labels.tobytes(), digest_size=8).hexdigest()
-        assert json.loads(meta)["labels_digest"] == expected == labels_digest(labels)
-
-
 def test_trim_keeps_the_first_patients_label_maps_and_every_metric(grid, tmp_path):
     manifest, models = grid
     path = tmp_path / "r.sqlite"

@@ -68,10 +68,10 @@ def demo_patients(cohort: str, store: str) -> pd.DataFrame:
         with ResultStore(store) as results:
             query = "SELECT patient_id, hospital, split, acquired_missing, meta FROM cases"
             cases = results.db.execute(query).fetchall()
-        extra = []
+        extra, bundled = [], set(rows["patient_id"])
         for patient, hospital, split, missing, meta in cases:
             synthetic = json.loads(meta or "{}").get("synthetic")
-            if synthetic and patient not in set(rows["patient_id"]):
+            if synthetic and patient not in bundled:
                 preset, scale, seed = synthetic["preset"], float(synthetic["scale"]), int(float(synthetic["seed"]))
                 source = f"regenerated ({preset} preset, scale {scale:g}, seed {seed})"
                 extra.append((patient, hospital, split, missing, source, preset, scale, seed))
