@@ -8,7 +8,9 @@
 #   1. render the paper cohort's test cases (scale $SCALE) and, in parallel,
 #   2. train the six models with `python -m core zoo` (several at once),
 #   3. evaluate, most important first: all 8 combinations simulated on hospital 1's test
-#      cases, then every test case as acquired (public set first, then hospitals 1-6).
+#      cases, then every test case as acquired (public set first, then hospitals 1-6),
+#   4. keep the label maps of $KEEP_PREDICTIONS patients per hospital (metrics of all), so the
+#      store stays near 20 MB.
 # Work goes to $WORK (cohort, models, store); $DEST, when set, receives a copy of the store
 # and a tarball of the models after each stage. $DEADLINE (seconds) stops starting stages
 # that would not finish; each stage gets the time left.
@@ -28,6 +30,7 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-0}
 JOBS=${JOBS:-6}
 DEADLINE=${DEADLINE:-0}
 DEST=${DEST:-}
+KEEP_PREDICTIONS=${KEEP_PREDICTIONS:-8}
 STORE=$WORK/results.sqlite
 start=$(date +%s)
 
@@ -90,6 +93,7 @@ evaluate=("$PYTHON" -m core evaluate --models "$model_list" --cohort "$WORK/test
 run_stage simulated-h1 30 "${evaluate[@]}" --mode simulated --hospitals 1 >"$WORK/eval_simulated.json"
 run_stage acquired-public-h1 30 "${evaluate[@]}" --mode acquired --hospitals public,1 >"$WORK/eval_acquired1.json"
 run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 >"$WORK/eval_acquired2.json"
+run_stage trim 5 "$PYTHON" -m core trim --store "$STORE" --keep-per-hospital "$KEEP_PREDICTIONS" >"$WORK/trim.json"
 [ -n "$DEST" ] && tar -C "$WORK" -cf "$DEST/logs.tar" --ignore-failed-read stages.jsonl synth.json zoo.json \
-  eval_simulated.json eval_acquired1.json eval_acquired2.json
+  eval_simulated.json eval_acquired1.json eval_acquired2.json trim.json
 log "done"
