@@ -206,15 +206,24 @@ def select_cases(config: TrainConfig, split: str):
     return spread(chosen, config.max_cases if split == "train" else config.max_val_cases)
 
 
-def read_cropped(sources, threads: int = 0) -> list[Case]:
+def _threads() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def read_cropped(sources) -> list[Case]:
     """Read cases and crop each to its brain, several at a time (decompression releases the GIL)."""
-    threads = threads or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(_threads()) as pool:
         return list(pool.map(lambda source: crop_case(read_case(source)), sources))
 
 
+def prepare_volumes(cases, landmarks, num_classes=4) -> list[TrainingVolume]:
+    """:func:`prepare_volume` of each case, several at a time (numpy's percentiles release the GIL)."""
+    with ThreadPoolExecutor(_threads()) as pool:
+        return list(pool.map(lambda case: prepare_volume(case, landmarks, num_classes), cases))
+
+
 def load_volumes(sources, landmarks, num_classes=4) -> list[TrainingVolume]:
-    return [prepare_volume(case, landmarks, num_classes) for case in read_cropped(sources)]
+    return prepare_volumes(read_cropped(sources), landmarks, num_classes)
 
 
 # --------------------------------------------------------------------------- validation
@@ -372,7 +381,7 @@ def train(
                          + (" with complete sequences" if config.complete_only else ""))  # fmt: skip
     cases = read_cropped(train_sources)
     landmarks = extra.get("landmarks") or fit_landmarks((c.images, c.available) for c in cases)
-    volumes = [prepare_volume(c, landmarks, config.num_classes) for c in cases]
+    volumes = prepare_volumes(cases, landmarks, config.num_classes)
     del cases
     val_sources = select_cases(config, "val")
     val_volumes = load_volumes(val_sources, landmarks, config.num_classes) if dist.rank == 0 else []
