@@ -137,11 +137,16 @@ def prepare_volume(case: Case, landmarks: dict, num_classes: int = 4) -> Trainin
                           np.argwhere(labels > 0).astype(np.int32))  # fmt: skip
 
 
-def extract_window(volume: TrainingVolume, centre: np.ndarray, output: int) -> tuple[np.ndarray, np.ndarray]:
-    """Input (4, O+48, ...) float32 and label (O, O, O) windows around ``centre``, zero-padded."""
+def extract_window(volume: TrainingVolume, centre: np.ndarray, output: int,
+                   images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Input (4, O+48, ...) and label (O, O, O) windows around ``centre``, zero-padded.
+
+    The input goes into ``images`` when given (a zeroed array, e.g. a slot of a batch),
+    else into a new float32 array.
+    """
     size = output + CONTEXT
     start = centre - output // 2 - CONTEXT // 2
-    images = np.zeros((4, size, size, size), np.float32)
+    images = np.zeros((4, size, size, size), np.float32) if images is None else images
     src = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, volume.labels.shape))
     dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
     images[(slice(None), *dst)] = volume.images[(slice(None), *src)]
@@ -166,19 +171,24 @@ def sample_centre(volume: TrainingVolume, rng: np.random.Generator, in_tumour: b
 
 
 def sample_batch(volumes, rng, config: TrainConfig, sparsifier: Sparsifier):
-    """A batch of windows; half centred in tumour. Returns (x, y, dropped sets)."""
-    xs, ys, dropped = [], [], []
+    """A batch of windows; half centred in tumour. Returns (x, y, dropped sets).
+
+    ``x`` is float16, as the volumes are stored (exact; half the bytes to copy and to send to
+    a GPU): convert it on the device.
+    """
+    size = config.output_size + CONTEXT
+    x = np.zeros((config.batch_size, 4, size, size, size), np.float16)
+    y = np.empty((config.batch_size, *(config.output_size,) * 3), np.uint8)
+    dropped = []
     for i in range(config.batch_size):
         volume = volumes[rng.integers(len(volumes))]
         centre = sample_centre(volume, rng, in_tumour=i < (config.batch_size + 1) // 2)
-        x, y = extract_window(volume, centre, config.output_size)
+        _, y[i] = extract_window(volume, centre, config.output_size, images=x[i])
         drop = sparsifier.draw(rng, volume.available)
         for sequence in drop:
-            x[SEQUENCES.index(sequence)] = 0
-        xs.append(x)
-        ys.append(y)
+            x[i, SEQUENCES.index(sequence)] = 0
         dropped.append(drop)
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), dropped
+    return torch.from_numpy(x), torch.from_numpy(y), dropped
 
 
 def spread(items: list, limit: int) -> list:
@@ -418,7 +428,7 @@ def train(
         x, y, dropped = sample_batch(volumes, rng, config, sparsifier)
         for lr_group in optimizer.param_groups:
             lr_group["lr"] = lr_at(iteration, config.iterations, config.learning_rate)
-        loss = dice_loss(net(x.to(dist.device)), y.to(dist.device))
+        loss = dice_loss(net(x.to(dist.device).float()), y.to(dist.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

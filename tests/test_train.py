@@ -162,3 +162,27 @@ def test_ddp_with_two_gloo_processes(phantom_cohort, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     model = load_model(tmp_path / "ddp")
     assert model.card["world_size"] == 2 and model.card["iterations"] == 6
+
+
+def test_a_batch_holds_the_sampled_windows_with_dropped_sequences_zeroed(phantom_cohort):
+    from core.io import find_cases, read_case
+    from core.preprocess import fit_landmarks
+    from core.sequences import SEQUENCES, Sparsifier
+    from core.train import TrainConfig, extract_window, load_volumes, sample_batch, sample_centre
+
+    sources = find_cases(phantom_cohort)
+    case = read_case(sources[0])
+    volumes = load_volumes(sources, fit_landmarks([(case.images, case.available)]))
+    x, y, dropped = sample_batch(volumes, np.random.default_rng(5), TrainConfig(cohort="", batch_size=4),
+                                 Sparsifier(0.5))  # fmt: skip
+    assert x.dtype == torch.float16 and tuple(x.shape) == (4, 4, 57, 57, 57) and tuple(y.shape) == (4, 9, 9, 9)
+    rng = np.random.default_rng(5)  # the same draws, window by window, into fresh float32 arrays
+    for i in range(4):
+        volume = volumes[rng.integers(len(volumes))]
+        images, labels = extract_window(volume, sample_centre(volume, rng, in_tumour=i < 2), 9)
+        drop = Sparsifier(0.5).draw(rng, volume.available)
+        images[[SEQUENCES.index(s) for s in drop]] = 0
+        np.testing.assert_array_equal(x[i].float().numpy(), images)
+        np.testing.assert_array_equal(y[i].numpy(), labels)
+        assert dropped[i] == drop
+    assert any(dropped)  # p = 0.5: some sequence was dropped in four windows
