@@ -11,9 +11,13 @@
 #      cases, then every test case as acquired (public set first, then hospitals 1-6),
 #   4. keep the label maps of $KEEP_PREDICTIONS patients per hospital (metrics of all), so the
 #      store stays near 20 MB.
-# Work goes to $WORK (cohort, models, store); $DEST, when set, receives a copy of the store
-# and a tarball of the models after each stage. $DEADLINE (seconds) stops starting stages
-# that would not finish; each stage gets the time left.
+# Work goes to $WORK (cohort, models in $MODEL_DIR, store); $DEST, when set, receives a copy
+# of the store and a tarball of the models after each stage. $DEADLINE (seconds) stops
+# starting stages that would not finish; each stage gets the time left. $STAGES picks stages
+# (render-test,zoo,simulated-h1,acquired-public-h1,acquired-h2-6,trim), e.g. training in one
+# GPU lease and evaluating the committed models in the next:
+#   STAGES=zoo DEVICE=cuda ... bash data_samples/make_demo.sh
+#   STAGES=render-test,simulated-h1,acquired-public-h1,acquired-h2-6,trim MODEL_DIR=models DEVICE=cuda ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +35,8 @@ JOBS=${JOBS:-6}
 DEADLINE=${DEADLINE:-0}
 DEST=${DEST:-}
 KEEP_PREDICTIONS=${KEEP_PREDICTIONS:-8}
+MODEL_DIR=${MODEL_DIR:-$WORK/models}
+STAGES=${STAGES:-render-test,zoo,simulated-h1,acquired-public-h1,acquired-h2-6,trim}
 STORE=$WORK/results.sqlite
 start=$(date +%s)
 
@@ -45,12 +51,16 @@ publish() { # copy the store (checkpointed) and the models to $DEST
     "$PYTHON" -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()" "$STORE"
     cp "$STORE" "$DEST/results.sqlite"
   fi
-  [ -d "$WORK/models" ] && tar -C "$WORK" -cf "$DEST/models.tar" models
+  [ -d "$MODEL_DIR" ] && tar -C "$(dirname "$MODEL_DIR")" -cf "$DEST/models.tar" "$(basename "$MODEL_DIR")"
   return 0
 }
 run_stage() { # name, minimum seconds, command...
   local name=$1 need=$2
   shift 2
+  case ",$STAGES," in
+    *",$name,"*) ;;
+    *) log "skip $name (not in STAGES)"; return 0 ;;
+  esac
   local budget
   budget=$(left)
   if [ "$budget" -lt "$need" ]; then
@@ -71,7 +81,7 @@ run_stage() { # name, minimum seconds, command...
 mkdir -p "$WORK"
 models=()
 IFS=, read -ra names <<<"$MODELS"
-for name in "${names[@]}"; do models+=("$WORK/models/$name"); done
+for name in "${names[@]}"; do models+=("$MODEL_DIR/$name"); done
 model_list=$(IFS=,; echo "${models[*]}")
 # Training cases are on the critical path (training waits for them); test cases render beside it.
 test_workers=$((WORKERS >= 4 ? WORKERS / 4 : 1))
@@ -82,7 +92,7 @@ run_stage render-test 60 "$PYTHON" -m core synth --preset paper --scale "$SCALE"
   --out "$WORK/test" --workers "$test_workers" >"$WORK/synth.json" &
 render_pid=$!
 run_stage zoo 120 "$PYTHON" -m core zoo --preset paper --scale "$SCALE" --seed 0 --cohort "$WORK/train" \
-  --out "$WORK/models" --models "$MODELS" --iterations "$ITERATIONS" --max-cases "$MAX_CASES" \
+  --out "$MODEL_DIR" --models "$MODELS" --iterations "$ITERATIONS" --max-cases "$MAX_CASES" \
   --max-val-cases "$MAX_VAL_CASES" --jobs "$JOBS" --max-minutes "$TRAIN_MINUTES" --workers "$train_workers" \
   --device "$DEVICE" >"$WORK/zoo.json" || { log "the zoo did not finish"; exit 1; }
 wait "$render_pid" || { log "rendering the test cases did not finish"; exit 1; }
