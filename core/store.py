@@ -183,20 +183,11 @@ class ResultStore:
         Returns:
             The number of label maps dropped.
         """
-        keep = {
-            key
-            for (key,) in self.db.execute(
-                "SELECT case_key FROM (SELECT case_key, ROW_NUMBER() OVER (PARTITION BY hospital ORDER BY patient_id)"
-                " AS rank FROM cases) WHERE rank <= ?",
-                (keep_per_hospital,),
-            )
-        }
-        dropped = [key for (key,) in self.db.execute("SELECT DISTINCT case_key FROM predictions") if key not in keep]
-        self.db.execute("BEGIN IMMEDIATE")
-        count = 0
-        for key in dropped:
-            count += self.db.execute("DELETE FROM predictions WHERE case_key = ?", (key,)).rowcount
-        self.db.execute("COMMIT")
+        count = self.db.execute(
+            "DELETE FROM predictions WHERE case_key NOT IN (SELECT case_key FROM (SELECT case_key, "
+            "ROW_NUMBER() OVER (PARTITION BY hospital ORDER BY patient_id) AS rank FROM cases) WHERE rank <= ?)",
+            (keep_per_hospital,),
+        ).rowcount
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.execute("VACUUM")
         return count
