@@ -120,6 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         residual=args.residual,
         max_cases=args.max_cases,
         max_val_cases=args.max_val_cases,
+        amp=args.amp,
     )
     start = time.perf_counter()
     folder = train(config, args.out, device=choose_device(args.device), on_progress=_progress("train", unit="it"),
@@ -188,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             tuple(_names(args.regions)), args.empty, args.workers or default_workers(),
                             args.dask, on_progress=_progress("evaluate", unit="unit"),
                             keep_predictions=not args.no_predictions,
-                            device=str(choose_device(args.device or "cpu")))  # fmt: skip
+                            device=str(choose_device(args.device or "cpu")), amp=args.amp)  # fmt: skip
         counts = store.counts()
     _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
     return 0 if not summary.errors else 1
@@ -276,7 +277,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                         args.iterations, args.batch_size, args.output_size, args.workers,
                         str(choose_device(args.device)), on_progress=_progress("zoo", unit="step"),
                         max_cases=args.max_cases, max_val_cases=args.max_val_cases, jobs=args.jobs,
-                        max_minutes=args.max_minutes)  # fmt: skip
+                        max_minutes=args.max_minutes, amp=args.amp)  # fmt: skip
     cards = [read_card(f) for f in folders]
     _print_json([{"model": c["name"], "folder": str(f), "train_cases": c["training"]["n_train_cases"],
                   "iterations": c["iterations"], "seconds": c["training_seconds"], "validation": c["validation"]}
@@ -331,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish the model at the iteration reached after this long (0: no limit)",
     )
     train.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
+    train.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
+    )
     train.add_argument("--out", type=Path, required=True, help="model folder")
     train.set_defaults(func=cmd_train)
 
@@ -344,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheme", default="brats2020", choices=("brats2020", "brats2023"), help="label values written"
     )
     predict.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
-    predict.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    predict.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
+    )
     predict.set_defaults(func=cmd_predict)
 
     metrics = commands.add_parser("metrics", help="Dice, sensitivity, HD95 and volumes of a prediction (JSON)")
@@ -372,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--no-predictions", action="store_true", help="store metrics only, not the predicted label maps (smaller store)"
+    )
+    evaluate.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
     )
     evaluate.add_argument("--dask", help="tcp://scheduler:8786, or local:N for a LocalCluster of N workers")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -435,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--jobs", type=int, default=1, help="models trained at once (own processes; one GPU is fine)")
     zoo.add_argument("--max-minutes", type=float, default=0, help="per model: finish at the iteration reached")
     zoo.add_argument("--device", choices=("cuda", "mps", "cpu"))
+    zoo.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
+    )
     zoo.set_defaults(func=cmd_zoo)
     return parser
 

@@ -40,6 +40,7 @@ class WorkUnit:
     empty_policy: str = "nan"
     keep_predictions: bool = True  # cache the label maps in the store
     device: str = "cpu"
+    amp: bool = False  # bfloat16 autocast where the device runs it natively
 
 
 @dataclass
@@ -82,7 +83,7 @@ def _model(path: str, sha256: str, device: str = "cpu"):
 
 def run_unit(unit: WorkUnit) -> UnitResult:
     """Evaluate one work unit (in a worker process). Errors are returned, not raised."""
-    from core.infer import predict_volume
+    from core.infer import normalise_case, predict_volume
     from core.sequences import parse_combination
 
     out = UnitResult(unit)
@@ -92,8 +93,9 @@ def run_unit(unit: WorkUnit) -> UnitResult:
         if case.labels is None:
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
         regions = tuple(r for r in unit.regions if case.label_scheme != "tc" or r == "tc")
+        normalised = normalise_case(case, model.card["normalisation"]["landmarks"])  # once for every missing set
         for name in unit.missing:
-            prediction = predict_volume(model, case, parse_combination(name))
+            prediction = predict_volume(model, case, parse_combination(name), amp=unit.amp, normalised=normalised)
             metrics = evaluate(prediction.labels, case.labels, case.spacing, regions, unit.empty_policy)
             out.results.append({
                 "missing": prediction.missing_name,
@@ -127,7 +129,8 @@ class SweepPlan:
 
 def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
                combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
-               empty_policy: str = "nan", keep_predictions: bool = True, device: str = "cpu") -> SweepPlan:  # fmt: skip
+               empty_policy: str = "nan", keep_predictions: bool = True, device: str = "cpu",
+               amp: bool = False) -> SweepPlan:  # fmt: skip
     """Work units not yet in the store.
 
     Raises:
@@ -171,7 +174,7 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             todo = tuple(k.missing for k in keys if k not in done)
             if todo:
                 units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy, keep_predictions,
-                                      device))  # fmt: skip
+                                      device, amp))  # fmt: skip
     return SweepPlan(units, done_count, skipped)
 
 
@@ -225,11 +228,11 @@ def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mo
               combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
               empty_policy: str = "nan", workers: int = 1, dask: str | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
-              keep_predictions: bool = True, device: str = "cpu") -> SweepSummary:  # fmt: skip
+              keep_predictions: bool = True, device: str = "cpu", amp: bool = False) -> SweepSummary:  # fmt: skip
     """Evaluate what the store lacks and write it, result by result, from this process only."""
     start = time.perf_counter()
     plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy,
-                      keep_predictions, device)  # fmt: skip
+                      keep_predictions, device, amp)  # fmt: skip
     results = _dask_results(plan.units, dask, device) if dask else _local_results(plan.units, workers, device)
     written, errors = 0, []
     for done, result in enumerate(results, start=1):

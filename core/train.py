@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import core
+from core.infer import autocast, bf16_supported
 from core.io import Case, find_cases, read_case
 from core.model import CONTEXT, build_model, save_model
 from core.preprocess import brain_crop, brain_mask, fit_landmarks, normalise
@@ -59,6 +60,7 @@ class TrainConfig:
     max_cases: int = 0  # 0 = all training cases; else this many, evenly spread over the manifest's order
     max_val_cases: int = 0  # 0 = all validation cases; else evenly spread like max_cases
     val_windows: int = 8  # fixed validation windows per validation case
+    amp: bool = False  # bfloat16 autocast for the forward pass where the device runs it natively
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -428,7 +430,9 @@ def train(
         x, y, dropped = sample_batch(volumes, rng, config, sparsifier)
         for lr_group in optimizer.param_groups:
             lr_group["lr"] = lr_at(iteration, config.iterations, config.learning_rate)
-        loss = dice_loss(net(x.to(dist.device).float()), y.to(dist.device))
+        with autocast(dist.device, config.amp):
+            logits = net(x.to(dist.device).float())
+        loss = dice_loss(logits.float(), y.to(dist.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -511,6 +515,7 @@ def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_source
         "training_seconds": float(rows[-1]["seconds"]) if rows else 0.0,
         "world_size": dist.world,
         "device": str(dist.device),
+        "precision": "bfloat16 autocast" if config.amp and bf16_supported(dist.device) else "float32",
         "versions": {
             "core": core.__version__,
             "torch": torch.__version__,

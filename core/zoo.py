@@ -62,6 +62,7 @@ def train_zoo(
     max_val_cases: int = 0,
     jobs: int = 1,
     max_minutes: float = 0.0,
+    amp: bool = False,
 ) -> list[Path]:
     """Render what is needed and train the named models (default: all 11). Returns their folders.
 
@@ -84,7 +85,7 @@ def train_zoo(
                                       complete_only=spec.complete_only, sparsify=spec.sparsify,
                                       iterations=iterations, batch_size=batch_size, output_size=output_size, seed=seed,
                                       val_every=max(1, iterations // 10), checkpoint_every=max(1, iterations // 40),
-                                      max_cases=max_cases, max_val_cases=max_val_cases)
+                                      max_cases=max_cases, max_val_cases=max_val_cases, amp=amp)
                for spec in specs}  # fmt: skip
     plans = plan_cohort(preset, scale, seed)
     needed = sorted({p.patient_id for config in configs.values() for p in planned_cases(plans, config)})

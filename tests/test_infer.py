@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from core.infer import (
+    bf16_supported,
     choose_device,
+    normalise_case,
     predict_slice,
     predict_volume,
     prepare_input,
@@ -105,18 +107,48 @@ def test_missing_sequences_are_zero_after_normalisation(phantom_case):
         predict_volume(net, phantom_case, missing={"dwi"})
 
 
-def test_slice_preview_equals_the_whole_volume_slice(phantom_case):
-    torch.manual_seed(3)
+def random_model(case, seed=3):
+    torch.manual_seed(seed)
     model = build_model("deepmedic-lite").eval()
     with torch.no_grad():
         model.classifier.weight.mul_(50)  # spread the random logits so labels vary in space
-    model.card = {"normalisation": {"landmarks": fit_landmarks([(phantom_case.images, phantom_case.available)])}}
+    model.card = {"normalisation": {"landmarks": fit_landmarks([(case.images, case.available)])}}
+    return model
+
+
+def test_slice_preview_equals_the_whole_volume_slice(phantom_case):
+    model = random_model(phantom_case)
     full = predict_volume(model, phantom_case, missing={"t2"}, tile=12)
     assert len(np.unique(full.labels)) > 1
     for index in (5, 19, 20, 21, 33):
         np.testing.assert_array_equal(
             predict_slice(model, phantom_case, index, missing={"t2"}), full.labels[:, :, index]
         )
+
+
+def test_bfloat16_autocast_agrees_with_float32_or_is_not_used(phantom_case):
+    model = random_model(phantom_case)
+    full = predict_volume(model, phantom_case, missing={"t1"}, tile=12)
+    half = predict_volume(model, phantom_case, missing={"t1"}, tile=12, amp=True)
+    assert "bfloat16" not in full.device
+    if bf16_supported("cpu"):  # AVX-512 BF16 / AMX: bfloat16 rounding flips only near-tied voxels
+        assert half.device.endswith(", bfloat16")
+        assert (half.labels == full.labels).mean() > 0.99
+        assert len(np.unique(half.labels)) == len(np.unique(full.labels))
+    else:  # the flag is ignored where bfloat16 is not native
+        assert "bfloat16" not in half.device
+        np.testing.assert_array_equal(half.labels, full.labels)
+
+
+def test_reusing_the_normalised_case_gives_the_same_prediction(phantom_case):
+    model = random_model(phantom_case, seed=5)
+    normalised = normalise_case(phantom_case, model.card["normalisation"]["landmarks"])
+    for missing in ({"flair"}, {"t1", "t2"}, set()):
+        np.testing.assert_array_equal(
+            predict_volume(model, phantom_case, missing=missing, tile=12, normalised=normalised).labels,
+            predict_volume(model, phantom_case, missing=missing, tile=12).labels,
+        )
+    assert normalised[0][3].any()  # the cached images were not zeroed in place
 
 
 def test_prediction_returns_on_the_original_grid(tmp_path):

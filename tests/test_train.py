@@ -85,6 +85,19 @@ def test_short_run_raises_dice_and_writes_a_loadable_folder(phantom_cohort, tmp_
     assert not (folder / "checkpoint.safetensors").exists()
 
 
+def test_bfloat16_autocast_training_keeps_float32_weights_and_says_so(phantom_cohort, tmp_path):
+    from core.infer import bf16_supported
+
+    folder = train(config(phantom_cohort, iterations=8, val_every=8, amp=True), tmp_path / "m")
+    card = json.loads((folder / "card.json").read_text())
+    assert card["config"]["amp"] is True
+    assert card["precision"] == ("bfloat16 autocast" if bf16_supported("cpu") else "float32")
+    model = load_model(folder, fuse=False)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    log = (folder / "training_log.csv").read_text().splitlines()
+    assert all(np.isfinite(float(line.split(",")[1])) for line in log[1:])
+
+
 def test_a_time_limit_finishes_the_model_where_it_stopped(phantom_cohort, tmp_path, monkeypatch):
     import core.train
 
