@@ -307,7 +307,8 @@ def predict_volume(
     return Prediction(labels, probs, effective, time.perf_counter() - start, name, tile)
 
 
-def predict_slice(model: torch.nn.Module, case: Case, index: int, missing=(), prepared=None) -> np.ndarray:
+def predict_slice(model: torch.nn.Module, case: Case, index: int, missing=(), prepared=None,
+                  amp: bool = False) -> np.ndarray:  # fmt: skip
     """Labels (X, Y) of one axial slice (third axis), computing only an aligned 3-slice slab.
 
     The slab and its in-plane box start on the x3 grid of the brain crop, as the tiles of
@@ -335,7 +336,7 @@ def predict_slice(model: torch.nn.Module, case: Case, index: int, missing=(), pr
     size = [int(np.ceil((rows[-1] + 1 - x0) / 3) * 3), int(np.ceil((cols[-1] + 1 - y0) / 3) * 3), PREVIEW_SLAB]
     window = extract(volume, [x0 - HALF, y0 - HALF, slab - HALF], [n + CONTEXT for n in size])
     with torch.inference_mode():
-        out = _run(model, torch.from_numpy(window)[None].to(model_device(model)), False)[0].cpu().numpy()
+        out = _run(model, torch.from_numpy(window)[None].to(model_device(model)), amp)[0].cpu().numpy()
     part = _labels_from_outputs(out[..., z - slab])
     nx, ny = min(size[0], volume.shape[1] - x0), min(size[1], volume.shape[2] - y0)
     part = np.where(inside[x0 : x0 + nx, y0 : y0 + ny, z], part[:nx, :ny], 0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the bundled paper models and fill the demo results store, resumably.
 #
-#   PYTHON=.venv/bin/python DEVICE=cpu bash data_samples/make_demo.sh        # hours on a CPU
+#   PYTHON=.venv/bin/python DEVICE=cpu bash data_samples/make_demo.sh        # about 2.5 h on a 2-core CPU
 #   DEVICE=cuda WORKERS=14 bash data_samples/make_demo.sh                    # minutes on one GPU
 #
 # Stages (each resumes where a killed run stopped, so the script can simply be run again):
@@ -36,8 +36,11 @@ DEADLINE=${DEADLINE:-0}
 DEST=${DEST:-}
 KEEP_PREDICTIONS=${KEEP_PREDICTIONS:-8}
 MODEL_DIR=${MODEL_DIR:-$WORK/models}
+AMP=${AMP:-1} # 1: bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16/AMX)
 STAGES=${STAGES:-render-test,zoo,simulated-h1,acquired-public-h1,acquired-h2-6,trim}
 STORE=$WORK/results.sqlite
+amp=()
+[ "$AMP" = 1 ] && amp=(--amp)
 start=$(date +%s)
 
 log() { echo "[$(($(date +%s) - start)) s] $*" >&2; }
@@ -94,12 +97,12 @@ render_pid=$!
 run_stage zoo 120 "$PYTHON" -m core zoo --preset paper --scale "$SCALE" --seed 0 --cohort "$WORK/train" \
   --out "$MODEL_DIR" --models "$MODELS" --iterations "$ITERATIONS" --max-cases "$MAX_CASES" \
   --max-val-cases "$MAX_VAL_CASES" --jobs "$JOBS" --max-minutes "$TRAIN_MINUTES" --workers "$train_workers" \
-  --device "$DEVICE" >"$WORK/zoo.json" || { log "the zoo did not finish"; exit 1; }
+  --device "$DEVICE" "${amp[@]}" >"$WORK/zoo.json" || { log "the zoo did not finish"; exit 1; }
 wait "$render_pid" || { log "rendering the test cases did not finish"; exit 1; }
 
 # 3. Evaluation, most important first.
 evaluate=("$PYTHON" -m core evaluate --models "$model_list" --cohort "$WORK/test/manifest.csv" --store "$STORE"
-  --workers "$WORKERS" --device "$DEVICE")
+  --workers "$WORKERS" --device "$DEVICE" "${amp[@]}")
 run_stage simulated-h1 30 "${evaluate[@]}" --mode simulated --hospitals 1 >"$WORK/eval_simulated.json"
 run_stage acquired-public-h1 30 "${evaluate[@]}" --mode acquired --hospitals public,1 >"$WORK/eval_acquired1.json"
 run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 >"$WORK/eval_acquired2.json"
