@@ -254,7 +254,7 @@ def cmd_trim(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core.report import build_report
+    from core.report import build_report, paper_targets, update_cards
     from core.store import ResultStore
 
     with ResultStore(args.store) as store:
@@ -263,7 +263,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.store}: no results yet; run 'python -m core evaluate' first")
     pairs = _pairs(args.pairs) or None
     args.out.write_text(build_report(table, args.region, pairs, args.adjust), encoding="utf-8")
-    _print_json({"out": str(args.out), "bytes": args.out.stat().st_size, "rows": len(table)})
+    summary = {"out": str(args.out), "bytes": args.out.stat().st_size, "rows": len(table),
+               "targets": paper_targets(table, args.region, args.adjust)}  # fmt: skip
+    if args.cards:
+        summary["cards_updated"] = update_cards(table, args.cards, args.region, args.adjust, source=str(args.store))
+    _print_json(summary)
     return 0
 
 
@@ -431,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--region", default="tc", choices=("tc", "wt", "et"))
     report.add_argument("--pairs", help="A:B,... (default: the paper's family, Xst vs X and H1... vs ...)")
     report.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
+    report.add_argument(
+        "--cards", type=Path, help="models folder: write each model's results into its card.json and MODEL_CARD.md"
+    )
     report.set_defaults(func=cmd_report)
 
     zoo = commands.add_parser("zoo", help="render the synthetic cohort and train the paper's models (resumable)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from core.figures import hospital_boxplot, median_heatmap, missing_comparison_figure
 from core.stats import SCOPES, comparison_table, select_scope
@@ -34,6 +36,134 @@ def paper_pairs(models) -> list[tuple[str, str]]:
     """The paper's family: every pair with and without sparsified training, and with and
     without hospital 1 data (9 pairs x 8 combinations = 72 tests with all 11 models)."""
     return sparsified_pairs(models) + site_pairs(models)
+
+
+# The paper's findings, as targets on the synthetic cohort (median tumour-core Dice, paired
+# Wilcoxon with Bonferroni over the paper's family of tests present in the store).
+TARGET_DICE = 0.80
+
+
+def _family(table, region: str, adjust: str = "bonferroni"):
+    """The paper's family of tests on the simulated-combination cases (None without pairs)."""
+    scoped = select_scope(table[table["region"] == region], "simulated")
+    pairs = paper_pairs(sorted(table["model"].unique()))
+    return comparison_table(scoped, pairs, metric="dice", adjust=adjust) if pairs and len(scoped) else None
+
+
+def paper_targets(table, region: str = "tc", adjust: str = "bonferroni") -> list[dict]:
+    """The three targets, each with its model, measured value, threshold and whether it is met
+    (``met`` is None where the store lacks the model or the cases).
+
+    1. BraTS: median Dice on the public test set (as acquired) at least 0.80.
+    2. BraTSst better than BraTS with FLAIR missing: median difference above 0 and adjusted p < .05.
+    3. H2-6BraTSst: median Dice on hospital 1's test cases at least 0.80 in every combination.
+    """
+    rows = table[table["region"] == region]
+    acquired, simulated = select_scope(rows, "acquired"), select_scope(rows, "simulated")
+    public = acquired[(acquired["model"] == "BraTS") & (acquired["hospital"] == "public")]["dice"]
+    targets = [{"model": "BraTS", "target": f"median {region.upper()} Dice on the public test set >= {TARGET_DICE}",
+                "value": float(public.median()) if len(public) else None, "n": int(len(public))}]  # fmt: skip
+    targets[0]["met"] = None if not len(public) else targets[0]["value"] >= TARGET_DICE
+    family = _family(table, region, adjust)
+    row = None
+    if family is not None:
+        match = family[
+            (family["model_a"] == "BraTSst") & (family["model_b"] == "BraTS") & (family["missing"] == "flair")
+        ]
+        row = match.iloc[0] if len(match) and match.iloc[0]["n"] > 0 else None
+    tests = 0 if family is None else int(family["p_value"].notna().sum())
+    second = {"model": "BraTSst", "target": f"better than BraTS with FLAIR missing (median difference), "
+              f"{adjust}-adjusted p < 0.05 over the {tests} tests of the paper's family"}  # fmt: skip
+    if row is None:
+        second |= {"value": None, "n": 0, "met": None}
+    else:
+        better = bool(row["median_difference"] > 0 and row["p_adjusted"] < 0.05)
+        second |= {"value": float(row["median_difference"]), "p_adjusted": float(row["p_adjusted"]),
+                   "n": int(row["n"]), "met": better}  # fmt: skip
+    targets.append(second)
+    h1 = simulated[(simulated["model"] == "H2-6BraTSst") & (simulated["hospital"] == "1")]
+    medians = h1.groupby("missing")["dice"].median()
+    third = {"model": "H2-6BraTSst", "target": f"median {region.upper()} Dice on hospital 1's test cases >= "
+             f"{TARGET_DICE} in every combination of missing sequences"}  # fmt: skip
+    if len(medians):
+        third |= {"value": float(medians.min()), "worst": str(medians.idxmin()), "n": int(h1["patient_id"].nunique()),
+                  "combinations": int(len(medians)), "met": bool(medians.min() >= TARGET_DICE)}  # fmt: skip
+    else:
+        third |= {"value": None, "n": 0, "met": None}
+    targets.append(third)
+    return targets
+
+
+def model_results(table, model: str, region: str = "tc", adjust: str = "bonferroni") -> dict:
+    """A model's figures on the results in ``table`` (for its card): median Dice per hospital as
+    acquired, per combination on the simulated cases, its tests in the paper's family, and the
+    targets that concern it."""
+    rows = table[(table["model"] == model) & (table["region"] == region)]
+    acquired, simulated = select_scope(rows, "acquired"), select_scope(rows, "simulated")
+    by_hospital = acquired.groupby("hospital")["dice"].agg(["median", "size"])
+    by_missing = simulated.groupby("missing")["dice"].median()
+    out = {
+        "region": region,
+        "median_dice_as_acquired": {
+            h: {"median": round(float(r["median"]), 4), "n": int(r["size"])} for h, r in by_hospital.iterrows()
+        },  # fmt: skip
+        "median_dice_simulated": {m: round(float(v), 4) for m, v in by_missing.items()},
+        "simulated_patients": int(simulated["patient_id"].nunique()),
+    }
+    family = _family(table, region, adjust)
+    if family is not None:
+        mine = family[(family["model_a"] == model) & (family["n"] > 0)]
+        out["tests"] = [{"versus": r.model_b, "missing": r.missing, "n": int(r.n),
+                         "median_difference": round(float(r.median_difference), 4),
+                         "p_adjusted": float(r.p_adjusted), "significant": bool(r.significant)}
+                        for r in mine.itertuples()]  # fmt: skip
+        out["family_size"] = int(family["p_value"].notna().sum())
+    out["targets"] = [t for t in paper_targets(table, region, adjust) if t["model"] == model]
+    return out
+
+
+def update_cards(table, folder: str | Path, region: str = "tc", adjust: str = "bonferroni",
+                 source: str = "") -> list[str]:  # fmt: skip
+    """Write each model's results into ``folder/<model>/card.json`` (``demo_results``) and its
+    MODEL_CARD.md. Models are matched by the sha256 of their weights, so a card only gets the
+    results of exactly its weights. Returns the names of the cards updated."""
+    from core.model import read_card
+    from core.train import _results_markdown, model_card_markdown
+
+    names = dict(zip(table["model_sha256"], table["model"]))
+    updated = []
+    for card_path in sorted(Path(folder).glob("*/card.json")):
+        card = read_card(card_path.parent)
+        name = names.get(card["weights_sha256"])
+        if name is None:
+            continue
+        card["demo_results"] = model_results(table, name, region, adjust) | ({"store": source} if source else {})
+        card_path.write_text(json.dumps(card, indent=2))
+        # A card written by training gets its whole MODEL_CARD.md; any other only the results.
+        text = (
+            model_card_markdown(card) if "training" in card else f"# {name}\n{_results_markdown(card['demo_results'])}"
+        )
+        (card_path.parent / "MODEL_CARD.md").write_text(text)
+        updated.append(name)
+    return updated
+
+
+STATUS = {True: "met", False: "not met", None: "no results"}
+
+
+def targets_html(targets: list[dict]) -> str:
+    """The targets as an HTML table."""
+    rows = []
+    for t in targets:
+        value = "" if t["value"] is None else f"{t['value']:.3f}"
+        if "p_adjusted" in t:
+            value += f" (adjusted p {t['p_adjusted']:.3g})"
+        elif "worst" in t:
+            value += f" (lowest: {t['worst']} missing)"
+        rows.append(f"<tr><td>{html.escape(t['model'])}</td><td>{html.escape(t['target'])}</td>"
+                    f"<td>{html.escape(value)}</td><td>{t['n']}</td><td>{STATUS[t['met']]}</td></tr>")  # fmt: skip
+    header = "<tr><th>model</th><th>target</th><th>value</th><th>n</th><th>status</th></tr>"
+    return f"<table>{header}{''.join(rows)}</table>"
 
 
 def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferroni") -> str:
@@ -71,6 +201,8 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
         parts.append(f"<h2>Paired Wilcoxon signed-rank tests ({adjust}-adjusted over {len(comparison)} tests)</h2>"
                      f"<p>Scope: {html.escape(SCOPES[scope])}; {cases} patients.</p>")  # fmt: skip
         parts.append(comparison.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="table"))
+    parts.append("<h2>The paper's findings as targets</h2>")
+    parts.append(targets_html(paper_targets(table, region, adjust)))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Glioblastoma robustness report ({html.escape(region)})"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>

@@ -546,9 +546,36 @@ DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting gli
 - Validation Dice (tumour core / whole tumour, {val["note"]}): {val["dice_tc_windows"]} / {val["dice_wt_windows"]}.
 - Normalisation: Nyul histogram standardisation + whitening; landmarks in `card.json`.
 - Weights: `weights.safetensors`, sha256 `{card["weights_sha256"]}`.
-
+{_results_markdown(card.get("demo_results"))}
 Research and teaching use only; not a medical device.
 """
+
+
+def _results_markdown(results: dict | None) -> str:
+    """The card's section on its evaluation results (``python -m core report --cards``)."""
+    if not results:
+        return ""
+    region = results["region"].upper()
+    store = f" (`{results['store']}`)" if results.get("store") else ""
+    lines = ["", f"## Results{store}", "", f"Median {region} Dice as acquired, per hospital:", "",
+             "| hospital | median | n |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {h} | {v['median']:.3f} | {v['n']} |" for h, v in results["median_dice_as_acquired"].items()]
+    if results["median_dice_simulated"]:
+        lines += ["", f"Median {region} Dice with sequences switched off ({results['simulated_patients']} complete "
+                  "cases):", "", "| missing | median |", "|---|---|"]  # fmt: skip
+        lines += [f"| {m} | {v:.3f} |" for m, v in results["median_dice_simulated"].items()]
+    significant = [t for t in results.get("tests", []) if t["significant"]]
+    if results.get("tests"):
+        lines += ["", f"Paired Wilcoxon against {', '.join(sorted({t['versus'] for t in results['tests']}))}: "
+                  f"{len(significant)} of {len(results['tests'])} combinations significant (Bonferroni over "
+                  f"{results['family_size']} tests)."]  # fmt: skip
+    for target in results.get("targets", []):
+        status = {True: "met", False: "not met", None: "no results"}[target["met"]]
+        value = "" if target["value"] is None else f": {target['value']:.3f}"
+        if "p_adjusted" in target:
+            value += f", adjusted p {target['p_adjusted']:.3g}"
+        lines += ["", f"Target ({target['target']}){value}, n = {target['n']}: **{status}**."]
+    return "\n".join(lines) + "\n"
 
 
 def _stopped_early(card: dict) -> str:

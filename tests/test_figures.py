@@ -79,3 +79,62 @@ def test_the_papers_family_is_72_tests_with_all_eleven_models():
                                               ("cH1-6BraTS", "cH2-6BraTS")])  # fmt: skip
     assert len(pairs) == 9 and len(pairs) * 8 == 72
     assert ("H1BraTSst", "H1BraTS") in pairs and ("BraTSst", "BraTS") in pairs
+
+
+def targets_table() -> pd.DataFrame:
+    """BraTS on 4 public cases; BraTS/BraTSst/H2-6BraTSst on 12 hospital-1 cases, two combinations."""
+    rows = [{"model": "BraTS", "patient_id": f"P{k}", "hospital": "public", "acquired_missing": "none",
+             "missing": "none", "dice": dice} for k, dice in enumerate((0.70, 0.82, 0.86, 0.90))]  # fmt: skip
+    for row in long_table().to_dict("records"):
+        rows.append(row)
+        if row["model"] == "BraTSst":  # H2-6BraTSst: 0.1 below BraTSst with FLAIR missing, 0.05 above otherwise
+            rows.append(
+                row | {"model": "H2-6BraTSst", "dice": row["dice"] + (-0.1 if row["missing"] == "flair" else 0.05)}
+            )
+    table = pd.DataFrame(rows)
+    table["region"] = "tc"
+    table["model_sha256"] = table["model"].map(lambda m: f"sha-{m}")
+    return table
+
+
+def test_targets_are_measured_from_the_results():
+    from core.report import paper_targets
+
+    table = targets_table()
+    brats, sparsified, robust = paper_targets(table)
+    assert brats["model"] == "BraTS" and brats["n"] == 4
+    assert brats["value"] == np.median([0.70, 0.82, 0.86, 0.90]) and brats["met"]  # 0.84
+    # BraTSst is 0.3 better on all 12 FLAIR-missing pairs: exact p = 2 / 2^12, x2 tests (one pair) = 0.00098.
+    assert sparsified["n"] == 12 and sparsified["met"] and "over the 2 tests" in sparsified["target"]
+    assert abs(sparsified["p_adjusted"] - 2 * 2 / 2**12) < 1e-12
+    flair = table[(table["model"] == "BraTSst") & (table["missing"] == "flair")]["dice"].to_numpy() - 0.1
+    assert robust["worst"] == "flair" and abs(robust["value"] - np.median(flair)) < 1e-12
+    assert robust["met"] == (np.median(flair) >= 0.80) and robust["combinations"] == 2
+    assert [t["met"] for t in paper_targets(table[table["model"] == "BraTSst"])] == [None, None, None]
+
+
+def test_report_cards_get_the_results_of_their_own_weights(tmp_path):
+    import json
+
+    import torch
+
+    from core.model import build_model, read_card, save_model
+    from core.report import update_cards
+
+    table = targets_table()
+    for seed, name in enumerate(("BraTSst", "Other")):
+        torch.manual_seed(seed)
+        save_model(build_model("deepmedic-lite"), tmp_path / name, {"name": name})
+    sha = read_card(tmp_path / "BraTSst")["weights_sha256"]
+    table.loc[table["model"] == "BraTSst", "model_sha256"] = sha
+    assert update_cards(table, tmp_path, source="results.sqlite") == ["BraTSst"]
+    results = json.loads((tmp_path / "BraTSst" / "card.json").read_text())["demo_results"]
+    assert "demo_results" not in read_card(tmp_path / "Other")
+    flair = table[(table["model"] == "BraTSst") & (table["missing"] == "flair")]["dice"]
+    assert results["median_dice_simulated"]["flair"] == round(float(flair.median()), 4)
+    complete = table[(table["model"] == "BraTSst") & (table["missing"] == "none")]["dice"]
+    assert results["median_dice_as_acquired"] == {"1": {"median": round(float(complete.median()), 4), "n": 12}}
+    assert [t["missing"] for t in results["tests"] if t["significant"]] == ["flair"] and results["family_size"] == 2
+    assert results["targets"][0]["model"] == "BraTSst" and results["targets"][0]["met"]
+    text = (tmp_path / "BraTSst" / "MODEL_CARD.md").read_text()
+    assert "## Results (`results.sqlite`)" in text and "| flair |" in text and "**met**" in text
