@@ -205,6 +205,8 @@ def test_statistics_page_tabulates_the_comparisons(results_store):
     # All 12 differences positive without FLAIR: exact p = 2 / 2^12, two tests (Bonferroni x 2).
     assert result.loc[1, "p_value"] == pytest.approx(round(2 / 2**12, 4))
     assert at.get("download_button") and len(at.get("plotly_chart")) == 1
+    targets = at.dataframe[1].value  # the paper's findings: only BraTSst vs BraTS is in this store
+    assert list(targets["status"]) == ["no results", "met", "no results"] and targets.loc[1, "n"] == 12
 
 
 def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_path, monkeypatch):
