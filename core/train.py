@@ -59,6 +59,9 @@ class TrainConfig:
     residual: bool = False
     max_cases: int = 0  # 0 = all training cases; else this many, evenly spread over the manifest's order
     max_val_cases: int = 0  # 0 = all validation cases; else evenly spread like max_cases
+    # Only these patients (the zoo passes each model's planned cases, so what else is rendered
+    # in a shared cohort folder cannot change a model's training set); empty = every case.
+    patients: tuple[str, ...] = ()
     val_windows: int = 8  # fixed validation windows per validation case
     amp: bool = False  # bfloat16 autocast for the forward pass where the device runs it natively
 
@@ -69,6 +72,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["hospitals"] = tuple(data["hospitals"])
+        data["patients"] = tuple(data.get("patients", ()))
         return cls(**data)
 
 
@@ -204,13 +208,15 @@ def spread(items: list, limit: int) -> list:
 
 
 def select_cases(config: TrainConfig, split: str):
-    """Case sources of the cohort manifest for the config's hospitals and a split (capped by
-    ``max_cases`` / ``max_val_cases``)."""
+    """Case sources of the cohort manifest for the config's hospitals and a split (only
+    ``patients`` when given; capped by ``max_cases`` / ``max_val_cases``)."""
     sources = find_cases(config.cohort)
-    chosen = []
+    chosen, patients = [], set(config.patients)
     for source in sources:
         hospital = str(source.meta.get("hospital", "public"))
         if hospital not in config.hospitals or source.meta.get("split", "train") != split:
+            continue
+        if patients and source.case_id not in patients:
             continue
         if config.complete_only and any(source.paths.get(s) is None for s in SEQUENCES):
             continue

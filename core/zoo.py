@@ -88,7 +88,11 @@ def train_zoo(
                                       max_cases=max_cases, max_val_cases=max_val_cases, amp=amp)
                for spec in specs}  # fmt: skip
     plans = plan_cohort(preset, scale, seed)
-    needed = sorted({p.patient_id for config in configs.values() for p in planned_cases(plans, config)})
+    # Each model trains on exactly its planned cases: a spread over the shared cohort folder
+    # would depend on which cases the other models had rendered there.
+    configs = {name: replace(config, patients=tuple(p.patient_id for p in planned_cases(plans, config)))
+               for name, config in configs.items()}  # fmt: skip
+    needed = sorted({patient for config in configs.values() for patient in config.patients})
     manifest = write_cohort(cohort, preset, scale, seed, patient_ids=needed, workers=workers, on_progress=on_progress)
     todo, folders = [], []
     for name, config in configs.items():

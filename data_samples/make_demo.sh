@@ -11,7 +11,7 @@
 #      cases, then every test case as acquired (public set first, then hospitals 1-6),
 #   4. keep the label maps of $KEEP_PREDICTIONS patients per hospital (metrics of all), so the
 #      store stays near 20 MB.
-# Work goes to $WORK (cohort, models in $MODEL_DIR, store); $DEST, when set, receives a copy
+# Work goes to $WORK (cohort, models in $MODEL_DIR, store $STORE); $DEST, when set, receives a copy
 # of the store and a tarball of the models after each stage. $DEADLINE (seconds) stops
 # starting stages that would not finish; each stage gets the time left. $STAGES picks stages
 # (render-test,zoo,simulated-h1,acquired-public-h1,acquired-h2-6,trim), e.g. training in one
@@ -38,7 +38,7 @@ KEEP_PREDICTIONS=${KEEP_PREDICTIONS:-8}
 MODEL_DIR=${MODEL_DIR:-$WORK/models}
 AMP=${AMP:-1} # 1: bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16/AMX)
 STAGES=${STAGES:-render-test,zoo,simulated-h1,acquired-public-h1,acquired-h2-6,trim}
-STORE=$WORK/results.sqlite
+STORE=${STORE:-$WORK/results.sqlite} # an existing store (e.g. data_samples/results.sqlite) is filled where it stopped
 amp=()
 [ "$AMP" = 1 ] && amp=(--amp)
 start=$(date +%s)

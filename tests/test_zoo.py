@@ -53,3 +53,23 @@ def test_zoo_trains_models_in_parallel_processes_like_one_by_one(tmp_path):
     two = train_zoo(tmp_path / "cohort", tmp_path / "parallel", ["BraTS", "BraTSst"], jobs=2, **kwargs)
     for a, b in zip(one, two):  # same seeds, same data: the same weights on a CPU
         assert (a / "weights.safetensors").read_bytes() == (b / "weights.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_each_model_trains_on_its_planned_cases_whatever_else_is_rendered(tmp_path):
+    import json
+
+    from core.synth.cohort import plan_cohort
+    from core.train import TrainConfig
+    from core.zoo import H26, planned_cases
+
+    folders = train_zoo(tmp_path / "cohort", tmp_path / "models", ["BraTS", "H2-6BraTSst"], scale=0.1, iterations=1,
+                        batch_size=2, output_size=3, max_cases=3, max_val_cases=1)  # fmt: skip
+    plans = plan_cohort("paper", 0.1, 0)
+    for folder, hospitals in zip(folders, (("public",), H26)):
+        planned = [p for p in planned_cases(plans, TrainConfig(cohort="", hospitals=hospitals, max_cases=3))
+                   if p.split == "train"]  # fmt: skip
+        card = json.loads((folder / "card.json").read_text())
+        assert card["training"]["train_cases"] == [p.patient_id for p in planned]
+    # The H2-6 model's share of hospital cases is its plan's, though BraTS rendered more public cases.
+    assert sum(not p.startswith("SYN_PUB") for p in card["training"]["train_cases"]) >= 2
