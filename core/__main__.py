@@ -189,7 +189,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             tuple(_names(args.regions)), args.empty, args.workers or default_workers(),
                             args.dask, on_progress=_progress("evaluate", unit="unit"),
                             keep_predictions=not args.no_predictions,
-                            device=str(choose_device(args.device or "cpu")), amp=args.amp)  # fmt: skip
+                            device=str(choose_device(args.device or "cpu")), amp=args.amp,
+                            per_hospital=args.max_per_hospital)  # fmt: skip
         counts = store.counts()
     _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
     return 0 if not summary.errors else 1
@@ -376,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--splits", default="test", help="comma-separated splits, or 'all'")
     evaluate.add_argument("--hospitals", help="comma-separated hospitals (default: all)")
     evaluate.add_argument("--regions", default="tc,wt,et")
+    evaluate.add_argument(
+        "--max-per-hospital", type=int, default=0, help="only the first N cases of each hospital (a quick first pass)"
+    )
     evaluate.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
     evaluate.add_argument("--store", type=Path, required=True, help="SQLite results store")
     evaluate.add_argument("--workers", type=int, default=0, help="local processes (default: cores, at most 4)")

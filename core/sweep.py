@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -130,8 +131,9 @@ class SweepPlan:
 def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
                combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
                empty_policy: str = "nan", keep_predictions: bool = True, device: str = "cpu",
-               amp: bool = False) -> SweepPlan:  # fmt: skip
-    """Work units not yet in the store.
+               amp: bool = False, per_hospital: int = 0) -> SweepPlan:  # fmt: skip
+    """Work units not yet in the store (with ``per_hospital``, only the first that many cases
+    of each hospital, in the manifest's order: a quick, balanced first pass).
 
     Raises:
         ValueError: unknown mode, or a model folder without a readable card.
@@ -143,12 +145,15 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
         card = read_card(path)
         store.add_model(card["weights_sha256"], card.get("name", Path(path).name), card)
         models.append((str(path), card["weights_sha256"]))
-    units, done_count, skipped = [], 0, []
+    units, done_count, skipped, taken = [], 0, [], Counter()
     for source in find_cases(cohort):
         meta = source.meta
+        hospital = str(meta.get("hospital", "public"))
         if splits and meta.get("split", "test") not in splits:
             continue
-        if hospitals and str(meta.get("hospital", "public")) not in hospitals:
+        if hospitals and hospital not in hospitals:
+            continue
+        if per_hospital and taken[hospital] >= per_hospital:
             continue
         if not source.paths:  # a folder that is not a case; inspect reports why
             skipped.append(source.case_id)
@@ -161,6 +166,7 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             continue
         else:
             wanted = [combination_name(m) for m in combinations_for(combinations)]
+        taken[hospital] += 1
         digest = files_hash(source, store)
         key = case_key(source.case_id, digest)
         synthetic = {k: meta[k] for k in ("preset", "scale", "seed", "case_index") if meta.get(k, "") != ""}
@@ -228,11 +234,12 @@ def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mo
               combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
               empty_policy: str = "nan", workers: int = 1, dask: str | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
-              keep_predictions: bool = True, device: str = "cpu", amp: bool = False) -> SweepSummary:  # fmt: skip
+              keep_predictions: bool = True, device: str = "cpu", amp: bool = False,
+              per_hospital: int = 0) -> SweepSummary:  # fmt: skip
     """Evaluate what the store lacks and write it, result by result, from this process only."""
     start = time.perf_counter()
     plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy,
-                      keep_predictions, device, amp)  # fmt: skip
+                      keep_predictions, device, amp, per_hospital)  # fmt: skip
     results = _dask_results(plan.units, dask, device) if dask else _local_results(plan.units, workers, device)
     written, errors = 0, []
     for done, result in enumerate(results, start=1):

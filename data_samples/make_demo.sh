@@ -105,7 +105,10 @@ evaluate=("$PYTHON" -m core evaluate --models "$model_list" --cohort "$WORK/test
   --workers "$WORKERS" --device "$DEVICE" "${amp[@]}")
 run_stage simulated-h1 30 "${evaluate[@]}" --mode simulated --hospitals 1 >"$WORK/eval_simulated.json"
 run_stage acquired-public-h1 30 "${evaluate[@]}" --mode acquired --hospitals public,1 >"$WORK/eval_acquired1.json"
-run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 >"$WORK/eval_acquired2.json"
+# Hospitals 2-6: first the patients whose label maps are kept, evenly over hospitals, then the rest.
+run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 \
+  --max-per-hospital "$KEEP_PREDICTIONS" >"$WORK/eval_acquired2_first.json" &&
+  run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 >"$WORK/eval_acquired2.json"
 run_stage trim 5 "$PYTHON" -m core trim --store "$STORE" --keep-per-hospital "$KEEP_PREDICTIONS" >"$WORK/trim.json"
 [ -n "$DEST" ] && tar -C "$WORK" -cf "$DEST/logs.tar" --ignore-failed-read stages.jsonl synth.json zoo.json \
   eval_simulated.json eval_acquired1.json eval_acquired2.json trim.json

@@ -185,6 +185,15 @@ def test_prediction_encoding_round_trips_and_reads_old_rows():
     np.testing.assert_array_equal(decode_labels(json.dumps([40, 50, 30]), zlib.compress(labels.tobytes())), labels)
 
 
+def test_a_first_pass_takes_the_first_cases_of_each_hospital(grid, tmp_path):
+    manifest, models = grid
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        first = run_sweep(store, models, manifest, "acquired", splits=SPLITS, per_hospital=2)
+        assert first.units == 2 * 2 and set(store.table()["patient_id"]) == {"P0", "P1"}
+        rest = run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        assert rest.units == 2 and rest.skipped_done == 4 and set(store.table()["patient_id"]) == {"P0", "P1", "P2"}
+
+
 def test_trim_keeps_the_first_patients_label_maps_and_every_metric(grid, tmp_path):
     manifest, models = grid
     path = tmp_path / "r.sqlite"
