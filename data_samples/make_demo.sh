@@ -7,8 +7,9 @@
 # Stages (each resumes where a killed run stopped, so the script can simply be run again):
 #   1. render the paper cohort's test cases (scale $SCALE) and, in parallel,
 #   2. train the six models with `python -m core zoo` (several at once),
-#   3. evaluate, most important first: all 8 combinations simulated on hospital 1's test
-#      cases, then every test case as acquired (public set first, then hospitals 1-6),
+#   3. evaluate, most important first: the public and hospital 1 test cases as acquired, all 8
+#      combinations simulated on hospital 1's, then hospitals 2-6 as acquired (first the
+#      patients whose label maps are kept, evenly over hospitals, then the rest),
 #   4. keep the label maps of $KEEP_PREDICTIONS patients per hospital (metrics of all), so the
 #      store stays near 20 MB.
 # Work goes to $WORK (cohort, models in $MODEL_DIR, store $STORE); $DEST, when set, receives a copy
@@ -103,13 +104,13 @@ wait "$render_pid" || { log "rendering the test cases did not finish"; exit 1; }
 # 3. Evaluation, most important first.
 evaluate=("$PYTHON" -m core evaluate --models "$model_list" --cohort "$WORK/test/manifest.csv" --store "$STORE"
   --workers "$WORKERS" --device "$DEVICE" "${amp[@]}")
-run_stage simulated-h1 30 "${evaluate[@]}" --mode simulated --hospitals 1 >"$WORK/eval_simulated.json"
 run_stage acquired-public-h1 30 "${evaluate[@]}" --mode acquired --hospitals public,1 >"$WORK/eval_acquired1.json"
+run_stage simulated-h1 30 "${evaluate[@]}" --mode simulated --hospitals 1 >"$WORK/eval_simulated.json"
 # Hospitals 2-6: first the patients whose label maps are kept, evenly over hospitals, then the rest.
 run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 \
   --max-per-hospital "$KEEP_PREDICTIONS" >"$WORK/eval_acquired2_first.json" &&
   run_stage acquired-h2-6 30 "${evaluate[@]}" --mode acquired --hospitals 2,3,4,5,6 >"$WORK/eval_acquired2.json"
 run_stage trim 5 "$PYTHON" -m core trim --store "$STORE" --keep-per-hospital "$KEEP_PREDICTIONS" >"$WORK/trim.json"
 [ -n "$DEST" ] && tar -C "$WORK" -cf "$DEST/logs.tar" --ignore-failed-read stages.jsonl synth.json zoo.json \
-  eval_simulated.json eval_acquired1.json eval_acquired2.json trim.json
+  eval_simulated.json eval_acquired1.json eval_acquired2_first.json eval_acquired2.json trim.json
 log "done"
