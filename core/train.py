@@ -561,6 +561,8 @@ def _results_markdown(results: dict | None) -> str:
     """The card's section on its evaluation results (``python -m core report --cards``)."""
     if not results:
         return ""
+    from core.report import STATUS  # the report's wording of a target's status
+
     region = results["region"].upper()
     store = f" (`{results['store']}`)" if results.get("store") else ""
     lines = ["", f"## Results{store}", "", f"Median {region} Dice as acquired, per hospital:", "",
@@ -576,7 +578,7 @@ def _results_markdown(results: dict | None) -> str:
                   f"{len(significant)} of {len(results['tests'])} combinations significant (Bonferroni over "
                   f"{results['family_size']} tests)."]  # fmt: skip
     for target in results.get("targets", []):
-        status = {True: "met", False: "not met", None: "no results"}[target["met"]]
+        status = STATUS[target["met"]]
         value = "" if target["value"] is None else f": {target['value']:.3f}"
         if "p_adjusted" in target:
             value += f", adjusted p {target['p_adjusted']:.3g}"
