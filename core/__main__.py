@@ -242,15 +242,40 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_in(folder: Path) -> dict[str, str]:
+    """sha256 -> name of the model in ``folder``, or of each model folder inside it.
+
+    Raises:
+        ValueError: no model card there.
+    """
+    from core.model import read_card
+
+    folders = [folder] if (folder / "card.json").is_file() else sorted(p.parent for p in folder.glob("*/card.json"))
+    if not folders:
+        raise ValueError(f"{folder}: no model here (neither card.json nor */card.json)")
+    cards = [read_card(f) for f in folders]
+    return {card["weights_sha256"]: card.get("name", f.name) for card, f in zip(cards, folders)}
+
+
 def cmd_trim(args: argparse.Namespace) -> int:
     from core.store import ResultStore
 
+    if args.keep_per_hospital is None and args.keep_models is None:
+        raise ValueError("trim needs --keep-per-hospital N, --keep-models DIR, or both")
+    keep = _weights_in(args.keep_models) if args.keep_models else None
     before = args.store.stat().st_size
+    out = {"store": str(args.store)}
     with ResultStore(args.store) as store:
-        dropped = store.trim_predictions(args.keep_per_hospital)
+        if keep is not None:
+            out["models_kept"] = sorted(keep.values())
+            out["dropped_with_other_weights"] = store.keep_models(keep)
+        if args.keep_per_hospital is not None:
+            out["predictions_dropped"] = store.trim_predictions(args.keep_per_hospital)
+        else:
+            store.compact()
         counts = store.counts()
-    _print_json({"store": str(args.store), "predictions_dropped": dropped, "mb_before": round(before / 1e6, 2),
-                 "mb_after": round(args.store.stat().st_size / 1e6, 2), "store_counts": counts})  # fmt: skip
+    _print_json(out | {"mb_before": round(before / 1e6, 2), "mb_after": round(args.store.stat().st_size / 1e6, 2),
+                       "store_counts": counts})  # fmt: skip
     return 0
 
 
@@ -423,13 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--hospitals", help="comma-separated hospitals (default: all)")
     stats.set_defaults(func=cmd_stats)
 
-    trim = commands.add_parser("trim", help="drop cached label maps (metrics stay) to make a store smaller")
+    trim = commands.add_parser(
+        "trim", help="drop cached label maps (metrics stay) and the results of retrained or removed models"
+    )
     trim.add_argument("--store", type=Path, required=True)
     trim.add_argument(
         "--keep-per-hospital",
         type=int,
-        required=True,
         help="keep the label maps of this many patients per hospital (the first by id)",
+    )
+    trim.add_argument(
+        "--keep-models",
+        type=Path,
+        help="a model folder, or a folder of them: drop the results of every other set of weights "
+        "(e.g. a model's before it was retrained)",
     )
     trim.set_defaults(func=cmd_trim)
 

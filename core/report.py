@@ -50,9 +50,10 @@ def _family(table, region: str, adjust: str = "bonferroni"):
     return comparison_table(scoped, pairs, metric="dice", adjust=adjust) if pairs and len(scoped) else None
 
 
-def paper_targets(table, region: str = "tc", adjust: str = "bonferroni") -> list[dict]:
+def paper_targets(table, region: str = "tc", adjust: str = "bonferroni", family=None) -> list[dict]:
     """The three targets, each with its model, measured value, threshold and whether it is met
-    (``met`` is None where the store lacks the model or the cases).
+    (``met`` is None where the store lacks the model or the cases). ``family``: the paper's
+    tests when the caller already has them (:func:`_family`'s result).
 
     1. BraTS: median Dice on the public test set (as acquired) at least 0.80.
     2. BraTSst better than BraTS with FLAIR missing: median difference above 0 and adjusted p < .05.
@@ -64,7 +65,7 @@ def paper_targets(table, region: str = "tc", adjust: str = "bonferroni") -> list
     targets = [{"model": "BraTS", "target": f"median {region.upper()} Dice on the public test set >= {TARGET_DICE}",
                 "value": float(public.median()) if len(public) else None, "n": int(len(public))}]  # fmt: skip
     targets[0]["met"] = None if not len(public) else targets[0]["value"] >= TARGET_DICE
-    family = _family(table, region, adjust)
+    family = _family(table, region, adjust) if family is None else family
     row = None
     if family is not None:
         match = family[
@@ -94,10 +95,11 @@ def paper_targets(table, region: str = "tc", adjust: str = "bonferroni") -> list
     return targets
 
 
-def model_results(table, model: str, region: str = "tc", adjust: str = "bonferroni") -> dict:
+def model_results(table, model: str, region: str = "tc", adjust: str = "bonferroni", family=None,
+                  targets=None) -> dict:  # fmt: skip
     """A model's figures on the results in ``table`` (for its card): median Dice per hospital as
     acquired, per combination on the simulated cases, its tests in the paper's family, and the
-    targets that concern it."""
+    targets that concern it. ``family`` and ``targets`` skip recomputing what the caller has."""
     rows = table[(table["model"] == model) & (table["region"] == region)]
     acquired, simulated = select_scope(rows, "acquired"), select_scope(rows, "simulated")
     by_hospital = acquired.groupby("hospital")["dice"].agg(["median", "size"])
@@ -110,7 +112,7 @@ def model_results(table, model: str, region: str = "tc", adjust: str = "bonferro
         "median_dice_simulated": {m: round(float(v), 4) for m, v in by_missing.items()},
         "simulated_patients": int(simulated["patient_id"].nunique()),
     }
-    family = _family(table, region, adjust)
+    family = _family(table, region, adjust) if family is None else family
     if family is not None:
         mine = family[(family["model_a"] == model) & (family["n"] > 0)]
         out["tests"] = [{"versus": r.model_b, "missing": r.missing, "n": int(r.n),
@@ -118,7 +120,8 @@ def model_results(table, model: str, region: str = "tc", adjust: str = "bonferro
                          "p_adjusted": float(r.p_adjusted), "significant": bool(r.significant)}
                         for r in mine.itertuples()]  # fmt: skip
         out["family_size"] = int(family["p_value"].notna().sum())
-    out["targets"] = [t for t in paper_targets(table, region, adjust) if t["model"] == model]
+    targets = paper_targets(table, region, adjust, family) if targets is None else targets
+    out["targets"] = [t for t in targets if t["model"] == model]
     return out
 
 
@@ -131,13 +134,16 @@ def update_cards(table, folder: str | Path, region: str = "tc", adjust: str = "b
     from core.train import _results_markdown, model_card_markdown
 
     names = dict(zip(table["model_sha256"], table["model"]))
+    family = _family(table, region, adjust)
+    targets = paper_targets(table, region, adjust, family)
     updated = []
     for card_path in sorted(Path(folder).glob("*/card.json")):
         card = read_card(card_path.parent)
         name = names.get(card["weights_sha256"])
         if name is None:
             continue
-        card["demo_results"] = model_results(table, name, region, adjust) | ({"store": source} if source else {})
+        results = model_results(table, name, region, adjust, family, targets)
+        card["demo_results"] = results | ({"store": source} if source else {})
         card_path.write_text(json.dumps(card, indent=2))
         # A card written by training gets its whole MODEL_CARD.md; any other only the results.
         text = (
@@ -169,6 +175,7 @@ def targets_html(targets: list[dict]) -> str:
 def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferroni") -> str:
     """HTML of the report; plotly.js is inlined once so the file opens offline."""
     models = sorted(table["model"].unique())
+    paper_default = not pairs
     pairs = pairs or paper_pairs(models)
     # Figures 4 and 5 and the tests compare combinations on the same (complete) patients.
     simulated = select_scope(table, "simulated")
@@ -202,7 +209,9 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
                      f"<p>Scope: {html.escape(SCOPES[scope])}; {cases} patients.</p>")  # fmt: skip
         parts.append(comparison.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="table"))
     parts.append("<h2>The paper's findings as targets</h2>")
-    parts.append(targets_html(paper_targets(table, region, adjust)))
+    # The comparison above is the paper's family when it ran on the simulated cases with its pairs.
+    family = comparison if scope == "simulated" and paper_default else None
+    parts.append(targets_html(paper_targets(table, region, adjust, family)))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Glioblastoma robustness report ({html.escape(region)})"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>

@@ -188,9 +188,28 @@ class ResultStore:
             "ROW_NUMBER() OVER (PARTITION BY hospital ORDER BY patient_id) AS rank FROM cases) WHERE rank <= ?)",
             (keep_per_hospital,),
         ).rowcount
+        self.compact()
+        return count
+
+    def keep_models(self, sha256s: Iterable[str]) -> dict[str, int]:
+        """Drop every model not in ``sha256s`` (retrained or removed weights) with its results
+        and label maps, so a name never stands for two sets of weights. Returns what was dropped."""
+        keep = sorted(set(sha256s))
+        marks = ",".join("?" * len(keep))
+        dropped = {}
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column in (("predictions", "model_sha256"), ("results", "model_sha256"), ("models", "sha256")):
+                dropped[table] = self.db.execute(f"DELETE FROM {table} WHERE {column} NOT IN ({marks})", keep).rowcount
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return dropped
+
+    def compact(self) -> None:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.execute("VACUUM")
-        return count
 
     def remembered_digest(self, signature: str) -> str | None:
         row = self.db.execute("SELECT digest FROM file_hashes WHERE signature = ?", (signature,)).fetchone()
