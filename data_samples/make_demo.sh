@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the bundled paper models and fill the demo results store, resumably.
 #
-#   PYTHON=.venv/bin/python DEVICE=cpu bash data_samples/make_demo.sh        # about 2.5 h on a 2-core CPU
+#   PYTHON=.venv/bin/python DEVICE=cpu bash data_samples/make_demo.sh        # about 3.5 h on a 2-core CPU
 #   DEVICE=cuda WORKERS=14 bash data_samples/make_demo.sh                    # minutes on one GPU
 #
 # Stages (each resumes where a killed run stopped, so the script can simply be run again):
@@ -28,7 +28,7 @@ SCALE=${SCALE:-1}
 WORK=${WORK:-runs/demo}
 WORKERS=${WORKERS:-2}
 MODELS=${MODELS:-BraTS,BraTSst,H1BraTS,H1BraTSst,H2-6BraTS,H2-6BraTSst}
-ITERATIONS=${ITERATIONS:-4000}
+ITERATIONS=${ITERATIONS:-12000}
 MAX_CASES=${MAX_CASES:-48}
 MAX_VAL_CASES=${MAX_VAL_CASES:-6}
 TRAIN_MINUTES=${TRAIN_MINUTES:-0}
