@@ -246,13 +246,11 @@ def _weights_in(folder: Path) -> dict[str, str]:
     """sha256 -> name of the model in ``folder``, or of each model folder inside it.
 
     Raises:
-        ValueError: no model card there.
+        ModelError: no model card there.
     """
-    from core.model import read_card
+    from core.model import model_folders, read_card
 
-    folders = [folder] if (folder / "card.json").is_file() else sorted(p.parent for p in folder.glob("*/card.json"))
-    if not folders:
-        raise ValueError(f"{folder}: no model here (neither card.json nor */card.json)")
+    folders = model_folders(folder)
     cards = [read_card(f) for f in folders]
     return {card["weights_sha256"]: card.get("name", f.name) for card, f in zip(cards, folders)}
 

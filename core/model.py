@@ -211,6 +211,21 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def model_folders(path: str | Path) -> list[Path]:
+    """``path`` itself when it is a model folder, otherwise the model folders directly in it.
+
+    Raises:
+        ModelError: neither ``path/card.json`` nor ``path/*/card.json`` exists.
+    """
+    path = Path(path)
+    if (path / CARD).is_file():
+        return [path]
+    folders = sorted(card.parent for card in path.glob(f"*/{CARD}"))
+    if not folders:
+        raise ModelError(f"{path}: no model here (neither {CARD} nor */{CARD})")
+    return folders
+
+
 def read_card(folder: str | Path) -> dict:
     """The card of a model folder. Raises :class:`ModelError` with what is wrong."""
     folder = Path(folder)

@@ -43,6 +43,10 @@ def paper_pairs(models) -> list[tuple[str, str]]:
 TARGET_DICE = 0.80
 
 
+# Default of the ``family`` arguments below: compute the family (None is a computed "no pairs").
+COMPUTE = object()
+
+
 def _family(table, region: str, adjust: str = "bonferroni"):
     """The paper's family of tests on the simulated-combination cases (None without pairs)."""
     scoped = select_scope(table[table["region"] == region], "simulated")
@@ -50,7 +54,7 @@ def _family(table, region: str, adjust: str = "bonferroni"):
     return comparison_table(scoped, pairs, metric="dice", adjust=adjust) if pairs and len(scoped) else None
 
 
-def paper_targets(table, region: str = "tc", adjust: str = "bonferroni", family=None) -> list[dict]:
+def paper_targets(table, region: str = "tc", adjust: str = "bonferroni", family=COMPUTE) -> list[dict]:
     """The three targets, each with its model, measured value, threshold and whether it is met
     (``met`` is None where the store lacks the model or the cases). ``family``: the paper's
     tests when the caller already has them (:func:`_family`'s result).
@@ -65,7 +69,7 @@ def paper_targets(table, region: str = "tc", adjust: str = "bonferroni", family=
     targets = [{"model": "BraTS", "target": f"median {region.upper()} Dice on the public test set >= {TARGET_DICE}",
                 "value": float(public.median()) if len(public) else None, "n": int(len(public))}]  # fmt: skip
     targets[0]["met"] = None if not len(public) else targets[0]["value"] >= TARGET_DICE
-    family = _family(table, region, adjust) if family is None else family
+    family = _family(table, region, adjust) if family is COMPUTE else family
     row = None
     if family is not None:
         match = family[
@@ -95,7 +99,7 @@ def paper_targets(table, region: str = "tc", adjust: str = "bonferroni", family=
     return targets
 
 
-def model_results(table, model: str, region: str = "tc", adjust: str = "bonferroni", family=None,
+def model_results(table, model: str, region: str = "tc", adjust: str = "bonferroni", family=COMPUTE,
                   targets=None) -> dict:  # fmt: skip
     """A model's figures on the results in ``table`` (for its card): median Dice per hospital as
     acquired, per combination on the simulated cases, its tests in the paper's family, and the
@@ -112,7 +116,7 @@ def model_results(table, model: str, region: str = "tc", adjust: str = "bonferro
         "median_dice_simulated": {m: round(float(v), 4) for m, v in by_missing.items()},
         "simulated_patients": int(simulated["patient_id"].nunique()),
     }
-    family = _family(table, region, adjust) if family is None else family
+    family = _family(table, region, adjust) if family is COMPUTE else family
     if family is not None:
         mine = family[(family["model_a"] == model) & (family["n"] > 0)]
         out["tests"] = [{"versus": r.model_b, "missing": r.missing, "n": int(r.n),
@@ -130,15 +134,16 @@ def update_cards(table, folder: str | Path, region: str = "tc", adjust: str = "b
     """Write each model's results into ``folder/<model>/card.json`` (``demo_results``) and its
     MODEL_CARD.md. Models are matched by the sha256 of their weights, so a card only gets the
     results of exactly its weights. Returns the names of the cards updated."""
-    from core.model import read_card
+    from core.model import CARD, model_folders, read_card
     from core.train import _results_markdown, model_card_markdown
 
     names = dict(zip(table["model_sha256"], table["model"]))
     family = _family(table, region, adjust)
     targets = paper_targets(table, region, adjust, family)
     updated = []
-    for card_path in sorted(Path(folder).glob("*/card.json")):
-        card = read_card(card_path.parent)
+    for model_folder in model_folders(folder):
+        card_path = model_folder / CARD
+        card = read_card(model_folder)
         name = names.get(card["weights_sha256"])
         if name is None:
             continue
@@ -210,7 +215,7 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
         parts.append(comparison.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="table"))
     parts.append("<h2>The paper's findings as targets</h2>")
     # The comparison above is the paper's family when it ran on the simulated cases with its pairs.
-    family = comparison if scope == "simulated" and paper_default else None
+    family = comparison if scope == "simulated" and paper_default else COMPUTE
     parts.append(targets_html(paper_targets(table, region, adjust, family)))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Glioblastoma robustness report ({html.escape(region)})"

@@ -487,6 +487,13 @@ def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_source
             done: int) -> None:  # fmt: skip
     last_val = next((r for r in reversed(rows) if r.get("val_dice_tc") not in (None, "")), {})
     hospitals = sorted({str(s.meta.get("hospital", "public")) for s in train_sources})
+    # Synthetic cases regenerate from (preset, scale, seed): that, not the folder, says what the data was.
+    keys = ("preset", "scale", "seed")
+    origins = {tuple(str(s.meta.get(k, "")) for k in keys) for s in [*train_sources, *val_sources]}
+    origin = origins.pop() if len(origins) == 1 else ("",)
+    synthetic = None
+    if "" not in origin:
+        synthetic = {"preset": origin[0], "scale": float(origin[1]), "seed": int(float(origin[2]))}
     card = {
         "name": model_name(config.hospitals, config.complete_only, config.sparsify),
         "preset": config.preset,
@@ -496,6 +503,7 @@ def _finish(model, out: Path, config: TrainConfig, landmarks, rows, train_source
         else ["background", "tumour core"],  # fmt: skip
         "training": {
             "cohort": str(config.cohort),
+            **({"synthetic": synthetic} if synthetic else {}),
             "hospitals": list(config.hospitals),
             "hospitals_with_cases": hospitals,
             "complete_only": config.complete_only,
@@ -543,7 +551,7 @@ def model_card_markdown(card: dict) -> str:
 DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting glioblastoma into
 {", ".join(card["classes"])} from {", ".join(card["inputs"])} (missing sequences as zeros).
 
-- Training data: hospitals {", ".join(training["hospitals"])} of `{training["cohort"]}`,
+- Training data: hospitals {", ".join(training["hospitals"])} of {_cohort_words(training)},
   {training["n_train_cases"]} training cases{" with complete sequences only" if training["complete_only"] else ""},
   {training["n_val_cases"]} validation cases.
 - Sparsified training (sequence dropout probability): {dropped}.
@@ -555,6 +563,14 @@ DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting gli
 {_results_markdown(card.get("demo_results"))}
 Research and teaching use only; not a medical device.
 """
+
+
+def _cohort_words(training: dict) -> str:
+    synthetic = training.get("synthetic")
+    if not synthetic:
+        return f"`{training['cohort']}`"
+    return (f"the synthetic `{synthetic['preset']}` cohort (scale {synthetic['scale']:g}, seed {synthetic['seed']}; "
+            "`python -m core synth` regenerates it)")  # fmt: skip
 
 
 def _results_markdown(results: dict | None) -> str:

@@ -111,6 +111,8 @@ def test_targets_are_measured_from_the_results():
     assert robust["worst"] == "flair" and abs(robust["value"] - np.median(flair)) < 1e-12
     assert robust["met"] == (np.median(flair) >= 0.80) and robust["combinations"] == 2
     assert [t["met"] for t in paper_targets(table[table["model"] == "BraTSst"])] == [None, None, None]
+    # A family the caller computed and found empty (None) is taken as it is, not recomputed.
+    assert paper_targets(table, family=None)[1]["met"] is None
 
 
 def test_report_cards_get_the_results_of_their_own_weights(tmp_path):

@@ -82,6 +82,7 @@ def test_short_run_raises_dice_and_writes_a_loadable_folder(phantom_cohort, tmp_
     assert model.card["training"]["n_train_cases"] == 2 and set(model.card["normalisation"]["landmarks"]) == {
         "t1", "t1c", "t2", "flair"}  # fmt: skip
     assert (folder / "MODEL_CARD.md").read_text().startswith("# BraTSst")
+    assert "synthetic" not in model.card["training"]  # phantom files on disk, not a generator cohort
     assert not (folder / "checkpoint.safetensors").exists()
 
 

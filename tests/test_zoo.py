@@ -71,5 +71,7 @@ def test_each_model_trains_on_its_planned_cases_whatever_else_is_rendered(tmp_pa
                    if p.split == "train"]  # fmt: skip
         card = json.loads((folder / "card.json").read_text())
         assert card["training"]["train_cases"] == [p.patient_id for p in planned]
+        assert card["training"]["synthetic"] == {"preset": "paper", "scale": 0.1, "seed": 0}
+        assert "synthetic `paper` cohort (scale 0.1, seed 0" in (folder / "MODEL_CARD.md").read_text()
     # The H2-6 model's share of hospital cases is its plan's, though BraTS rendered more public cases.
     assert sum(not p.startswith("SYN_PUB") for p in card["training"]["train_cases"]) >= 2

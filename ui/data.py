@@ -13,7 +13,7 @@ import streamlit as st
 from core.infer import Prediction, choose_device, predict_slice, predict_volume, prepare_input
 from core.io import Case, find_cases, read_case
 from core.metrics import evaluate
-from core.model import DeepMedic, load_model
+from core.model import DeepMedic, ModelError, load_model, model_folders, read_card
 
 ROOT = Path(__file__).resolve().parent.parent
 # bfloat16 autocast where the device runs it natively (3x faster on CPUs with AMX; labels
@@ -129,14 +129,18 @@ def case_folder(case_id: str) -> str:
 @st.cache_data(ttl=60, show_spinner=False)
 def list_models(root: str) -> dict[str, dict]:
     """{name: card} of the model folders under ``root`` (folders with a card.json)."""
+    try:
+        folders = model_folders(root)
+    except ModelError:
+        return {}
     cards = {}
-    for folder in sorted(Path(root).glob("*/card.json")):
+    for folder in folders:
         try:
-            card = json.loads(folder.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        card["path"] = str(folder.parent)
-        cards[card.get("name", folder.parent.name)] = card
+            card = read_card(folder)
+        except ModelError:
+            continue  # a folder being written, or not a model: the pickers simply leave it out
+        card["path"] = str(folder)
+        cards[card.get("name", folder.name)] = card
     return cards
 
 
