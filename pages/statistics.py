@@ -40,7 +40,11 @@ if scoped.empty:
     st.warning(f"No results for these choices ({SCOPES[scope]}).")
     st.stop()
 result = comparison_table(scoped[scoped["region"] == region], pairs, metric=metric, adjust=adjust)
-st.dataframe(result.round(4), hide_index=True, width="stretch")
+# p-values in significant digits: rounded to 4 decimals, every significant one would read 0.
+p_columns = {"p_value": "{:.2g}", "p_adjusted": "{:.2g}"}
+decimals = {c: "{:.4f}" for c in result.select_dtypes("float").columns if c not in p_columns}
+shown = result.style.format(decimals | p_columns)
+st.dataframe(shown, hide_index=True, width="stretch")
 st.caption(
     f"{len(result)} tests on {scoped['patient_id'].nunique()} patients; differences are A - B; "
     "estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test."
