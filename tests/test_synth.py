@@ -138,7 +138,14 @@ def test_tissue_contrast_order(rendered):
 
 @pytest.mark.slow
 def test_written_cohort_reads_back_and_regenerates_alone(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     manifest = write_cohort(tmp_path, "paper", 0.05, 0, patient_ids=["SYN_H2_0001", "SYN_H6_0002"])
+    # Rendering in this process (as the app regenerates a case) leaves its thread count alone.
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(threads)
     plans = {p.patient_id: p for p in plan_cohort("paper", 0.05, 0)}
     for patient_id in ("SYN_H2_0001", "SYN_H6_0002"):
         from core.io import find_cases

@@ -338,9 +338,6 @@ def _write_case(args: tuple[str, float, int, CasePlan, str]) -> dict:
     sidecar = folder / "case.json"
     if sidecar.is_file():  # finished earlier: resume without rendering again
         return json.loads(sidecar.read_text())
-    import torch
-
-    torch.set_num_threads(1)
     case = render_case(preset, plan, seed)
     paths = _relative_paths(plan)
     folder.mkdir(parents=True, exist_ok=True)
@@ -354,6 +351,14 @@ def _write_case(args: tuple[str, float, int, CasePlan, str]) -> dict:
     tmp.write_text(json.dumps(row))
     os.replace(tmp, sidecar)  # the sidecar appears only once every file is written
     return row
+
+
+def _one_thread() -> None:
+    """Pool workers render on one thread each (the pool is the parallelism). Only worker
+    processes call this: rendering in the app's own process must not change its threads."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def write_manifest(rows: list[dict], path: Path) -> None:
@@ -410,7 +415,7 @@ def write_cohort(
     else:
         jobs = [(preset, scale, seed, plan, str(out)) for plan in plans]
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            with ProcessPoolExecutor(workers, initializer=_one_thread) as pool:
                 for done, row in enumerate(pool.map(_write_case, jobs), start=1):
                     rows.append(row)
                     if on_progress:
