@@ -46,6 +46,19 @@ def overlay_rgb(gray: np.ndarray, labels: np.ndarray | None, opacity: float = 0.
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+def outline_rgb(rgb: np.ndarray, mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
+    """(H, W, 3) uint8: ``rgb`` with the one-pixel outline of a 2-D boolean mask drawn in ``colour``.
+
+    The outline is the mask's pixels with a 4-neighbour outside it (image edges count as inside);
+    an empty mask draws nothing.
+    """
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    out = rgb.copy()
+    out[mask & ~inner] = colour
+    return out
+
+
 # Error map colours (Okabe-Ito): true positive bluish green, false positive vermillion,
 # false negative blue; distinguishable with the common colour-vision deficiencies.
 ERROR_COLOURS = {"tp": (0, 158, 115), "fp": (213, 94, 0), "fn": (0, 114, 178)}
