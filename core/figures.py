@@ -8,6 +8,25 @@ from core.sequences import DISPLAY, ENHANCING, NECROSIS, OEDEMA, SEQUENCES
 
 # Label colours (Okabe-Ito, readable with colour-vision deficiency).
 LABEL_COLOURS = {NECROSIS: (213, 94, 0), OEDEMA: (86, 180, 233), ENHANCING: (240, 228, 66)}
+PLANES = ("axial", "coronal", "sagittal")
+# Voxel axes of each plane as take_slice shows it: (image column, image row counted from the
+# bottom, through the plane).
+PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
+
+
+def intensity_limits(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float, float, float]:
+    """(minimum, maximum, low percentile, high percentile) of the non-zero voxels of a volume:
+    the range of a window slider and its default. An all-zero volume gives (0, 1, 0, 1)."""
+    values = image[image != 0]
+    if values.size == 0:
+        return 0.0, 1.0, 0.0, 1.0
+    lo, hi = np.percentile(values, [low, high])
+    return float(values.min()), float(values.max()), float(lo), float(hi)
+
+
+def scale_window(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Intensities mapped linearly to [0, 1] between ``lo`` (black) and ``hi`` (white), clipped."""
+    return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
 
 def window(image: np.ndarray, mask: np.ndarray | None = None, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -16,7 +35,7 @@ def window(image: np.ndarray, mask: np.ndarray | None = None, low: float = 0.5, 
     if values.size == 0:
         return np.zeros_like(image, dtype=np.float32)
     lo, hi = np.percentile(values, [low, high])
-    return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    return scale_window(image, lo, hi)
 
 
 def take_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
@@ -36,40 +55,222 @@ def take_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     return np.rot90(out)
 
 
-def overlay_rgb(gray: np.ndarray, labels: np.ndarray | None, opacity: float = 0.45) -> np.ndarray:
-    """(H, W, 3) uint8: a [0, 1] gray slice with label colours blended in."""
+def voxel_at(plane: str, column, row, index: int, shape: tuple[int, int, int]) -> tuple:
+    """The voxel (x, y, z) shown at (column, row) of ``take_slice(volume, plane, index)``.
+
+    ``column`` and ``row`` may be integer arrays (then the result is three arrays).
+    """
+    across, up, through = PLANE_AXES[plane]
+    voxel = [None, None, None]
+    voxel[across], voxel[up], voxel[through] = column, shape[up] - 1 - np.asarray(row), index
+    return tuple(voxel)
+
+
+def tumour_box(mask: np.ndarray | None, margin: int = 12) -> tuple[tuple[int, int], ...] | None:
+    """Inclusive voxel range per axis of a mask's bounding box widened by ``margin`` voxels
+    (clipped to the volume), e.g. to zoom a viewer to the tumour; None for an empty mask."""
+    if mask is None or not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append((max(int(present[0]) - margin, 0), min(int(present[-1]) + margin, mask.shape[axis] - 1)))
+    return tuple(box)
+
+
+def _blend(rgb: np.ndarray, mask: np.ndarray, colour, opacity: float) -> None:
+    rgb[mask] = (1 - opacity) * rgb[mask] + opacity * np.asarray(colour, dtype=np.float32)
+
+
+def _opacity(opacity: float | dict, key) -> float:
+    return float(opacity.get(key, 0.0) if isinstance(opacity, dict) else opacity)
+
+
+def overlay_rgb(gray: np.ndarray, labels: np.ndarray | None, opacity: float | dict = 0.45) -> np.ndarray:
+    """(H, W, 3) uint8: a [0, 1] gray slice with label colours blended in.
+
+    ``opacity`` is one value for every label or {label: opacity} (a label left out is not drawn).
+    """
     rgb = np.repeat(gray[..., None], 3, axis=-1) * 255
     if labels is not None:
         for label, colour in LABEL_COLOURS.items():
-            mask = labels == label
-            rgb[mask] = (1 - opacity) * rgb[mask] + opacity * np.asarray(colour, dtype=np.float32)
+            _blend(rgb, labels == label, colour, _opacity(opacity, label))
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def outline_rgb(rgb: np.ndarray, mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
-    """(H, W, 3) uint8: ``rgb`` with the one-pixel outline of a 2-D boolean mask drawn in ``colour``.
+def outline(mask: np.ndarray, outer: bool = False) -> np.ndarray:
+    """Boolean (H, W): the 4-connected boundary of a 2-D mask.
 
-    The outline is the mask's pixels with a 4-neighbour outside it (image edges count as inside);
-    an empty mask draws nothing.
+    Inner (default): pixels of the mask with a 4-neighbour outside it (beyond the edge counts
+    as outside). Outer: pixels outside the mask with a 4-neighbour inside it. An empty mask has
+    no boundary.
     """
-    padded = np.pad(mask, 1, mode="edge")
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    out = rgb.copy()
-    out[mask & ~inner] = colour
-    return out
+    mask = np.asarray(mask, bool)
+    padded = np.pad(mask, 1)
+    neighbours = (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:])
+    if outer:
+        return ~mask & np.logical_or.reduce(neighbours)
+    return mask & ~np.logical_and.reduce(neighbours)
 
 
-# Error map colours (Okabe-Ito): true positive bluish green, false positive vermillion,
-# false negative blue; distinguishable with the common colour-vision deficiencies.
-ERROR_COLOURS = {"tp": (0, 158, 115), "fp": (213, 94, 0), "fn": (0, 114, 178)}
+# Outline colours (Okabe-Ito vermillion and sky blue): far apart for every common colour-vision
+# deficiency, and drawn opaque.
+OUTLINE_COLOURS = {"prediction": (213, 94, 0), "reference": (86, 180, 233)}
 
 
-def error_map_rgb(gray: np.ndarray, pred: np.ndarray, ref: np.ndarray, opacity: float = 0.55) -> np.ndarray:
-    """(H, W, 3) uint8: a [0, 1] gray slice with TP / FP / FN voxels of two boolean masks."""
+def outline_rgb(gray: np.ndarray, pred: np.ndarray | None, ref: np.ndarray | None) -> np.ndarray:
+    """(H, W, 3) uint8: a [0, 1] gray slice with the outlines of two boolean masks.
+
+    The reference is drawn on its outer boundary and the prediction on its inner one, so where
+    they agree both lines show side by side instead of one hiding the other.
+    """
+    rgb = np.repeat(gray[..., None], 3, axis=-1) * 255
+    for name, mask, outer in (("reference", ref, True), ("prediction", pred, False)):
+        if mask is not None:
+            _blend(rgb, outline(mask, outer), OUTLINE_COLOURS[name], 1.0)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+# Error map colours (Okabe-Ito yellow, vermillion and blue): blended half and half with any
+# gray they stay apart from each other and from the gray for normal vision and for protan,
+# deutan and tritan vision (tests/test_figures.py simulates it).
+ERROR_COLOURS = {"tp": (240, 228, 66), "fp": (213, 94, 0), "fn": (0, 114, 178)}
+ERROR_WORDS = {"tp": "correct (prediction and reference)", "fp": "extra (prediction only)",
+               "fn": "missed (reference only)"}  # fmt: skip
+
+
+def error_map_rgb(gray: np.ndarray, pred: np.ndarray, ref: np.ndarray, opacity: float | dict = 0.55) -> np.ndarray:
+    """(H, W, 3) uint8: a [0, 1] gray slice with TP / FP / FN voxels of two boolean masks.
+
+    ``opacity`` is one value or {"tp": .., "fp": .., "fn": ..}.
+    """
     rgb = np.repeat(gray[..., None], 3, axis=-1) * 255
     for key, mask in (("tp", pred & ref), ("fp", pred & ~ref), ("fn", ~pred & ref)):
-        rgb[mask] = (1 - opacity) * rgb[mask] + opacity * np.asarray(ERROR_COLOURS[key], dtype=np.float32)
+        _blend(rgb, mask, ERROR_COLOURS[key], _opacity(opacity, key))
     return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+OVERLAYS = ("prediction", "reference", "outlines", "errors", "none")
+
+
+def slice_rgb(gray: np.ndarray, pred: np.ndarray | None = None, ref: np.ndarray | None = None,
+              overlay: str = "prediction", region: str = "tc", opacity: float | dict = 0.5) -> np.ndarray:  # fmt: skip
+    """(H, W, 3) uint8: one slice as the viewer shows it.
+
+    Args:
+        gray: (H, W) float in [0, 1], the windowed sequence.
+        pred, ref: (H, W) canonical label slices, or None where there is none (that layer is left out).
+        overlay: one of OVERLAYS: filled labels of the prediction or the reference (opacity per
+            label), outlines of ``region`` of both (opaque), the error map of ``region``
+            (opacity per error kind), or none.
+        region: tc, wt or et (outlines and errors).
+    """
+    from core.metrics import region_mask
+
+    if overlay not in OVERLAYS:
+        raise ValueError(f"overlay must be one of {OVERLAYS}, got {overlay!r}")
+    if overlay in ("prediction", "reference"):
+        return overlay_rgb(gray, pred if overlay == "prediction" else ref, opacity)
+    masks = [None if labels is None else region_mask(labels, region) for labels in (pred, ref)]
+    if overlay == "outlines":
+        return outline_rgb(gray, *masks)
+    if overlay == "errors" and all(m is not None for m in masks):
+        return error_map_rgb(gray, *masks, opacity)
+    return overlay_rgb(gray, None)
+
+
+def tri_planar_slices(image: np.ndarray, point, lo: float, hi: float, pred: np.ndarray | None = None,
+                      ref: np.ndarray | None = None, overlay: str = "prediction", region: str = "tc",
+                      opacity: float | dict = 0.5, axial_pred: np.ndarray | None = None) -> dict:  # fmt: skip
+    """{plane: (H, W, 3) uint8}: the axial, coronal and sagittal slices through ``point`` as
+    :func:`slice_rgb` draws them, the image windowed between ``lo`` and ``hi``.
+
+    ``image``, ``pred`` and ``ref`` are (X, Y, Z) volumes (labels may be None). Without ``pred``,
+    ``axial_pred`` (X, Y), the labels of the axial slice alone (a quick preview), stands in for it
+    on the axial plane.
+    """
+    slices = {}
+    for plane in PLANES:
+        index = point[PLANE_AXES[plane][2]]
+        labels = [None if v is None else take_slice(v, plane, index) for v in (pred, ref)]
+        if pred is None and axial_pred is not None and plane == "axial":
+            labels[0] = np.rot90(axial_pred)
+        gray = scale_window(take_slice(image, plane, index), lo, hi)
+        slices[plane] = slice_rgb(gray, *labels, overlay=overlay, region=region, opacity=opacity)
+    return slices
+
+
+def legend_html(items) -> str:
+    """One line of HTML: a colour swatch before each description; ``items`` is [(rgb, words)]."""
+    from html import escape
+
+    swatch = ("<span style='display:inline-block;width:0.9em;height:0.9em;border:1px solid #666;"
+              "vertical-align:middle;margin-right:0.3em;background:rgb{}'></span>{}")  # fmt: skip
+    return " &nbsp; ".join(swatch.format(tuple(int(c) for c in colour), escape(words)) for colour, words in items)
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """An (H, W, 3) uint8 image as a PNG data URI (lossless; what a plotly image trace shows)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+CLICK_POINTS = 2500  # clickable points per plane at most: a finer grid makes the browser slow
+
+
+def tri_planar_figure(slices: dict, point, shape, box=None, titles: dict | None = None, height: int = 420):
+    """Plotly figure: the axial, coronal and sagittal slices through ``point``, side by side,
+    with a crosshair at ``point``.
+
+    Args:
+        slices: {plane: (H, W, 3) uint8}, each from ``take_slice(volume, plane, point[axis])``.
+        point: the crosshair voxel (x, y, z).
+        shape: the volume's (X, Y, Z).
+        box: ((x0, x1), (y0, y1), (z0, z1)) inclusive voxel ranges to zoom to, or None.
+        titles: {plane: title}; the plane's name by default.
+
+    Each plane carries a grid of invisible points (at most CLICK_POINTS, evenly spaced over the
+    visible part) whose customdata is the voxel (x, y, z) under it: a click selects the nearest
+    one, which names the voxel to move the crosshair to.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    box = box or tuple((0, n - 1) for n in shape)
+    titles = titles or {plane: plane for plane in PLANES}
+    figure = make_subplots(rows=1, cols=3, subplot_titles=[titles[p] for p in PLANES], horizontal_spacing=0.02)
+    for col, plane in enumerate(PLANES, start=1):
+        across, up, through = PLANE_AXES[plane]
+        columns = box[across]
+        rows = (shape[up] - 1 - box[up][1], shape[up] - 1 - box[up][0])
+        figure.add_trace(go.Image(source=png_data_uri(slices[plane]), hoverinfo="skip", name=plane), 1, col)
+        stride = max(1, int(np.ceil(np.sqrt((columns[1] - columns[0] + 1) * (rows[1] - rows[0] + 1) / CLICK_POINTS))))
+        grid_r, grid_c = np.mgrid[rows[0] : rows[1] + 1 : stride, columns[0] : columns[1] + 1 : stride]
+        grid_c, grid_r = grid_c.ravel(), grid_r.ravel()
+        voxels = np.stack(np.broadcast_arrays(*voxel_at(plane, grid_c, grid_r, point[through], shape)), axis=1)
+        figure.add_trace(go.Scatter(x=grid_c, y=grid_r, customdata=voxels, mode="markers", name=f"{plane} click",
+                                    marker={"size": 6, "opacity": 0}, selected={"marker": {"opacity": 0}},
+                                    unselected={"marker": {"opacity": 0}},
+                                    hovertemplate="x %{customdata[0]}, y %{customdata[1]}, z %{customdata[2]}"
+                                                  "<extra></extra>"), 1, col)  # fmt: skip
+        cross_col, cross_row = point[across], shape[up] - 1 - point[up]
+        line = {"color": "rgba(255, 255, 255, 0.55)", "width": 1}
+        figure.add_vline(x=cross_col, line=line, row=1, col=col)
+        figure.add_hline(y=cross_row, line=line, row=1, col=col)
+        axis = "" if col == 1 else str(col)
+        figure.update_xaxes(range=[columns[0] - 0.5, columns[1] + 0.5], row=1, col=col)
+        figure.update_yaxes(range=[rows[1] + 0.5, rows[0] - 0.5], scaleanchor=f"x{axis}", row=1, col=col)
+    figure.update_xaxes(visible=False, constrain="domain")
+    figure.update_yaxes(visible=False, constrain="domain")
+    figure.update_layout(height=height, margin={"l": 0, "r": 0, "t": 28, "b": 0}, showlegend=False,
+                         plot_bgcolor="black", hovermode="closest")  # fmt: skip
+    return figure
 
 
 def case_montage(images: np.ndarray, available, labels: np.ndarray | None, title: str = ""):

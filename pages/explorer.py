@@ -1,14 +1,36 @@
 """Patient explorer: switch sequences off, run a model, see the outline and the numbers change."""
 
-import numpy as np
+import math
+
 import streamlit as st
 
-from core.figures import ERROR_COLOURS, error_map_rgb, overlay_rgb, take_slice, window
-from core.metrics import region_mask
-from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, combination_name, display_name, run_phrase
+from core.figures import (
+    ERROR_COLOURS,
+    ERROR_WORDS,
+    LABEL_COLOURS,
+    OUTLINE_COLOURS,
+    OVERLAYS,
+    PLANE_AXES,
+    PLANES,
+    legend_html,
+    tri_planar_figure,
+    tri_planar_slices,
+)
+from core.sequences import (
+    DISPLAY,
+    LABEL_NAMES,
+    REGION_DISPLAY,
+    REGIONS_BY_SCHEME,
+    SECONDARY,
+    SEQUENCES,
+    combination_name,
+    display_name,
+    run_phrase,
+)
 from ui.data import (
     cached_prediction,
     case_folder,
+    case_view,
     demo_cohort,
     demo_patients,
     demo_store,
@@ -68,48 +90,92 @@ if run:
     bar.empty()
 
 names = [DISPLAY[s] for s in SEQUENCES]
-view1, view2, view3 = st.columns([2, 2, 1])
-sequence = view1.radio("Sequence", names, index=1, key="view_sequence", horizontal=True)
-overlay = view2.radio("Overlay", ["prediction", "reference", "errors", "none"], key="overlay", horizontal=True)
-opacity = view3.slider("Opacity", 0.0, 1.0, 0.5, key="opacity")
-channel = names.index(sequence)
-centre = np.argwhere(case.labels > 0).mean(0).astype(int) if case.labels is not None and case.labels.any() else None
-if overlay == "errors":
-    st.caption("Tumour core errors: true positive green, false positive vermillion, false negative blue "
-               "(" + " · ".join(f"{k.upper()} rgb{v}" for k, v in ERROR_COLOURS.items()) + ").")  # fmt: skip
-elif overlay != "none":
-    st.caption("Labels: necrosis orange, oedema sky blue, enhancing yellow (colour-blind safe).")
-if overlay in ("prediction", "errors") and prediction is None:
-    st.caption("No prediction yet: run the model (or preview one axial slice).")
+view = case_view(cohort, case_id)  # window limits, tumour centre and box: computed once per case
+one, two, three = st.columns([2, 2.6, 1.4])
+sequence = SEQUENCES[names.index(one.radio("Sequence", names, index=1, key="view_sequence", horizontal=True))]
+overlay = two.radio("Overlay", OVERLAYS, key="overlay", horizontal=True,
+                    help="Filled labels of the prediction or the reference; outlines of both; the error map; "
+                         "none. Outlines and errors are of the region chosen beside.")  # fmt: skip
+regions = REGIONS_BY_SCHEME.get(case.label_scheme, ("tc", "wt", "et"))
+region = three.selectbox("Region (outlines, errors)", regions, format_func=lambda r: REGION_DISPLAY[r],
+                         key="view_region", disabled=overlay not in ("outlines", "errors"))  # fmt: skip
+
+window_column, zoom_column, *opacity_columns = st.columns([2.4, 1.2, 1, 1, 1])
+low, high, lo, hi = view["limits"].get(sequence, (0.0, 1.0, 0.0, 1.0))
+if sequence in view["limits"]:
+    high, kept = max(high, low + 1e-3), f"window_kept_{sequence}_{case_id}"  # kept while another sequence shows
+    lo, hi = window_column.slider(f"{DISPLAY[sequence]} window (intensity)", low, high,
+                                  st.session_state.get(kept, (lo, hi)), step=(high - low) / 500, format="%.3g",
+                                  key=f"window_{sequence}_{case_id}", help="Black at the left value, white at the "
+                                  "right: narrow it for contrast. Each sequence keeps its own.")  # fmt: skip
+    st.session_state[kept] = (lo, hi)
+zoom = zoom_column.toggle("Zoom to the tumour", value=view["box"] is not None, key=f"zoom_{case_id}",
+                          disabled=view["box"] is None)  # fmt: skip
+if overlay in ("prediction", "reference"):
+    classes = {label: LABEL_NAMES[label] for label in LABEL_COLOURS}
+elif overlay == "errors":
+    classes = {kind: ERROR_WORDS[kind].split(" (")[0] for kind in ERROR_COLOURS}
+else:
+    classes = {}
+opacity = {key: column.slider(f"{words.capitalize()} opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity_{key}")
+           for (key, words), column in zip(classes.items(), opacity_columns)}  # fmt: skip
+
+preview = None
+if prediction is None:
+    note, button = st.columns([3, 1])
+    note.caption("No prediction yet: run the model, or preview the axial slice alone (about a second).")
+    axial = st.session_state.get(f"slice_axial_{case_id}", view["centre"][2])
+    choice = (case_id, name, missing, axial)  # ids and choices only: the labels stay in the cache
+    if button.button(f"Quick preview of axial slice {axial}", key="preview_button"):
+        st.session_state["preview_choice"] = choice
+    if st.session_state.get("preview_choice") == choice:
+        preview = preview_slice(*args, missing, axial)
+
+viewer = st.container()
+point = [0, 0, 0]
+for column, plane in zip(st.columns(3), PLANES):
+    axis = PLANE_AXES[plane][2]
+    point[axis] = column.slider(f"{plane.capitalize()} slice ({'xyz'[axis]}, mm)", 0, case.shape[axis] - 1,
+                                int(view["centre"][axis]), key=f"slice_{plane}_{case_id}")  # fmt: skip
 
 
-def view(plane: str, column) -> None:
-    """One plane of the tri-planar viewer: its slice slider and the overlaid image."""
-    axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
-    default = int(centre[axis]) if centre is not None else case.shape[axis] // 2
-    index = column.slider(plane.capitalize(), 0, case.shape[axis] - 1, default, key=f"slice_{plane}_{case_id}")
-    if not case.available[channel]:
-        column.info(f"{sequence} was not acquired for this case: there is no image to show.")
-        return
-    gray = take_slice(window(case.images[channel]), plane, index)
-    ref = take_slice(case.labels, plane, index) if case.labels is not None else None
-    pred = take_slice(prediction.labels, plane, index) if prediction is not None else None
-    if plane == "axial" and pred is None:
-        if column.button("Quick preview of this slice", key="preview"):
-            st.session_state["preview"] = (case_id, name, missing, index)
-        if st.session_state.get("preview") == (case_id, name, missing, index):
-            pred = np.rot90(preview_slice(*args, missing, index))
-    if overlay == "errors" and pred is not None and ref is not None:
-        rgb = error_map_rgb(gray, region_mask(pred, "tc"), region_mask(ref, "tc"), opacity)
-    else:
-        rgb = overlay_rgb(gray, {"prediction": pred, "reference": ref}.get(overlay), opacity)
-    off = " (switched off: the model does not see it)" if SEQUENCES[channel] in missing else ""
-    column.image(rgb, width="stretch", caption=f"{case_id} · {sequence}{off} · {plane} {index}")
+def move_crosshair() -> None:
+    """A click in one plane moves the crosshair, and so the other two planes, to the voxel clicked."""
+    points = st.session_state["viewer"]["selection"]["points"]
+    voxel = points[0].get("customdata") if points else None
+    if voxel is not None and len(voxel) == 3:
+        for plane in PLANES:
+            axis = PLANE_AXES[plane][2]
+            st.session_state[f"slice_{plane}_{case_id}"] = min(max(int(voxel[axis]), 0), case.shape[axis] - 1)
 
 
-planes = st.columns(3)
-for plane, column in zip(("axial", "coronal", "sagittal"), planes):
-    view(plane, column)
+slices = tri_planar_slices(case.images[SEQUENCES.index(sequence)], point, lo, hi,
+                           None if prediction is None else prediction.labels, case.labels, overlay, region, opacity,
+                           axial_pred=preview)  # fmt: skip
+titles = {plane: f"{plane} {point[PLANE_AXES[plane][2]]}" for plane in PLANES}
+figure = tri_planar_figure(slices, point, case.shape, view["box"] if zoom else None, titles)
+off = " (switched off: the model does not see it)" if sequence in missing and sequence not in case.missing else ""
+if sequence in case.missing:
+    viewer.info(f"{DISPLAY[sequence]} was not acquired for this case: there is no image to show, only the outlines.")
+viewer.plotly_chart(figure, key="viewer", on_select=move_crosshair, selection_mode="points", width="stretch",
+                    config={"displaylogo": False})  # fmt: skip
+if overlay in ("prediction", "reference"):
+    items = [(LABEL_COLOURS[label], LABEL_NAMES[label]) for label in LABEL_COLOURS]
+    heading = f"{overlay.capitalize()} labels"
+elif overlay == "outlines":
+    items = [(OUTLINE_COLOURS[k], f"{k} (drawn {'inside' if k == 'prediction' else 'outside'} its edge)")
+             for k in ("prediction", "reference")]  # fmt: skip
+    heading = f"Outlines of the {REGION_DISPLAY[region]}"
+elif overlay == "errors":
+    items = [(ERROR_COLOURS[kind], ERROR_WORDS[kind]) for kind in ERROR_COLOURS]
+    heading = f"Errors in the {REGION_DISPLAY[region]}"
+else:
+    items, heading = [], "No overlay"
+viewer.markdown(f"<small>**{heading}**: {legend_html(items)}</small>", unsafe_allow_html=True)
+viewer.caption(f"{case_id} · {DISPLAY[sequence]}{off}. Click a point in one plane to move the other two there; "
+               "the sliders below move the crosshair too.")  # fmt: skip
+if overlay in ("prediction", "outlines", "errors") and prediction is None and preview is None:
+    viewer.caption("The prediction's layer appears once the model has run (or on the previewed axial slice).")
 
 if prediction is None:
     st.info("Run the model to see Dice, sensitivity, HD95 and volumes.")
@@ -120,31 +186,39 @@ else:
                              file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
                              mime="application/gzip")  # fmt: skip
 
+
+def change(now: float, before: float | None, digits: int) -> dict:
+    """st.metric arguments for a change: signed, and grey without an arrow when it rounds to zero."""
+    if before is None or not math.isfinite(now - before):
+        return {}
+    text = f"{now - before:+.{digits}f}"
+    if float(text) == 0:
+        return {"delta": f"±{0:.{digits}f}", "delta_arrow": "off", "delta_color": "off"}
+    return {"delta": text}
+
+
 if prediction is not None:
     if case.labels is None:
         st.write("No reference segmentation for this case.")
     else:
         now = metrics_table(prediction, case)
         before = metrics_table(complete, case) if complete is not None and complete is not prediction else None
-        for region, m in now.items():
-            ref_m = before[region] if before else None
-            st.markdown(f"**{REGION_DISPLAY[region].capitalize()}**")
+        for region_name, m in now.items():
+            was = before[region_name] if before else None
+            st.markdown(f"**{REGION_DISPLAY[region_name].capitalize()}**")
             a, b, c, d = st.columns(4)
-            a.metric("Dice", f"{m.dice:.3f}", None if ref_m is None else f"{m.dice - ref_m.dice:+.3f}")
-            b.metric("Sensitivity", f"{m.sensitivity:.3f}",
-                     None if ref_m is None else f"{m.sensitivity - ref_m.sensitivity:+.3f}")  # fmt: skip
-            c.metric("HD95 mm", f"{m.hd95:.1f}", None if ref_m is None else f"{m.hd95 - ref_m.hd95:+.1f}",
-                     delta_color="inverse")  # fmt: skip
-            d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", f"ref {m.volume_ref_ml:.1f}", delta_color="off")
+            a.metric("Dice", f"{m.dice:.3f}", **change(m.dice, was and was.dice, 3))
+            b.metric("Sensitivity", f"{m.sensitivity:.3f}", **change(m.sensitivity, was and was.sensitivity, 3))
+            c.metric("HD95 mm", f"{m.hd95:.1f}", **({"delta_color": "inverse"} | change(m.hd95, was and was.hd95, 1)))
+            d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", **(change(m.volume_pred_ml, m.volume_ref_ml, 1)
+                     | {"delta_color": "off"}), delta_description=f"vs reference {m.volume_ref_ml:.1f}")  # fmt: skip
         if before is None and prediction.missing != case.missing:
             st.caption("Run with every acquired sequence on too, to see the change against complete data.")
 
-if complete is not None and prediction is not None and complete is not prediction and case.available[channel]:
+if complete is not None and prediction is not None and complete is not prediction and sequence not in case.missing:
     st.subheader("Complete vs current")
-    index = st.session_state.get(f"slice_axial_{case_id}", case.shape[2] // 2)
-    gray = take_slice(window(case.images[channel]), "axial", index)
     one, two = st.columns(2)
-    one.image(overlay_rgb(gray, take_slice(complete.labels, "axial", index), opacity),
-              caption=f"as acquired · axial {index}", width=420)  # fmt: skip
-    two.image(overlay_rgb(gray, take_slice(prediction.labels, "axial", index), opacity),
-              caption=f"{display_name(prediction.missing)} · axial {index}", width=420)  # fmt: skip
+    for column, shown, words in ((one, complete, "as acquired"), (two, prediction, display_name(prediction.missing))):
+        axial = tri_planar_slices(case.images[SEQUENCES.index(sequence)], point, lo, hi, shown.labels,
+                                  opacity=opacity or 0.5)["axial"]  # fmt: skip
+        column.image(axial, caption=f"{words} · axial {point[2]}", width=420)

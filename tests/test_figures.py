@@ -60,7 +60,7 @@ def test_overlays_colour_only_their_voxels():
     pred[1, 1] = True  # false positive
     ref[2, 2] = True  # false negative
     rgb = error_map_rgb(gray, pred, ref, opacity=1.0)
-    assert tuple(rgb[0, 0]) == (0, 158, 115) and tuple(rgb[1, 1]) == (213, 94, 0) and tuple(rgb[2, 2]) == (0, 114, 178)
+    assert tuple(rgb[0, 0]) == (240, 228, 66) and tuple(rgb[1, 1]) == (213, 94, 0) and tuple(rgb[2, 2]) == (0, 114, 178)
     assert tuple(rgb[3, 3]) == (127, 127, 127)
     labels = np.zeros((4, 4), np.uint8)
     labels[0, 1] = 3
@@ -140,3 +140,153 @@ def test_report_cards_get_the_results_of_their_own_weights(tmp_path):
     assert results["targets"][0]["model"] == "BraTSst" and results["targets"][0]["met"]
     text = (tmp_path / "BraTSst" / "MODEL_CARD.md").read_text()
     assert "## Results (`results.sqlite`)" in text and "| flair |" in text and "**met**" in text
+
+
+# --------------------------------------------------------------------------- the slice viewer
+
+
+def simulated_lab(rgb, deficiency: str) -> np.ndarray:
+    """CIELAB (D65) of sRGB colours as seen with a colour-vision deficiency.
+
+    Machado, Oliveira & Fernandes 2009, severity 1.0, applied in linear RGB; the matrices are
+    the paper's Table 1 (also in colorspacious and DaltonLens).
+    """
+    matrices = {"normal": np.eye(3),
+                "protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                           [-0.003882, -0.048116, 1.051998]],
+                "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                           [-0.011820, 0.042940, 0.968881]],
+                "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                           [0.004733, 0.691367, 0.303900]]}  # fmt: skip
+    c = np.asarray(rgb, float) / 255
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    linear = np.clip(linear @ np.asarray(matrices[deficiency]).T, 0, 1)
+    xyz = linear @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    f = xyz / np.array([0.9505, 1.0, 1.089])
+    f = np.where(f > 0.008856, np.cbrt(f), 7.787 * f + 16 / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_error_colours_stay_apart_when_blended_with_gray_for_colour_blind_readers():
+    from itertools import combinations
+
+    from core.figures import ERROR_COLOURS
+
+    gray = np.zeros((1, 1), np.float32)
+    for level in (0.2, 0.45, 0.7):  # dark to bright tissue, at the default opacity of 0.5
+        blended = {kind: error_map_rgb(gray + level, np.array([[pred]]), np.array([[ref]]), opacity=0.5)[0, 0]
+                   for kind, (pred, ref) in {"tp": (True, True), "fp": (True, False), "fn": (False, True)}.items()}  # fmt: skip
+        assert set(blended) == set(ERROR_COLOURS)
+        for deficiency in ("normal", "protan", "deutan", "tritan"):
+            lab = {k: simulated_lab(v, deficiency) for k, v in blended.items()}
+            background = simulated_lab(np.full(3, np.round(255 * level)), deficiency)
+            # Delta E 76 of about 10 is clearly visible side by side; the old green and blue were 2.7 from the gray.
+            assert all(np.linalg.norm(lab[a] - lab[b]) > 15 for a, b in combinations(lab, 2)), (level, deficiency)
+            assert all(np.linalg.norm(v - background) > 12 for v in lab.values()), (level, deficiency)
+
+
+def test_error_map_per_region_shows_the_oedema_a_prediction_missed():
+    from core.figures import ERROR_COLOURS, slice_rgb
+
+    ref = np.zeros((7, 7), np.uint8)
+    ref[1:6, 1:6] = 2  # oedema around
+    ref[2:5, 2:5] = 1  # a necrotic core
+    pred = np.where(ref == 1, 1, 0).astype(np.uint8)  # the core found, the oedema lost
+    gray = np.full((7, 7), 0.5, np.float32)
+    core = slice_rgb(gray, pred, ref, overlay="errors", region="tc", opacity=1.0)
+    whole = slice_rgb(gray, pred, ref, overlay="errors", region="wt", opacity=1.0)
+    assert tuple(core[3, 3]) == tuple(whole[3, 3]) == ERROR_COLOURS["tp"]
+    assert tuple(core[1, 1]) == (127, 127, 127)  # oedema is not tumour core: no error there
+    assert tuple(whole[1, 1]) == ERROR_COLOURS["fn"]  # but the whole tumour missed it
+    per_kind = slice_rgb(gray, pred, ref, overlay="errors", region="wt", opacity={"tp": 0.0, "fn": 1.0})
+    assert tuple(per_kind[3, 3]) == (127, 127, 127) and tuple(per_kind[1, 1]) == ERROR_COLOURS["fn"]
+
+
+def test_outlines_are_the_boundary_pixels_and_both_show_where_masks_agree():
+    from core.figures import OUTLINE_COLOURS, outline, slice_rgb
+
+    square = np.zeros((9, 9), bool)
+    square[2:7, 2:7] = True
+    inner = {(r, c) for r in range(2, 7) for c in range(2, 7)} - {(r, c) for r in range(3, 6) for c in range(3, 6)}
+    outer = {(1, c) for c in range(2, 7)} | {(7, c) for c in range(2, 7)} | {(r, 1) for r in range(2, 7)} | {
+        (r, 7) for r in range(2, 7)}  # fmt: skip
+    assert set(zip(*np.nonzero(outline(square)))) == inner and len(inner) == 16
+    assert set(zip(*np.nonzero(outline(square, outer=True)))) == outer and len(outer) == 20
+    assert not outline(np.zeros((4, 4), bool)).any()
+    labels = square.astype(np.uint8) * 3
+    rgb = slice_rgb(np.zeros((9, 9), np.float32), labels, labels, overlay="outlines", region="et")
+    assert {(r, c) for r, c in zip(*np.nonzero((rgb == OUTLINE_COLOURS["prediction"]).all(-1)))} == inner
+    assert {(r, c) for r, c in zip(*np.nonzero((rgb == OUTLINE_COLOURS["reference"]).all(-1)))} == outer
+
+
+def test_overlay_opacity_per_label():
+    gray = np.zeros((1, 3), np.float32)
+    labels = np.array([[1, 2, 3]], np.uint8)
+    rgb = overlay_rgb(gray, labels, {1: 1.0, 2: 0.0, 3: 0.5})
+    assert tuple(rgb[0, 0]) == (213, 94, 0) and tuple(rgb[0, 1]) == (0, 0, 0) and tuple(rgb[0, 2]) == (120, 114, 33)
+
+
+def test_voxel_at_names_the_voxel_take_slice_shows():
+    from core.figures import PLANE_AXES, PLANES, take_slice, voxel_at
+
+    shape = (5, 6, 7)
+    volume = np.arange(np.prod(shape)).reshape(shape)  # every voxel its own value
+    for plane in PLANES:
+        index = 2
+        image = take_slice(volume, plane, index)
+        for row in range(image.shape[0]):
+            for column in range(image.shape[1]):
+                voxel = voxel_at(plane, column, row, index, shape)
+                assert volume[voxel] == image[row, column] and voxel[PLANE_AXES[plane][2]] == index
+
+
+def decode(uri: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_tri_planar_figure_crosshair_zoom_and_clicks_name_the_voxel_shown():
+    from core.figures import PLANES, take_slice, tri_planar_figure, tumour_box
+
+    shape = (30, 40, 20)
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 256, shape).astype(np.uint8)
+    point = (11, 25, 7)
+    slices = {p: np.repeat(take_slice(volume, p, point[{"axial": 2, "coronal": 1, "sagittal": 0}[p]])[..., None], 3, -1)
+              for p in PLANES}  # fmt: skip
+    figure = tri_planar_figure(slices, point, shape)
+    images = [t for t in figure.data if t.type == "image"]
+    for plane, image in zip(PLANES, images):
+        np.testing.assert_array_equal(decode(image.source), slices[plane])  # lossless
+    clicks = [t for t in figure.data if t.type == "scatter"]
+    for plane, image, grid in zip(PLANES, images, clicks):
+        pixels = decode(image.source)[..., 0]
+        voxels = np.asarray(grid.customdata)
+        assert len(voxels) <= 2500
+        # The voxel a click reports is the voxel drawn under the point clicked.
+        assert np.array_equal(pixels[np.asarray(grid.y), np.asarray(grid.x)], volume[tuple(voxels.T)]), plane
+    lines = figure.layout.shapes  # per plane a vertical and a horizontal line through the point
+    assert [s.x0 for s in lines[::2]] == [11, 11, 25] and [s.y0 for s in lines[1::2]] == [40 - 1 - 25, 19 - 7, 19 - 7]
+    mask = np.zeros(shape, bool)
+    mask[10:14, 20:31, 5:9] = True
+    box = tumour_box(mask, margin=2)
+    assert box == ((8, 15), (18, 32), (3, 10))
+    zoomed = tri_planar_figure(slices, point, shape, box)
+    assert list(zoomed.layout.xaxis.range) == [7.5, 15.5] and list(zoomed.layout.yaxis.range) == [21.5, 6.5]
+    assert list(zoomed.layout.xaxis3.range) == [17.5, 32.5] and list(zoomed.layout.yaxis3.range) == [16.5, 8.5]
+    assert tumour_box(np.zeros(shape, bool)) is None
+
+
+def test_intensity_limits_ignore_the_zero_background():
+    from core.figures import intensity_limits, scale_window
+
+    image = np.zeros((10, 10, 10), np.float32)
+    image[:5] = np.arange(1, 501, dtype=np.float32).reshape(5, 10, 10)
+    low, high, lo, hi = intensity_limits(image, 0, 100)
+    assert (low, high, lo, hi) == (1.0, 500.0, 1.0, 500.0)
+    assert intensity_limits(np.zeros(3)) == (0.0, 1.0, 0.0, 1.0)
+    np.testing.assert_allclose(scale_window(np.array([0.0, 100.0, 150.0, 300.0]), 100, 200), [0, 0, 0.5, 1])

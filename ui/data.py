@@ -232,11 +232,29 @@ def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...]
         model, load_case(cohort, case_id), frozenset(missing), amp=AMP, on_progress=on_progress))  # fmt: skip
 
 
+@st.cache_data(max_entries=16, show_spinner="Predicting one slice...")
 def preview_slice(cohort, case_id, model_path, sha256, missing: tuple[str, ...], index: int) -> np.ndarray:
-    """Labels of one axial slice, computed alone (about a second on a CPU)."""
+    """Labels (X, Y) of one axial slice, computed alone (about a second on a CPU; then kept)."""
     model = load_model_cached(model_path, sha256)
     prepared = prepared_input(cohort, case_id, model_path, sha256, missing)
     return predict_slice(model, load_case(cohort, case_id), index, prepared=prepared, amp=AMP)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def case_view(cohort: str, case_id: str) -> dict:
+    """What the explorer's viewer needs of a case, computed once (small):
+    ``limits`` {sequence: (min, max, low, high)} window limits of each acquired sequence;
+    ``centre`` the tumour's centre voxel (the volume's centre without a reference tumour);
+    ``box`` the tumour's bounding box widened by 12 voxels (inclusive ranges), or None."""
+    from core.figures import intensity_limits, tumour_box
+    from core.sequences import SEQUENCES
+
+    case = load_case(cohort, case_id)
+    limits = {s: intensity_limits(case.images[i]) for i, s in enumerate(SEQUENCES) if case.available[i]}
+    tumour = case.labels > 0 if case.labels is not None else None
+    tight = tumour_box(tumour, margin=0)
+    centre = tuple(n // 2 for n in case.shape) if tight is None else tuple((a + b) // 2 for a, b in tight)
+    return {"limits": limits, "centre": centre, "box": tumour_box(tumour, margin=12)}
 
 
 def metrics_table(prediction: Prediction, case: Case) -> dict:
