@@ -313,6 +313,32 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_realism(args: argparse.Namespace) -> int:
+    from core.model import read_card
+    from core.realism import NOTES, cohort_features, compare, markdown_table, montage_figure
+
+    landmarks = read_card(args.model)["normalisation"]["landmarks"]
+    real = cohort_features(args.real, landmarks, args.max_cases, _progress("realism: real"))
+    synthetic = cohort_features(args.synthetic, landmarks, args.max_cases, _progress("realism: synthetic"))
+    rows = compare(real, synthetic)
+    report = {"real": str(args.real), "synthetic": str(args.synthetic), "landmarks": str(args.model),
+              "real_cases": [c.case_id for c in real], "synthetic_cases": [c.case_id for c in synthetic],
+              "notes": list(NOTES), "features": [r.to_dict() for r in rows],
+              "per_case": {c.case_id: c.values for c in (*real, *synthetic)}}  # fmt: skip
+    if args.out:
+        import pandas as pd
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        report["outputs"] = {k: str(args.out / f"realism.{k}") for k in ("json", "md", "csv")}
+        report["outputs"]["montage"] = str(args.out / "montage.png")
+        (args.out / "realism.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (args.out / "realism.md").write_text(markdown_table(rows) + "\n" + "\n".join(f"- {n}" for n in NOTES) + "\n")
+        pd.DataFrame([r.to_dict() for r in rows]).to_csv(args.out / "realism.csv", index=False)
+        montage_figure(real, synthetic).savefig(args.out / "montage.png", dpi=100, facecolor="black")
+    _print_json(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Glioblastoma robustness explorer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -497,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
     )
     zoo.set_defaults(func=cmd_zoo)
+    realism = commands.add_parser("realism", help="how far synthetic cases are from real ones, feature by feature")
+    realism.add_argument("--real", type=Path, required=True, help="folder of real case folders (with labels)")
+    realism.add_argument("--synthetic", type=Path, required=True, help="synthetic cohort folder or manifest.csv")
+    realism.add_argument("--model", type=Path, default=Path("models/BraTS"), help="model whose landmarks normalise")
+    realism.add_argument("--out", type=Path, help="folder for realism.json/.md/.csv and montage.png")
+    realism.add_argument("--max-cases", type=int, default=0, help="at most N cases per side, evenly spread")
+    realism.set_defaults(func=cmd_realism)
     return parser
 
 
