@@ -121,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_cases=args.max_cases,
         max_val_cases=args.max_val_cases,
         amp=args.amp,
+        randomise=args.randomise,
     )
     start = time.perf_counter()
     folder = train(config, args.out, device=choose_device(args.device), on_progress=_progress("train", unit="it"),
@@ -305,7 +306,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                         args.iterations, args.batch_size, args.output_size, args.workers,
                         str(choose_device(args.device)), on_progress=_progress("zoo", unit="step"),
                         max_cases=args.max_cases, max_val_cases=args.max_val_cases, jobs=args.jobs,
-                        max_minutes=args.max_minutes, amp=args.amp)  # fmt: skip
+                        max_minutes=args.max_minutes, amp=args.amp, randomise=args.randomise)  # fmt: skip
     cards = [read_card(f) for f in folders]
     _print_json([{"model": c["name"], "folder": str(f), "train_cases": c["training"]["n_train_cases"],
                   "iterations": c["iterations"], "seconds": c["training_seconds"], "validation": c["validation"]}
@@ -384,6 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0,
         help="finish the model at the iteration reached after this long (0: no limit)",
+    )
+    train.add_argument(
+        "--randomise",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        help="domain randomisation of each training window (per-label intensities, contrast curve, bias, "
+        "slice thickness, noise, misregistration; core/augment.py); optional strength, 1 when omitted",
     )
     train.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
     train.add_argument(
@@ -521,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp",
         action="store_true",
         help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
+    )
+    zoo.add_argument(
+        "--randomise",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        help="domain randomisation of each training window (core/augment.py); optional strength, 1 when omitted",
     )
     zoo.set_defaults(func=cmd_zoo)
     realism = commands.add_parser("realism", help="how far synthetic cases are from real ones, feature by feature")

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import core
+from core.augment import Randomisation, randomise_window
 from core.infer import autocast, bf16_supported
 from core.io import Case, find_cases, read_case
 from core.model import CONTEXT, build_model, save_model
@@ -64,6 +65,7 @@ class TrainConfig:
     patients: tuple[str, ...] = ()
     val_windows: int = 8  # fixed validation windows per validation case
     amp: bool = False  # bfloat16 autocast for the forward pass where the device runs it natively
+    randomise: float = 0.0  # domain randomisation strength of each window (core.augment); 0 = off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,6 +166,17 @@ def extract_window(volume: TrainingVolume, centre: np.ndarray, output: int,
     return images, labels
 
 
+def input_labels(volume: TrainingVolume, centre: np.ndarray, output: int) -> np.ndarray:
+    """Labels of the whole input window (O+48)^3 around ``centre``, zero-padded like its images."""
+    size = output + CONTEXT
+    start = centre - output // 2 - CONTEXT // 2
+    labels = np.zeros((size,) * 3, np.uint8)
+    src = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, volume.labels.shape))
+    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
+    labels[dst] = volume.labels[src]
+    return labels
+
+
 def sample_centre(volume: TrainingVolume, rng: np.random.Generator, in_tumour: bool) -> np.ndarray:
     """A voxel in the tumour, or anywhere in the brain (rejection sampling in the crop)."""
     if in_tumour and len(volume.tumour):
@@ -194,6 +207,10 @@ def sample_batch(volumes, rng, config: TrainConfig, sparsifier: Sparsifier):
         for sequence in drop:
             x[i, SEQUENCES.index(sequence)] = 0
         dropped.append(drop)
+        if config.randomise > 0:
+            present = [c for c, s in enumerate(SEQUENCES) if volume.available[c] and s not in drop]
+            randomise_window(x[i], input_labels(volume, centre, config.output_size), present, rng,
+                             Randomisation(strength=config.randomise))  # fmt: skip
     return torch.from_numpy(x), torch.from_numpy(y), dropped
 
 

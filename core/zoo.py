@@ -63,6 +63,7 @@ def train_zoo(
     jobs: int = 1,
     max_minutes: float = 0.0,
     amp: bool = False,
+    randomise: float = 0.0,
 ) -> list[Path]:
     """Render what is needed and train the named models (default: all 11). Returns their folders.
 
@@ -72,6 +73,7 @@ def train_zoo(
         jobs: models trained at once, each in its own process (several small models share
             one GPU well).
         max_minutes: per model, finish at the iteration reached after this long (0: no limit).
+        randomise: domain randomisation strength of training windows (0: off; see core.augment).
 
     Raises:
         ValueError: an unknown model name.
@@ -85,7 +87,8 @@ def train_zoo(
                                       complete_only=spec.complete_only, sparsify=spec.sparsify,
                                       iterations=iterations, batch_size=batch_size, output_size=output_size, seed=seed,
                                       val_every=max(1, iterations // 10), checkpoint_every=max(1, iterations // 40),
-                                      max_cases=max_cases, max_val_cases=max_val_cases, amp=amp)
+                                      max_cases=max_cases, max_val_cases=max_val_cases, amp=amp,
+                                      randomise=randomise)
                for spec in specs}  # fmt: skip
     plans = plan_cohort(preset, scale, seed)
     # Each model trains on exactly its planned cases: a spread over the shared cohort folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +212,49 @@ def test_bias_field_equals_torchio(shape):
     coefficients = [float(c) for c in np.random.default_rng(1).uniform(-0.4, 0.4, N_BIAS_COEFFICIENTS)]
     expected = BiasField.generate_bias_field(np.zeros((1, *shape), np.float32), 3, coefficients)
     np.testing.assert_array_equal(polynomial_field(shape, coefficients), expected)
+
+
+def test_paper_preset_still_renders_the_bundled_demo_case():
+    # The demo store's predictions are matched to regenerated cases by content hash, so the
+    # "paper" preset must keep rendering exactly what it rendered (new presets use new streams).
+    plan = next(p for p in plan_cohort("paper", 1.0, 0) if p.patient_id == "SYN_H1_0008")
+    case = render_case("paper", plan, 0)
+    stored = read_case(Path(__file__).resolve().parents[1] / "data_samples" / "SYN_H1_0008")
+    np.testing.assert_array_equal(stored.images[1], np.clip(np.rint(case.images[1]), -32768, 32767))
+    np.testing.assert_array_equal(stored.labels, case.labels)
+
+
+def test_lookalikes_stay_out_of_the_tumour_and_residue_out_of_the_brain():
+    from core.synth.anatomy import MASK, load_atlas
+    from core.synth.realism import REAL_SCANS, Realism, lookalikes
+
+    tissues = np.asarray(load_atlas().tissues)
+    labels = np.zeros(tissues.shape[1:], np.uint8)
+    centre = np.array(labels.shape) // 2
+    labels[tuple(slice(c - 15, c + 15) for c in centre)] = OEDEMA
+    structures, residue = lookalikes(tissues, labels, REAL_SCANS, np.random.default_rng(0))
+    names = [name for name, _, _ in structures]
+    assert names == ["edge_rim", "vessels", "choroid_plexus", "periventricular_caps", "csf_flair", "residue"]
+    brain = tissues[MASK] > 0.5
+    for name, fraction, levels in structures:
+        assert fraction.min() >= 0 and fraction.max() <= 1 and fraction.any(), name
+        assert not fraction[labels > 0].any(), name
+        assert levels.shape == (4,)
+    assert residue.any() and not (residue & brain).any()
+    rim = dict((n, f) for n, f, _ in structures)["edge_rim"] > 0
+    from scipy import ndimage
+
+    assert not (rim & ndimage.binary_erosion(brain, iterations=3)).any()  # within 3 mm of the edge
+    assert lookalikes(tissues, labels, Realism(), np.random.default_rng(0))[0] == []
+
+
+def test_realistic_preset_records_misregistration_and_keeps_t1c_in_place():
+    plan = plan_cohort("realistic", 0.05, 0)[0]
+    case = render_case("realistic", plan, 0)
+    assert set(case.misregistration) == {"t1", "t2", "flair"}
+    for drawn in case.misregistration.values():
+        assert max(abs(v) for v in drawn["shift_mm"]) <= 1.5 and max(abs(v) for v in drawn["angles_deg"]) <= 1.5
+    assert case.labels.any()
+    # T1c carries the labels: its enhancing tumour is brighter than white matter nearby.
+    t1c = case.images[1]
+    assert np.median(t1c[case.labels == ENHANCING]) > np.median(t1c[(case.labels == 0) & (t1c > 0)])

@@ -31,6 +31,7 @@ from core.sequences import (
 )
 from core.synth.anatomy import MASK, AnatomySpec, deformed_tissues, load_atlas, place_in_template, sample_anatomy
 from core.synth.mri import CONTRAST, TISSUES, render_sequences, tissue_fractions
+from core.synth.realism import REAL_SCANS, Realism, add_lookalikes, heterogeneity, lookalikes, misregister
 from core.synth.scanner import Acquisition, ScannerProfile, acquire
 from core.synth.tumour import TumourSpec, grow_tumour, sample_tumour
 
@@ -87,6 +88,8 @@ class Preset:
     name: str
     profiles: dict[str, ScannerProfile]
     description: str = ""
+    realism: Realism = Realism()  # real-scan factors (all off: the clean brains of the first generator)
+    tumour_sites: str = "deep"  # "deep": cerebral white matter; "anywhere": cortical and deep, any lobe
 
 
 PRESETS = {
@@ -94,6 +97,15 @@ PRESETS = {
         "paper",
         PAPER_PROFILES,
         "Public set of 117 complete cases (93/6/18) and hospitals 1-6 with Table 2's missing sequences.",
+    ),
+    "realistic": Preset(
+        "realistic",
+        PAPER_PROFILES,
+        "The paper's plan and hospitals, with what real scans show: bright rims and residue at the "
+        "skull-stripping edge, vessels, choroid plexus, periventricular caps, imperfect CSF suppression on "
+        "FLAIR, tissue sub-clusters, misregistration between sequences, tumours cortical and deep.",
+        realism=REAL_SCANS,
+        tumour_sites="anywhere",
     ),
 }
 
@@ -193,7 +205,8 @@ class CaseSpec:
 
 def _streams(plan: CasePlan, seed: int) -> dict[str, np.random.Generator]:
     code = HOSPITALS.index(plan.hospital)
-    names = ("anatomy", "tumour", "scanner", "deform", "growth", "texture", *SEQUENCES)
+    # New streams go at the end: earlier children, and so the cases of existing presets, stay the same.
+    names = ("anatomy", "tumour", "scanner", "deform", "growth", "texture", *SEQUENCES, "realism")
     children = np.random.SeedSequence([seed, code, plan.index_in_hospital]).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children)}
 
@@ -202,9 +215,8 @@ def sample_case(preset: str, plan: CasePlan, seed: int) -> CaseSpec:
     """Sample anatomy, tumour and acquisition of one case (cheap; no rendering)."""
     streams = _streams(plan, seed)
     field_t, enhancement, acquisitions = PRESETS[preset].profiles[plan.hospital].sample(streams["scanner"])
-    return CaseSpec(
-        sample_anatomy(streams["anatomy"]), sample_tumour(streams["tumour"]), field_t, enhancement, acquisitions
-    )
+    tumour = sample_tumour(streams["tumour"], PRESETS[preset].tumour_sites)
+    return CaseSpec(sample_anatomy(streams["anatomy"]), tumour, field_t, enhancement, acquisitions)
 
 
 @dataclass
@@ -218,6 +230,7 @@ class SyntheticCase:
     affine: np.ndarray
     acquisitions: dict[str, Acquisition] = field(default_factory=dict)
     tissues: np.ndarray | None = None  # (4, X, Y, Z) WM, GM, CSF, mask on the template grid, if kept
+    misregistration: dict[str, dict] = field(default_factory=dict)  # per secondary sequence, if any
 
     @property
     def volumes_ml(self) -> dict[str, float]:
@@ -280,6 +293,21 @@ def render_case(
     ideal = render_sequences(tissue_fractions(tissues, labels), streams["texture"], contrast)
 
     brain = tissues[MASK] > 0.5
+    realism = PRESETS[preset].realism
+    moved: dict[str, dict] = {}
+    if realism.any:
+        rng = streams["realism"]
+        ideal *= heterogeneity(labels.shape, realism.heterogeneity, rng)
+        structures, residue = lookalikes(tissues, labels, realism, rng)
+        ideal = add_lookalikes(ideal, structures)
+        brain |= residue  # skull stripping keeps the residue
+        if realism.misregistration_mm > 0 or realism.misregistration_deg > 0:
+            for index, sequence in enumerate(SEQUENCES):
+                if sequence == "t1c":  # the reference sequence: labels are drawn on it
+                    continue
+                image, moved[sequence] = misregister(ideal[index], realism, rng)  # drawn even when missing
+                if sequence not in plan.missing:
+                    ideal[index] = image
     acquisitions = dict(spec.acquisitions) | dict(acquisitions or {})
     images = np.zeros((len(SEQUENCES), *atlas.full_shape), dtype=np.float32)
     for index, sequence in enumerate(SEQUENCES):
@@ -295,6 +323,7 @@ def render_case(
         affine=atlas.affine.copy(),
         acquisitions=acquisitions,
         tissues=place_in_template(tissues, atlas) if keep_tissues else None,
+        misregistration=moved,
     )
 
 
@@ -347,6 +376,8 @@ def _write_case(args: tuple[str, float, int, CasePlan, str]) -> dict:
     write_labels(case.labels, Path(out) / paths["seg"], case.to_case(), scheme="brats2020")
     row = manifest_row(preset, scale, seed, plan, case.spec, case.volumes_ml)
     row["bias"] = {s: list(a.bias) for s, a in case.acquisitions.items()}
+    if case.misregistration:
+        row["misregistration"] = json.dumps(case.misregistration, separators=(",", ":"))
     tmp = sidecar.with_suffix(".tmp")
     tmp.write_text(json.dumps(row))
     os.replace(tmp, sidecar)  # the sidecar appears only once every file is written

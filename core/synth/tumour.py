@@ -59,22 +59,38 @@ class TumourSpec:
         }
 
 
-@lru_cache(maxsize=1)
-def _candidate_centres() -> np.ndarray:
-    """Deep white matter, >= 12 mm from the midline, in the upper half of the brain."""
+SITES = ("deep", "anywhere")
+
+
+@lru_cache(maxsize=2)
+def _candidate_centres(sites: str = "deep") -> np.ndarray:
+    """Tumour centres (atlas crop voxels).
+
+    ``deep``: deep white matter, >= 12 mm from the midline, in the upper half of the brain.
+    ``anywhere``: white or grey matter >= 6 mm inside the brain and from the midline, above
+    the lowest fifth (temporal lobes included; the cerebellum and brainstem mostly excluded),
+    as glioblastomas grow cortical and deep, frontal and temporal most often.
+    """
+    if sites not in SITES:
+        raise ValueError(f"unknown tumour sites {sites!r}; expected one of {SITES}")
     tissues = load_atlas().tissues
     shape = np.asarray(tissues.shape[1:])
-    deep = ndimage.binary_erosion(tissues[MASK] > 0.5, iterations=12) & (tissues[WM] > 0.8)
     x = np.arange(shape[0])[:, None, None]
     z = np.arange(shape[2])[None, None, :]
-    deep &= np.abs(x - (shape[0] - 1) / 2) >= 12
-    deep &= z >= 0.5 * shape[2]
-    return np.argwhere(deep)
+    if sites == "deep":
+        ok = ndimage.binary_erosion(tissues[MASK] > 0.5, iterations=12) & (tissues[WM] > 0.8)
+        ok &= np.abs(x - (shape[0] - 1) / 2) >= 12
+        ok &= z >= 0.5 * shape[2]
+    else:
+        ok = ndimage.binary_erosion(tissues[MASK] > 0.5, iterations=6) & (tissues[WM] + tissues[GM] > 0.8)
+        ok &= np.abs(x - (shape[0] - 1) / 2) >= 6
+        ok &= z >= 0.2 * shape[2]
+    return np.argwhere(ok)
 
 
-def sample_tumour(rng: np.random.Generator) -> TumourSpec:
-    """Sample a tumour centred in cerebral white matter (atlas crop coordinates) and its volumes."""
-    candidates = _candidate_centres()
+def sample_tumour(rng: np.random.Generator, sites: str = "deep") -> TumourSpec:
+    """Sample a tumour centre (atlas crop coordinates, see :func:`_candidate_centres`) and its volumes."""
+    candidates = _candidate_centres(sites)
     centre = candidates[rng.integers(len(candidates))] + rng.uniform(-0.5, 0.5, 3)
     et_ml = float(np.clip(ET_MEDIAN_ML * np.exp(ET_LOG_SIGMA * rng.standard_normal()), *ET_RANGE_ML))
     return TumourSpec(
