@@ -213,7 +213,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from core.stats import comparison_table, select_scope
+    from core.stats import comparison_table, select_scope, untested_reasons
     from core.store import ResultStore
 
     with ResultStore(args.store) as store:
@@ -237,8 +237,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
             raise ValueError(f"no pairs of the paper's family among {models}; name pairs with --pairs A:B")
     result = comparison_table(table, pairs, metric=args.metric, adjust=args.adjust, alpha=args.alpha)
     result.to_csv(args.out, index=False)
-    _print_json({"out": str(args.out), "scope": args.scope, "tests": len(result),
-                 "significant": int(result["significant"].sum()),
+    # The family is the testable comparisons only (core.stats.comparison_table); the others stay in
+    # the CSV with tested = False and are named here.
+    _print_json({"out": str(args.out), "scope": args.scope, "tests": int(result["tested"].sum()),
+                 "left_out": untested_reasons(result), "significant": int(result["significant"].sum()),
                  "rows": result.to_dict(orient="records")})  # fmt: skip
     return 0
 
@@ -470,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--metric", default="dice", choices=("dice", "sensitivity", "hd95", "volume_diff_ml"))
     stats.add_argument("--region", default="tc", choices=("tc", "wt", "et"))
     stats.add_argument("--empty", default="nan", choices=("nan", "brats"))
-    stats.add_argument("--adjust", default="bonferroni", choices=("bonferroni", "holm"))
+    stats.add_argument(
+        "--adjust", default="bonferroni", choices=("bonferroni", "holm", "bh"), help="bh: Benjamini-Hochberg"
+    )
     stats.add_argument("--alpha", type=float, default=0.05)
     stats.add_argument(
         "--scope",

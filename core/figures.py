@@ -355,16 +355,47 @@ def _label(name: str) -> str:
     return display_name(parse_combination(name))
 
 
+# Axis titles with units, per metric column of the results table.
+METRIC_TITLES = {"dice": "Dice (0 to 1)", "sensitivity": "sensitivity (0 to 1)", "hd95": "HD95 (mm)",
+                 "volume_diff_ml": "volume error, predicted - reference (mL)"}  # fmt: skip
+
+
+def hospital_label(hospital: str) -> str:
+    """A hospital as the figures and captions name it: "public", "hospital 3", "no hospital given"."""
+    from core.store import NO_HOSPITAL
+
+    hospital = str(hospital)
+    if hospital in ("public", NO_HOSPITAL):
+        return {"public": "public", NO_HOSPITAL: "no hospital given"}[hospital]
+    return f"hospital {hospital}"
+
+
+def hospital_order(hospitals) -> list:
+    """Hospitals in reading order: public, then 1..6 numerically, then any others by name."""
+    return sorted(set(hospitals), key=lambda h: (h != "public", not str(h).isdigit(), int(h) if str(h).isdigit() else 0,
+                                                 str(h)))  # fmt: skip
+
+
 def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str = ""):
-    """The paper's Figure 2: a metric per hospital (as acquired), every case a point, per model."""
+    """The paper's Figure 2: a metric per hospital (as acquired), every case a point, per model.
+
+    Each point carries (patient_id, missing) as customdata, so a selection names its case.
+    """
     import plotly.express as px
 
+    from core.sequences import REGION_DISPLAY
+
     data = table[(table["region"] == region) & (table["missing"] == table["acquired_missing"])].copy()
-    data["hospital"] = data["hospital"].map(lambda h: "public" if h == "public" else f"hospital {h}")
-    order = sorted(data["hospital"].unique(), key=lambda h: (h != "public", h))
+    order = [hospital_label(h) for h in hospital_order(data["hospital"])]
+    data["hospital"] = data["hospital"].map(hospital_label)
+    metric_title = METRIC_TITLES.get(metric, metric)
+    region_name = REGION_DISPLAY.get(region, region).capitalize()
+    title = title or f"{region_name}: {metric_title} per hospital, each case as acquired"
     figure = px.box(data, x="hospital", y=metric, color="model", points="all", hover_data=["patient_id", "missing"],
                     category_orders={"hospital": order}, title=title)  # fmt: skip
-    figure.update_layout(height=420, boxmode="group", margin={"t": 50, "b": 40})
+    figure.update_layout(height=440, boxmode="group", margin={"t": 60, "b": 40})
+    figure.update_xaxes(title_text="hospital (cases as acquired; each point is one case)")
+    figure.update_yaxes(title_text=metric_title)
     if metric == "dice":
         figure.update_yaxes(range=[0, 1.02])
     return figure
@@ -412,7 +443,11 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
 
 
 def bland_altman_figure(table, model: str, region: str = "tc", title: str = ""):
-    """Volume agreement of a model with the reference: difference vs mean, bias and 95 % limits."""
+    """Volume agreement of a model with the reference: difference vs mean, bias and 95 % limits.
+
+    Pass one result per patient (one combination of missing sequences): the limits assume
+    independent points, which results of one patient under several combinations are not.
+    """
     import plotly.graph_objects as go
 
     data = table[(table["model"] == model) & (table["region"] == region)].dropna(subset=["volume_pred_ml"])
@@ -421,10 +456,10 @@ def bland_altman_figure(table, model: str, region: str = "tc", title: str = ""):
     bias, spread = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     figure = go.Figure(go.Scatter(x=mean, y=diff, mode="markers", text=data["patient_id"] + " · " + data["missing"],
                                   name="cases"))  # fmt: skip
-    for value, name in ((bias, f"bias {bias:.1f} mL"), (bias + 1.96 * spread, "+1.96 SD"),
-                        (bias - 1.96 * spread, "-1.96 SD")):  # fmt: skip
+    for value, name in ((bias, f"bias {bias:.1f} mL"), (bias + 1.96 * spread, f"+1.96 SD ({bias + 1.96 * spread:.1f})"),
+                        (bias - 1.96 * spread, f"-1.96 SD ({bias - 1.96 * spread:.1f})")):  # fmt: skip
         figure.add_hline(y=value, line_dash="dash" if "SD" in name else "solid", annotation_text=name)
-    figure.update_layout(title=title or f"{model}: volume agreement", height=380,
+    figure.update_layout(title=title or f"{model}: volume agreement ({len(data)} cases)", height=380,
                          xaxis_title="mean of predicted and reference volume (mL)",
                          yaxis_title="predicted - reference (mL)")  # fmt: skip
     return figure

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.figures import hospital_boxplot, median_heatmap, missing_comparison_figure
-from core.stats import SCOPES, comparison_table, select_scope
+from core.stats import MIN_NONZERO_PAIRS, SCOPES, comparison_table, select_scope, untested_reasons
 
 
 def sparsified_pairs(models) -> list[tuple[str, str]]:
@@ -75,8 +75,8 @@ def paper_targets(table, region: str = "tc", adjust: str = "bonferroni", family=
         match = family[
             (family["model_a"] == "BraTSst") & (family["model_b"] == "BraTS") & (family["missing"] == "flair")
         ]
-        row = match.iloc[0] if len(match) and match.iloc[0]["n"] > 0 else None
-    tests = 0 if family is None else int(family["p_value"].notna().sum())
+        row = match.iloc[0] if len(match) and match.iloc[0]["tested"] else None
+    tests = 0 if family is None else int(family["tested"].sum())
     second = {"model": "BraTSst", "target": f"better than BraTS with FLAIR missing (median difference), "
               f"{adjust}-adjusted p < 0.05 over the {tests} tests of the paper's family"}  # fmt: skip
     if row is None:
@@ -118,12 +118,12 @@ def model_results(table, model: str, region: str = "tc", adjust: str = "bonferro
     }
     family = _family(table, region, adjust) if family is COMPUTE else family
     if family is not None:
-        mine = family[(family["model_a"] == model) & (family["n"] > 0)]
+        mine = family[(family["model_a"] == model) & family["tested"]]
         out["tests"] = [{"versus": r.model_b, "missing": r.missing, "n": int(r.n),
                          "median_difference": round(float(r.median_difference), 4),
                          "p_adjusted": float(r.p_adjusted), "significant": bool(r.significant)}
                         for r in mine.itertuples()]  # fmt: skip
-        out["family_size"] = int(family["p_value"].notna().sum())
+        out["family_size"] = int(family["tested"].sum())
     targets = paper_targets(table, region, adjust, family) if targets is None else targets
     out["targets"] = [t for t in targets if t["model"] == model]
     return out
@@ -210,9 +210,13 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
     parts.append(figure_html(median_heatmap(scoped, region=region)))
     if comparison is not None:
         cases = region_table["patient_id"].nunique()
-        parts.append(f"<h2>Paired Wilcoxon signed-rank tests ({adjust}-adjusted over {len(comparison)} tests)</h2>"
-                     f"<p>Scope: {html.escape(SCOPES[scope])}; {cases} patients.</p>")  # fmt: skip
-        parts.append(comparison.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="table"))
+        tested = comparison[comparison["tested"]]
+        left_out = untested_reasons(comparison)
+        note = (f" {len(left_out)} comparisons left out (fewer than {MIN_NONZERO_PAIRS} pairs with a non-zero "
+                f"difference): {html.escape('; '.join(left_out))}." if left_out else "")  # fmt: skip
+        parts.append(f"<h2>Paired Wilcoxon signed-rank tests ({adjust}-adjusted over {len(tested)} tests)</h2>"
+                     f"<p>Scope: {html.escape(SCOPES[scope])}; {cases} patients.{note}</p>")  # fmt: skip
+        parts.append(tested.to_html(index=False, float_format=lambda v: f"{v:.4g}", classes="table"))
     parts.append("<h2>The paper's findings as targets</h2>")
     # The comparison above is the paper's family when it ran on the simulated cases with its pairs.
     family = comparison if scope == "simulated" and paper_default else COMPUTE
@@ -224,3 +228,17 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head>
 <body><h1>{title}</h1><p>{len(models)} models, {table["patient_id"].nunique()} cases, {len(table)} result rows;
 generated {stamp}. Asterisk: adjusted p &lt; 0.05. Research and teaching use only.</p>{"".join(parts)}</body></html>"""
+
+
+def extended_evaluation_command(model_folders, patients, preset: str = "paper", scale: float = 1.0, seed: int = 0,
+                                store: str = "results.sqlite", out: str = "runs/t1c") -> str:  # fmt: skip
+    """The commands that add the 7 combinations with T1c missing (15 in all) for ``patients`` of
+    a synthetic cohort: render their cases again (bit for bit, from preset, scale and seed),
+    then evaluate them. Without patients, the evaluation of a cohort folder ``out`` of your own.
+    The results go to ``store`` (the user's store: the bundled demo store is never written)."""
+    render = (f"python -m core synth --preset {preset} --scale {scale:g} --seed {seed} "
+              f"--patients {','.join(sorted(patients))} --out {out}\n") if len(patients) else ""  # fmt: skip
+    return (
+        f"{render}python -m core evaluate --models {','.join(str(m) for m in model_folders)} "
+        f"--cohort {out}/manifest.csv --mode simulated --combinations 15 --splits all --store {store}"
+    )

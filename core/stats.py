@@ -207,28 +207,44 @@ def wilcoxon_paired(x, y, conf_level: float = 0.95) -> WilcoxonResult:
                           median_difference, "Wilcoxon signed rank test with continuity correction")  # fmt: skip
 
 
+# Multiple testing through statsmodels (our names -> multipletests' method names).
+ADJUSTMENT_METHODS = {"bonferroni": "bonferroni", "holm": "holm", "bh": "fdr_bh"}
+ADJUSTMENT_NAMES = {"bonferroni": "Bonferroni", "holm": "Holm", "bh": "Benjamini-Hochberg (FDR)"}
+ADJUSTMENTS = tuple(ADJUSTMENT_METHODS)
+# A comparison enters the family only with at least this many pairs with a non-zero difference:
+# with one, the exact two-sided p is 1 whatever the data (R's wilcox.test), so it cannot reject.
+MIN_NONZERO_PAIRS = 2
+TABLE_COLUMNS = ["model_a", "model_b", "missing", "n", "median_difference", "estimate", "ci_low", "ci_high",
+                 "p_value", "p_adjusted", "significant", "n_nonzero", "tested"]  # fmt: skip
+
+
+def adjust_p(p_values, method: str = "bonferroni") -> np.ndarray:
+    """Adjusted p-values (``statsmodels.stats.multitest.multipletests``; as R's p.adjust with
+    "bonferroni", "holm" and "BH"). NaNs are kept and not counted in the family.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    if method not in ADJUSTMENT_METHODS:
+        raise ValueError(f"adjust must be one of {sorted(ADJUSTMENT_METHODS)}, got {method!r}")
+    p = np.asarray(p_values, float)
+    out = np.full(p.shape, np.nan)
+    valid = ~np.isnan(p)
+    if valid.any():
+        out[valid] = multipletests(p[valid], method=ADJUSTMENT_METHODS[method])[1]
+    return out
+
+
 def bonferroni(p_values) -> np.ndarray:
     """Bonferroni-adjusted p-values (R's p.adjust "bonferroni"); NaNs are kept and not counted."""
-    p = np.asarray(p_values, float)
-    m = np.count_nonzero(~np.isnan(p))
-    return np.minimum(1.0, p * m)
+    return adjust_p(p_values, "bonferroni")
 
 
 def holm(p_values) -> np.ndarray:
     """Holm step-down adjusted p-values (R's p.adjust "holm"); NaNs kept and not counted."""
-    p = np.asarray(p_values, float)
-    out = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    m = len(valid)
-    order = valid[np.argsort(p[valid], kind="stable")]
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adjusted
-    return out
-
-
-ADJUSTMENTS = {"bonferroni": bonferroni, "holm": holm}
-TABLE_COLUMNS = ["model_a", "model_b", "missing", "n", "median_difference", "estimate", "ci_low", "ci_high",
-                 "p_value", "p_adjusted", "significant"]  # fmt: skip
+    return adjust_p(p_values, "holm")
 
 
 SCOPES = {
@@ -259,29 +275,37 @@ def select_scope(results, scope: str = "simulated"):
     return complete[complete["patient_id"].isin(simulated)]
 
 
+def _combinations(results, missing=None) -> list[str]:
+    """The combination names to compare: ``missing``, or every one present, complete first."""
+    if missing is not None:
+        return list(missing)
+    order = [combination_name(m) for m in EXTENDED_COMBINATIONS]
+    present = set(results["missing"])
+    return [n for n in order if n in present] + sorted(present - set(order))
+
+
 def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust: str = "bonferroni", alpha=0.05):
     """The paper's comparison table: model pairs x missing combinations.
+
+    Only testable comparisons enter the family that is adjusted: at least MIN_NONZERO_PAIRS
+    pairs with a non-zero difference (with one, R's exact p is 1 whatever the data). The
+    others are kept in the table with ``tested`` False, R's p-value, and no adjusted p.
 
     Args:
         results: a DataFrame with columns model, patient_id, missing and ``metric``.
         pairs: (model_a, model_b) tuples; differences are a - b.
         missing: combination names to include (default: all present, complete first).
-        adjust: "bonferroni" or "holm", over the whole family of tests in the table.
+        adjust: "bonferroni", "holm" or "bh" (Benjamini-Hochberg), over the tested rows.
 
     Returns:
-        DataFrame with TABLE_COLUMNS; a pair/combination with no complete pair is kept with
-        n = 0 and NaN statistics (and is not counted in the adjustment).
+        DataFrame with TABLE_COLUMNS; ``n`` complete pairs, ``n_nonzero`` those with a
+        non-zero difference (n = 0: NaN statistics).
     """
     import pandas as pd
 
-    if adjust not in ADJUSTMENTS:
-        raise ValueError(f"adjust must be one of {sorted(ADJUSTMENTS)}, got {adjust!r}")
-    if missing is None:  # every combination present, in the paper's order (complete first)
-        order = [combination_name(m) for m in EXTENDED_COMBINATIONS]
-        present = set(results["missing"])
-        combos = [n for n in order if n in present] + sorted(present - set(order))
-    else:
-        combos = list(missing)
+    if adjust not in ADJUSTMENT_METHODS:
+        raise ValueError(f"adjust must be one of {sorted(ADJUSTMENT_METHODS)}, got {adjust!r}")
+    combos = _combinations(results, missing)
     wide = results.pivot_table(index=["missing", "patient_id"], columns="model", values=metric, aggfunc="first")
     rows = []
     for a, b in pairs:
@@ -294,13 +318,103 @@ def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust:
             if len(part):
                 result = wilcoxon_paired(part[a].to_numpy(), part[b].to_numpy())
                 row |= {"n": result.n_pairs, "median_difference": result.median_difference, "estimate": result.estimate,
-                        "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value}  # fmt: skip
+                        "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value,
+                        "n_nonzero": result.n}  # fmt: skip
             else:
-                row |= {"n": 0} | dict.fromkeys(
+                row |= {"n": 0, "n_nonzero": 0} | dict.fromkeys(
                     ["median_difference", "estimate", "ci_low", "ci_high", "p_value"], np.nan
                 )
             rows.append(row)
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-2])
-    table["p_adjusted"] = ADJUSTMENTS[adjust](table["p_value"].to_numpy(float))
+    table = pd.DataFrame(rows, columns=[c for c in TABLE_COLUMNS if c not in ("p_adjusted", "significant", "tested")])
+    table["tested"] = table["n_nonzero"] >= MIN_NONZERO_PAIRS
+    table["p_adjusted"] = adjust_p(table["p_value"].where(table["tested"]).to_numpy(float), adjust)
     table["significant"] = table["p_adjusted"] < alpha
     return table[TABLE_COLUMNS]
+
+
+def untested_reasons(table) -> list[str]:
+    """Why each comparison of :func:`comparison_table` was left out of the family, in words."""
+    out = []
+    for row in table[~table["tested"]].itertuples():
+        why = (
+            "no pair with both results"
+            if row.n == 0
+            else (f"{row.n_nonzero} of {row.n} pairs differ" if row.n_nonzero else f"all {row.n} pairs equal")
+        )
+        out.append(f"{row.model_a} vs {row.model_b}, {row.missing}: {why}")
+    return out
+
+
+@dataclass(frozen=True)
+class MixedModelResult:
+    """One linear mixed-effects model over every combination: ``metric ~ model * missing``
+    with a random intercept per patient, and the model contrasts it gives per combination."""
+
+    formula: str
+    # DataFrame: model_a, model_b, missing, estimate, ci_low, ci_high, p_value, p_adjusted, significant
+    contrasts: object
+    n_obs: int
+    n_patients: int
+    patient_variance: float  # variance of the random intercept
+    residual_variance: float
+    converged: bool
+    left_out: tuple[str, ...]  # combinations without results of every model (not in the fit)
+
+
+def mixed_model(results, pairs, metric: str = "dice", missing=None, adjust: str = "bonferroni",
+                alpha: float = 0.05) -> MixedModelResult:  # fmt: skip
+    """Fit ``metric ~ C(model) * C(missing)`` with a random intercept per patient
+    (``statsmodels.formula.api.mixedlm``, REML) over the models of ``pairs`` and every
+    combination that all of them have; each pair's difference a - b per combination is a
+    Wald contrast (normal approximation), adjusted over the contrasts as ``adjust`` says.
+
+    Raises:
+        ValueError: fewer than two models or two patients with results.
+    """
+    import warnings
+
+    import pandas as pd
+    import statsmodels.formula.api as smf
+
+    models = sorted({m for pair in pairs for m in pair})
+    data = results[results["model"].isin(models)][["patient_id", "model", "missing", metric]].dropna()
+    combos = _combinations(data, missing)
+    cells = data.groupby("missing")["model"].nunique()
+    kept = [c for c in combos if cells.get(c, 0) == len(models)]
+    data = data[data["missing"].isin(kept)].rename(columns={metric: "y"}).reset_index(drop=True)
+    if data["model"].nunique() < 2 or data["patient_id"].nunique() < 2:
+        raise ValueError(
+            f"a mixed model needs results of at least 2 models on 2 patients; got models {sorted(set(data['model']))} "
+            f"on {data['patient_id'].nunique()} patients"
+        )
+    formula = "y ~ C(model) * C(missing)" if len(kept) > 1 else "y ~ C(model)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = smf.mixedlm(formula, data, groups=data["patient_id"]).fit(reml=True)
+    converged = bool(getattr(fit, "converged", True)) and not any("converge" in str(w.message) for w in caught)
+    # Every row of one (model, combination) cell has the same fixed-effect design row.
+    first = data.reset_index().groupby(["model", "missing"])["index"].first()
+    exog = np.asarray(fit.model.exog)
+    rows, contrasts = [], []
+    for a, b in pairs:
+        for combo in kept:
+            if (a, combo) in first.index and (b, combo) in first.index:
+                contrasts.append(exog[first[(a, combo)]] - exog[first[(b, combo)]])
+                rows.append({"model_a": a, "model_b": b, "missing": combo})
+    table = pd.DataFrame(rows, columns=["model_a", "model_b", "missing"])
+    if rows:
+        test = fit.t_test(np.vstack(contrasts))
+        ci = np.asarray(test.conf_int(alpha=alpha))
+        table["estimate"] = np.asarray(test.effect, float)
+        table["ci_low"], table["ci_high"] = ci[:, 0], ci[:, 1]
+        table["p_value"] = np.asarray(test.pvalue, float).ravel()
+    else:
+        table = table.assign(estimate=np.nan, ci_low=np.nan, ci_high=np.nan, p_value=np.nan)
+    table["p_adjusted"] = adjust_p(table["p_value"].to_numpy(float), adjust)
+    table["significant"] = table["p_adjusted"] < alpha
+    return MixedModelResult(
+        formula=f"{metric} ~ model * missing + (1 | patient)" if len(kept) > 1 else f"{metric} ~ model + (1 | patient)",
+        contrasts=table, n_obs=int(len(data)), n_patients=int(data["patient_id"].nunique()),
+        patient_variance=float(np.asarray(fit.cov_re)[0, 0]), residual_variance=float(fit.scale),
+        converged=converged, left_out=tuple(c for c in combos if c not in kept),
+    )  # fmt: skip

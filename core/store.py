@@ -256,3 +256,50 @@ class ResultStore:
     def counts(self) -> dict[str, int]:
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("models", "cases", "results", "predictions", "file_hashes")}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- sources
+# The app reads two stores: the bundled demo results (read only) and the user's own. They are
+# kept apart as sources: a user's row never replaces a demo row, even for the same case.
+RESULT_SOURCES = {"demo": "demo results", "user": "your data", "both": "both"}
+# The group of cases whose store row names no hospital (a case folder evaluated without a manifest).
+NO_HOSPITAL = "not given"
+
+
+def combine_sources(tables: dict, source: str = "both"):
+    """The results of one source or of both, each row tagged with its ``source``.
+
+    Args:
+        tables: {"demo": DataFrame, "user": DataFrame} of :meth:`ResultStore.table` (either may be empty).
+        source: "demo", "user" or "both". With "both", a user row of a result the demo store
+            already holds (same weights, case content, combination, region and policy) is left
+            out, so a case is counted once; a user case that shares a demo patient's id but not
+            its content is renamed ``<id> (your data)`` so tests never pair the two.
+
+    Returns:
+        The long results table plus a ``source`` column; a blank hospital reads NO_HOSPITAL.
+
+    Raises:
+        ValueError: an unknown source.
+    """
+    import pandas as pd
+
+    if source not in RESULT_SOURCES:
+        raise ValueError(f"source must be one of {sorted(RESULT_SOURCES)}, got {source!r}")
+    key = ["model_sha256", "case_key", "missing", "region", "empty_policy"]
+    parts = {}
+    for name in ("demo", "user"):
+        table = tables.get(name)
+        if table is None or table.empty or source not in (name, "both"):
+            continue
+        table = table.drop_duplicates(key, keep="last").assign(source=RESULT_SOURCES[name])
+        blank = table["hospital"].isna() | (table["hospital"].astype(str).str.strip() == "")
+        parts[name] = table.assign(hospital=table["hospital"].where(~blank, NO_HOSPITAL))
+    if "demo" in parts and "user" in parts:
+        demo, user = parts["demo"], parts["user"]
+        user = user[~pd.MultiIndex.from_frame(user[key]).isin(pd.MultiIndex.from_frame(demo[key]))]
+        clash = user["patient_id"].isin(set(demo["patient_id"])) & ~user["case_key"].isin(set(demo["case_key"]))
+        parts["user"] = user.assign(patient_id=user["patient_id"].where(~clash, user["patient_id"] + " (your data)"))
+    if not parts:
+        return pd.DataFrame(columns=[*EXPORT_COLUMNS, "source"])
+    return pd.concat(list(parts.values()), ignore_index=True)

@@ -2,22 +2,18 @@
 
 import streamlit as st
 
-from core.figures import hospital_boxplot
+from core.figures import METRIC_TITLES, hospital_boxplot, hospital_order
 from core.sequences import REGION_DISPLAY
-from ui.data import all_results, demo_cohort, demo_patients, demo_store
+from ui.cohort import pick_results
+from ui.data import demo_cohort, demo_patients, demo_store
 
 st.title("Hospitals")
-table = all_results()
-if table.empty:
-    st.info("No results yet. Evaluate models with `python -m core evaluate` or on the Your data page.")
-    st.stop()
-
+source, table = pick_results("hosp")
 c1, c2, c3 = st.columns(3)
 models = c1.multiselect("Models", sorted(table["model"].unique()), default=sorted(table["model"].unique())[:2],
                         key="hosp_models")  # fmt: skip
-LABELS = {"volume_diff_ml": "volume error (mL)", "hd95": "HD95 (mm)"}
 metric = c2.selectbox("Metric", ["dice", "sensitivity", "hd95", "volume_diff_ml"], key="hosp_metric",
-                      format_func=lambda m: LABELS.get(m, m))  # fmt: skip
+                      format_func=METRIC_TITLES.get)  # fmt: skip
 region = c3.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="hosp_region")
 which = st.radio("Cases", ["all", "complete only", "incomplete only"], horizontal=True, key="hosp_cases")
 data = table[table["model"].isin(models) & (table["missing"] == table["acquired_missing"])]
@@ -26,17 +22,33 @@ if which != "all":
 if data.empty:
     st.warning("No cases match these choices.")
     st.stop()
-st.plotly_chart(hospital_boxplot(data, metric, region), width="stretch")
+viewable = sorted(set(data["patient_id"]) & set(demo_patients(str(demo_cohort()), str(demo_store()))["patient_id"]))
+
+
+def open_in_explorer(patient: str) -> None:
+    st.session_state["hospital"] = "all"
+    st.session_state["patient"] = patient
+    st.switch_page("pages/explorer.py")
+
+
+chart = st.plotly_chart(hospital_boxplot(data, metric, region), width="stretch", key="hosp_chart",
+                        on_select="rerun", selection_mode="points")  # fmt: skip
+picked = [p["customdata"][0] for p in (chart.selection.points if chart else []) if p.get("customdata")]
+if picked and picked[0] in viewable:
+    open_in_explorer(picked[0])
+elif picked:
+    st.info(f"{picked[0]} is not in the explorer's cohort ({demo_cohort()}); its results are shown here only.")
+else:
+    st.caption("Click a case's point to open it in the patient explorer.")
 summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
            .agg(cases="count", median="median", q1=lambda v: v.quantile(0.25), q3=lambda v: v.quantile(0.75))
            .round(3).reset_index())  # fmt: skip
-st.dataframe(summary, hide_index=True, width="stretch")
-viewable = sorted(set(data["patient_id"]) & set(demo_patients(str(demo_cohort()), str(demo_store()))["patient_id"]))
+rank = {h: i for i, h in enumerate(hospital_order(summary["hospital"]))}
+summary = summary.sort_values(["model", "hospital"], key=lambda c: c.map(rank) if c.name == "hospital" else c)
+st.dataframe(summary, hide_index=True, width="stretch", height="content")
 if viewable:
     patient = st.selectbox("Open a case in the patient explorer", viewable, key="hosp_open")
     if st.button("Open in the explorer", key="hosp_go"):
-        st.session_state["hospital"] = "all"
-        st.session_state["patient"] = patient
-        st.switch_page("pages/explorer.py")
+        open_in_explorer(patient)
 else:
     st.caption(f"None of these cases is in the explorer's cohort ({demo_cohort()}).")

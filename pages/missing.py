@@ -1,19 +1,19 @@
 """Missing sequences: each combination, two models side by side (Figure 4) and medians (Figure 5)."""
 
+from pathlib import Path
+
 import streamlit as st
 
-from core.figures import median_heatmap, missing_comparison_figure
-from core.report import paper_pairs
+from core.figures import hospital_label, hospital_order, median_heatmap, missing_comparison_figure
+from core.report import extended_evaluation_command, paper_pairs
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
 from core.stats import SCOPES, comparison_table, select_scope
-from ui.data import all_results
+from core.store import RESULT_SOURCES
+from ui.cohort import pick_results
+from ui.data import ROOT, demo_cohort, demo_patients, demo_store, list_models, models_root, user_store
 
 st.title("Missing sequences")
-table = all_results()
-if table.empty:
-    st.info("No results yet. Evaluate models with `python -m core evaluate --mode simulated`.")
-    st.stop()
-
+source, table = pick_results("miss")
 models = sorted(table["model"].unique())
 pairs = paper_pairs(models) or [(models[0], models[-1])]
 c1, c2, c3 = st.columns(3)
@@ -26,15 +26,43 @@ scope = st.radio("Cases", ["simulated", "all"], horizontal=True, key="miss_scope
                                         "all": "also the incomplete cases as acquired"}[s])  # fmt: skip
 names = [combination_name(m) for m in combinations_for(count)]
 scoped = select_scope(table, scope)
+without_t1c = [n for n in names if "t1c" in n]
+if without_t1c and not set(without_t1c) & set(scoped["missing"]):
+    # The 15 differ from the 8 only by the combinations with T1c missing: say why they are absent.
+    simulated = scoped[scoped["acquired_missing"] == "none"]
+    patients = demo_patients(str(demo_cohort()), str(demo_store()))
+    chosen = patients[patients["patient_id"].isin(set(simulated["patient_id"]))]
+    regenerated = chosen[chosen["preset"] != ""]
+    preset, scale, seed = regenerated[["preset", "scale", "seed"]].iloc[0] if len(regenerated) else ("paper", 1.0, 0)
+    cards = list_models(str(models_root()))
+    folders = [Path(cards[m]["path"]) for m in pair if m in cards]
+    folders = [f.relative_to(ROOT) if f.is_relative_to(ROOT) else f for f in folders]
+    store = user_store().relative_to(ROOT) if user_store().is_relative_to(ROOT) else user_store()
+    st.info(
+        "These results hold no combination with **T1c missing**, so choosing 15 shows the same 8 combinations "
+        "as choosing 8 (the bundled demo results were evaluated on the paper's 8: T1c, the reference sequence, always "
+        f"present). To add the other 7 for {pair[0]} and {pair[1]} on these {simulated['patient_id'].nunique()} "
+        f"patients, run the commands below; the results go to your own store ({store}) and appear here under "
+        "**Results: your data** (the demo results are never changed)."
+    )
+    out = "runs/t1c" if len(chosen) else "YOUR_COHORT"  # a cohort of the user's own is theirs to name
+    st.code(extended_evaluation_command(folders or [f"models/{m}" for m in pair], sorted(set(chosen["patient_id"])),
+                                        preset, float(scale), int(seed), str(store), out), language="bash")  # fmt: skip
 data = scoped[(scoped["region"] == region) & scoped["missing"].isin(names)]
 if data.empty:
     st.warning(f"No results for these choices ({SCOPES[scope]}).")
     st.stop()
-st.caption(f"{data['patient_id'].nunique()} patients; hospitals {', '.join(sorted(data['hospital'].unique()))}.")
+hospitals = ", ".join(hospital_label(h) for h in hospital_order(data["hospital"]))
+st.caption(f"{data['patient_id'].nunique()} patients ({hospitals}); results: {RESULT_SOURCES[source]}.")
 comparison = comparison_table(
     data[data["model"].isin(pair)], [pair], missing=[n for n in names if n in set(data["missing"])]
 )
 st.plotly_chart(missing_comparison_figure(data, pair[0], pair[1], comparison, region), width="stretch")
-st.caption("\\* Bonferroni-adjusted p < 0.05 over the combinations shown (paired Wilcoxon signed-rank test).")
+left_out = int((~comparison["tested"]).sum())
+st.caption(
+    f"\\* Bonferroni-adjusted p < 0.05 over the {int(comparison['tested'].sum())} testable combinations shown "
+    "(paired Wilcoxon signed-rank test)"
+    + (f"; {left_out} left out with fewer than 2 pairs that differ." if left_out else ".")
+)
 st.subheader("Median Dice, models x combinations")
 st.plotly_chart(median_heatmap(data, region), width="stretch")

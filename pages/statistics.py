@@ -1,29 +1,39 @@
-"""Statistics: paired Wilcoxon comparisons with CIs and adjusted p-values; volume agreement."""
+"""Statistics: paired Wilcoxon comparisons with CIs and adjusted p-values; a mixed-effects model; volume agreement."""
 
 import pandas as pd
 import streamlit as st
 
 from core.figures import bland_altman_figure
 from core.report import COMPUTE, STATUS, paper_pairs, paper_targets, site_pairs, sparsified_pairs
-from core.sequences import REGION_DISPLAY
-from core.stats import SCOPES, comparison_table, select_scope
-from ui.data import all_results
+from core.sequences import EXTENDED_COMBINATIONS, REGION_DISPLAY, combination_name, display_name, parse_combination
+from core.stats import (
+    ADJUSTMENT_NAMES,
+    ADJUSTMENTS,
+    MIN_NONZERO_PAIRS,
+    SCOPES,
+    comparison_table,
+    mixed_model,
+    select_scope,
+    untested_reasons,
+)
+from ui.cohort import pick_results
+
+
+def _label(name: str) -> str:
+    return display_name(parse_combination(name))
+
 
 st.title("Statistics")
-table = all_results()
-if table.empty:
-    st.info("No results yet. Evaluate models with `python -m core evaluate`.")
-    st.stop()
-
+source, table = pick_results("stat")
 models = sorted(table["model"].unique())
 c1, c2, c3, c4 = st.columns(4)
 family = c1.radio("Comparisons", ["the paper's family", "sparsified vs not", "hospital 1 data vs not", "choose pairs"],
                   key="stat_family",
                   help="The paper: every pair with and without sparsified training, and with and without "
-                  "hospital 1 data, Bonferroni over all their tests")  # fmt: skip
+                  "hospital 1 data, adjusted over all their tests")  # fmt: skip
 region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="stat_region")
 metric = c3.selectbox("Metric", ["dice", "sensitivity", "hd95"], key="stat_metric")
-adjust = c4.radio("Adjustment", ["bonferroni", "holm"], key="stat_adjust")
+adjust = c4.radio("Adjustment", ADJUSTMENTS, format_func=ADJUSTMENT_NAMES.get, key="stat_adjust")
 if family != "choose pairs":
     pairs = {"the paper's family": paper_pairs, "sparsified vs not": sparsified_pairs,
              "hospital 1 data vs not": site_pairs}[family](models)  # fmt: skip
@@ -39,28 +49,66 @@ scoped = select_scope(table, scope)
 if scoped.empty:
     st.warning(f"No results for these choices ({SCOPES[scope]}).")
     st.stop()
-result = comparison_table(scoped[scoped["region"] == region], pairs, metric=metric, adjust=adjust)
+rows = scoped[scoped["region"] == region]
+result = comparison_table(rows, pairs, metric=metric, adjust=adjust)
+tested = result[result["tested"]].drop(columns=["tested"]).reset_index(drop=True)
 # p-values in significant digits: rounded to 4 decimals, every significant one would read 0.
 p_columns = {"p_value": "{:.2g}", "p_adjusted": "{:.2g}"}
-decimals = {c: "{:.4f}" for c in result.select_dtypes("float").columns if c not in p_columns}
-shown = result.style.format(decimals | p_columns)
-st.dataframe(shown, hide_index=True, width="stretch")
+decimals = {c: "{:.4f}" for c in tested.select_dtypes("float").columns if c not in p_columns}
+st.dataframe(tested.style.format(decimals | p_columns), hide_index=True, width="stretch")
 st.caption(
-    f"{len(result)} tests on {scoped['patient_id'].nunique()} patients; differences are A - B; "
-    "estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test."
+    f"{len(tested)} tests on {scoped['patient_id'].nunique()} patients, {ADJUSTMENT_NAMES[adjust]}-adjusted over "
+    "these tests; differences are A - B; estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test."
 )
-st.download_button("Download CSV", result.to_csv(index=False), "comparisons.csv", "text/csv", key="stat_csv")
+if left_out := untested_reasons(result):
+    st.info(
+        f"{len(left_out)} comparisons left out of the family: a test needs at least {MIN_NONZERO_PAIRS} patients "
+        "with both results and a non-zero difference (with one, the p-value is 1 whatever the data). "
+        + "; ".join(left_out)
+    )
+st.download_button("Download CSV (every comparison, with a tested column)", result.to_csv(index=False),
+                   "comparisons.csv", "text/csv", key="stat_csv")  # fmt: skip
+
+st.subheader("One mixed-effects model over every combination")
+try:
+    mixed = mixed_model(rows, pairs, metric=metric, adjust=adjust)
+except ValueError as error:
+    st.info(f"No mixed-effects model: {error}.")
+else:
+    shown = mixed.contrasts.drop(columns=["significant"]).style.format(
+        {"estimate": "{:.4f}", "ci_low": "{:.4f}", "ci_high": "{:.4f}"} | p_columns
+    )
+    st.dataframe(shown, hide_index=True, width="stretch")
+    variance = f"patient variance {mixed.patient_variance:.4g}, residual {mixed.residual_variance:.4g}"
+    st.caption(
+        f"`{mixed.formula}`, REML (statsmodels mixedlm) on {mixed.n_obs} results of {mixed.n_patients} patients; "
+        f"{variance}. Each row: A - B in that combination, Wald 95 % CI and p, {ADJUSTMENT_NAMES[adjust]}-adjusted "
+        "over these contrasts."
+        + ("" if mixed.converged else " The fit did not converge: read with care.")
+        + (f" Left out (not every model has results): {', '.join(mixed.left_out)}." if mixed.left_out else "")
+    )
+
 st.subheader("The paper's findings, checked on these results")
 # The table above is the paper's family when it ran the paper's pairs on Dice over the simulated cases.
 paper_family = family == "the paper's family" and metric == "dice" and scope == "simulated"
 targets = pd.DataFrame(paper_targets(table, region, adjust, result if paper_family else COMPUTE))
 targets["status"] = targets["met"].map(STATUS)
-st.dataframe(targets[["model", "target", "value", "n", "status"]].round(3), hide_index=True, width="stretch")
+targets["value"] = targets["value"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}")
+st.table(targets[["model", "target", "value", "n", "status"]].set_index("model"))
 st.caption("BraTS accurate on the public data; sparsified training helps most without FLAIR; a model trained "
            "on many hospitals holds up on a new one whatever is missing.")  # fmt: skip
+
 st.subheader("Volume agreement (Bland-Altman)")
-model = st.selectbox("Model", sorted(scoped["model"].unique()), key="stat_ba")
-agreement = scoped[(scoped["model"] == model) & (scoped["region"] == region)]
-st.plotly_chart(bland_altman_figure(agreement, model, region), width="stretch")
+c1, c2 = st.columns(2)
+model = c1.selectbox("Model", sorted(scoped["model"].unique()), key="stat_ba")
+present = set(scoped["missing"])
+combinations = [n for n in map(combination_name, EXTENDED_COMBINATIONS) if n in present]
+combinations += sorted(present - set(combinations))
+combination = c2.selectbox("Missing sequences", combinations, format_func=_label, key="stat_ba_missing",
+                           help="One combination at a time: the 95 % limits assume independent points, and "
+                           "one patient's results under several combinations are not")  # fmt: skip
+agreement = scoped[(scoped["model"] == model) & (scoped["region"] == region) & (scoped["missing"] == combination)]
+title = f"{model}, {_label(combination)}: volume agreement ({agreement['patient_id'].nunique()} patients)"
+st.plotly_chart(bland_altman_figure(agreement, model, region, title=title), width="stretch")
 st.caption(f"{len(agreement)} results of {agreement['patient_id'].nunique()} patients: the cases chosen above "
-           f"({SCOPES[scope]}).")  # fmt: skip
+           f"({SCOPES[scope]}), {_label(combination)}.")  # fmt: skip

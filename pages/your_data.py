@@ -1,6 +1,9 @@
 """Your data: open a cohort under the data root or upload a case, validate, evaluate."""
 
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -12,26 +15,55 @@ from ui.data import MAX_UPLOAD_MB, data_root, list_models, models_root, resolve_
 
 st.title("Your data")
 root = data_root()
+if not root.is_dir():
+    root.mkdir(parents=True, exist_ok=True)
+    st.info(f"Created the data root **{root}** (empty): copy cohort or case folders there, or upload a case below.")
 st.markdown(f"Cohort folders, case folders and manifests under **{root}** (set `GBM_DATA_ROOT` to change it). "
-            "BraTS 2018-21 (`*_t1ce.nii.gz` ...) and 2023 (`*-t1c.nii.gz` ...) names are recognised.")  # fmt: skip
+            "BraTS 2018-21 (`*_t1ce.nii.gz` ...) and 2023 (`*-t1c.nii.gz` ...) names are recognised. "
+            f"Your results are written to **{user_store()}**, apart from the demo results; the cohort pages show "
+            "them under **Results: your data**.")  # fmt: skip
+
+
+def reasons(report: dict) -> list[str]:
+    """Why each rejected case of an inspection report was rejected, with paths shortened to file names."""
+    out = [report["error"]] if report.get("error") else []
+    for case in report["cases"]:
+        for reason in case.get("reasons") or []:
+            out.append(re.sub(r"\S*/([^/\s]+)", r"\1", reason))
+    return out
+
 
 with st.expander("Upload one case"):
     name = st.text_input("Case name", "my_case", key="upload_name")
     files = st.file_uploader("NIfTI files of the case (named like BraTS: *_t1ce.nii.gz, *_flair.nii.gz ...)",
                              type=["nii", "gz"], accept_multiple_files=True, key="upload_files")  # fmt: skip
     if st.button("Save upload", key="upload_save", disabled=not files):
+        big = [f.name for f in files if f.size > MAX_UPLOAD_MB * 2**20]
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             st.error(f"Case name {name!r}: use letters, digits, '.', '_' and '-' only.")
-        elif any(f.size > MAX_UPLOAD_MB * 2**20 for f in files):
-            big = [f.name for f in files if f.size > MAX_UPLOAD_MB * 2**20]
+        elif big:
             st.error(f"{', '.join(big)}: larger than {MAX_UPLOAD_MB} MB.")
         else:
-            folder = root / "uploads" / name
-            folder.mkdir(parents=True, exist_ok=True)
+            # Validate in a staging folder first: nothing is announced or kept unless the case is accepted.
+            (root / "uploads").mkdir(parents=True, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".staging-", dir=root / "uploads")
+            case_folder = Path(staging) / name
+            case_folder.mkdir()
             for upload in files:
-                (folder / upload.name).write_bytes(upload.getvalue())
-            st.session_state["data_path"] = f"uploads/{name}"
-            st.success(f"Saved {len(files)} files to {folder}.")
+                (case_folder / upload.name).write_bytes(upload.getvalue())
+            report = inspect_path(case_folder)
+            if report.get("error") or not report.get("n_accepted"):
+                shutil.rmtree(staging, ignore_errors=True)
+                st.error(f"Not saved: {name} was rejected.")
+                for reason in reasons(report) or ["no case found in these files"]:
+                    st.markdown(f"- {reason}")
+            else:
+                folder = root / "uploads" / name
+                shutil.rmtree(folder, ignore_errors=True)  # a new upload of the same name replaces the old one
+                shutil.move(str(case_folder), folder)
+                shutil.rmtree(staging, ignore_errors=True)
+                st.session_state["data_path"] = f"uploads/{name}"
+                st.success(f"Saved {len(files)} file{'s' * (len(files) != 1)} to {folder}; the case is accepted.")
 
 path_text = st.text_input("Folder or manifest, relative to the data root", key="data_path")
 if not path_text:
@@ -51,6 +83,8 @@ rows = [{"case": c["case_id"], "ok": c["ok"], "missing": ", ".join(c.get("missin
         for c in report["cases"]]  # fmt: skip
 st.markdown(f"**{report['n_accepted']} of {report['n_cases']} cases accepted**")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+for problem in reasons(report):
+    st.error(problem)
 
 models = list_models(str(models_root()))
 if not models or not report["n_accepted"]:
@@ -68,7 +102,18 @@ if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
     bar.empty()
     results_table.clear()
     st.success(f"{summary.results_written} results written to {user_store()} in {summary.seconds:.0f} s "
-               f"({summary.skipped_done} already there). They now appear on the Hospitals, Missing sequences "
-               "and Statistics pages.")  # fmt: skip
+               f"({summary.skipped_done} already there). They are below, and on the Hospitals, Missing sequences "
+               "and Statistics pages under **Results: your data**.")  # fmt: skip
     for error in summary.errors:
         st.error(error)
+
+# Your results for these cases and models (from your store only; the demo results are not read here).
+mine = results_table(str(user_store()))
+cases = {c["case_id"] for c in report["cases"] if c["ok"]}
+if len(mine):
+    mine = mine[mine["patient_id"].isin(cases) & mine["model"].isin(chosen)]
+if len(mine):
+    st.subheader("Your results for these cases")
+    columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
+               "volume_ref_ml", "device"]  # fmt: skip
+    st.dataframe(mine[columns].round(3), hide_index=True, width="stretch")

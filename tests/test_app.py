@@ -205,7 +205,7 @@ def test_statistics_page_tabulates_the_comparisons(results_store):
     # All 12 differences positive without FLAIR: exact p = 2 / 2^12, two tests (Bonferroni x 2).
     assert result.loc[1, "p_value"] == pytest.approx(2 / 2**12)
     assert at.get("download_button") and len(at.get("plotly_chart")) == 1
-    targets = at.dataframe[1].value  # the paper's findings: only BraTSst vs BraTS is in this store
+    targets = at.table[0].value.reset_index()  # the paper's findings: only BraTSst vs BraTS is in this store
     assert list(targets["status"]) == ["no results", "met", "no results"] and targets.loc[1, "n"] == 12
 
 

@@ -9,14 +9,25 @@
     set.seed(5); x <- round(runif(9, 0.2, 0.8), 4); y <- round(x + rnorm(9, 0.1, 0.05), 4)     # V = 0
     r <- wilcox.test(x, y, paired = TRUE, conf.int = TRUE)
     sprintf("%.17g", c(r$statistic, r$p.value, r$estimate, r$conf.int))
-    p <- c(0.01, 0.2, NA, 0.003, 0.04, 0.5); p.adjust(p, "bonferroni"); p.adjust(p, "holm")
+    p <- c(0.01, 0.2, NA, 0.003, 0.04, 0.5); p.adjust(p, "bonferroni"); p.adjust(p, "holm"); p.adjust(p, "BH")
+    wilcox.test(0.8, 0.7, paired = TRUE)$p.value                                                  # 1 (n = 1)
 """
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from core.stats import bonferroni, comparison_table, holm, psignrank, qsignrank, wilcoxon_paired
+from core.stats import (
+    adjust_p,
+    bonferroni,
+    comparison_table,
+    holm,
+    mixed_model,
+    psignrank,
+    qsignrank,
+    untested_reasons,
+    wilcoxon_paired,
+)
 
 R_CASES = [
     pytest.param(
@@ -231,6 +242,9 @@ def test_p_adjust_matches_r():
     p = [0.01, 0.2, np.nan, 0.003, 0.04, 0.5]
     np.testing.assert_allclose(bonferroni(p), [0.05, 1, np.nan, 0.015, 0.2, 1])
     np.testing.assert_allclose(holm(p), [0.04, 0.4, np.nan, 0.015, 0.12, 0.5])
+    np.testing.assert_allclose(adjust_p(p, "bh"), [0.025, 0.25, np.nan, 0.015, 0.04 * 5 / 3, 0.5])
+    with pytest.raises(ValueError, match="adjust must be one of"):
+        adjust_p(p, "sidak")
 
 
 def test_comparison_table_pairs_by_patient_and_adjusts_over_the_family():
@@ -262,6 +276,8 @@ def test_comparison_table_pairs_by_patient_and_adjusts_over_the_family():
         "p_value",
         "p_adjusted",
         "significant",
+        "n_nonzero",
+        "tested",
     ]
 
 
@@ -282,3 +298,67 @@ def test_scopes_select_simulated_complete_cases_or_acquired_ones():
     assert len(select_scope(table, "all")) == 5
     with pytest.raises(ValueError, match="scope must be one of"):
         select_scope(table, "some")
+
+
+def test_only_testable_comparisons_enter_the_family():
+    rng = np.random.default_rng(0)
+    rows = []
+    for missing, patients in (("none", 12), ("flair", 12), ("t1", 1), ("t2", 5)):
+        for k in range(patients):
+            base = rng.uniform(0.5, 0.9)
+            b = {"flair": base - 0.1 - rng.uniform(0, 0.01), "t1": base - 0.1, "t2": base}.get(missing)
+            b = base - rng.uniform(-0.01, 0.01) if b is None else b
+            rows += [{"model": "A", "patient_id": f"p{k}", "missing": missing, "dice": base},
+                     {"model": "B", "patient_id": f"p{k}", "missing": missing, "dice": b}]  # fmt: skip
+    table = comparison_table(pd.DataFrame(rows), [("A", "B")]).set_index("missing")
+    # t1: one pair (R: p = 1 whatever the data); t2: every difference zero. Neither is a test.
+    assert table["tested"].to_dict() == {"none": True, "t1": False, "t2": False, "flair": True}
+    assert table.loc["t1", "p_value"] == 1 and np.isnan(table.loc["t1", "p_adjusted"])
+    assert table.loc["t1", "n_nonzero"] == 1 and table.loc["t2", "n_nonzero"] == 0 and table.loc["t2", "n"] == 5
+    assert not table.loc["t1", "significant"] and not table.loc["t2", "significant"]
+    # Bonferroni over the 2 tests, not 4: exact p = 2 / 2^12 times 2.
+    assert table.loc["flair", "p_adjusted"] == pytest.approx(4 / 2**12)
+    assert untested_reasons(table.reset_index()) == ["A vs B, t1: 1 of 1 pairs differ", "A vs B, t2: all 5 pairs equal"]
+
+
+def test_mixed_model_contrasts_equal_the_balanced_two_way_anova():
+    """Balanced data (every patient has every model x combination once): REML's fixed effects
+    are the cell means and its residual variance the ANOVA's mean square error (patient as a
+    block), so a within-patient contrast A - B has the mean paired difference as estimate and
+    standard error sqrt(2 MSE / n). Computed here with numpy least squares, not statsmodels."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    n, combos = 8, ["none", "flair"]
+    patient_effect = rng.normal(0, 0.1, n)
+    rows = []
+    for k in range(n):
+        for combo in combos:
+            for model, shift in (("A", 0.0), ("B", 0.15 if combo == "flair" else 0.01)):
+                dice = 0.7 + patient_effect[k] - shift + rng.normal(0, 0.03)
+                rows.append({"model": model, "patient_id": f"p{k}", "missing": combo, "dice": dice})
+    data = pd.DataFrame(rows)
+    result = mixed_model(data, [("A", "B")], adjust="holm")
+    # Least squares with patient blocks and the model x combination cells.
+    cells = data["model"] + "|" + data["missing"]
+    design = np.column_stack([pd.get_dummies(data["patient_id"]).to_numpy(float),
+                              pd.get_dummies(cells).to_numpy(float)[:, 1:]])  # fmt: skip
+    y = data["dice"].to_numpy()
+    residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    mse = residual @ residual / (len(y) - np.linalg.matrix_rank(design))
+    table = result.contrasts.set_index("missing")
+    for combo in combos:
+        wide = data[data["missing"] == combo].pivot(index="patient_id", columns="model", values="dice")
+        estimate, se = (wide["A"] - wide["B"]).mean(), np.sqrt(2 * mse / n)
+        assert table.loc[combo, "estimate"] == pytest.approx(estimate, abs=1e-6)
+        assert table.loc[combo, "ci_high"] - table.loc[combo, "estimate"] == pytest.approx(
+            norm.isf(0.025) * se, rel=1e-4
+        )
+        assert table.loc[combo, "p_value"] == pytest.approx(2 * norm.sf(abs(estimate) / se), rel=1e-3)
+    assert result.residual_variance == pytest.approx(mse, rel=1e-4) and result.patient_variance > 0
+    assert result.n_obs == 32 and result.n_patients == n and result.converged and result.left_out == ()
+    holm_p = table["p_value"].sort_values()
+    assert table.loc[holm_p.index[0], "p_adjusted"] == pytest.approx(2 * holm_p.iloc[0])
+    assert result.formula == "dice ~ model * missing + (1 | patient)"
+    with pytest.raises(ValueError, match="at least 2 models on 2 patients"):
+        mixed_model(data[data["patient_id"] == "p0"], [("A", "B")])

@@ -18,7 +18,7 @@ import torch
 from core.io import read_case
 from core.model import build_model, save_model
 from core.preprocess import fit_landmarks
-from core.store import MIGRATIONS, SCHEMA_VERSION, ResultStore
+from core.store import MIGRATIONS, NO_HOSPITAL, SCHEMA_VERSION, ResultStore, combine_sources
 from core.sweep import run_sweep
 from tests.conftest import write_phantom_cohort
 
@@ -140,9 +140,14 @@ def test_export_round_trip_and_stats_cli(grid, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
     summary = json.loads(result.stdout)
     table = pd.read_csv(out)
-    assert summary["tests"] == 8 and list(table["model_a"].unique()) == ["Ast"]
+    assert len(table) == 8 and list(table["model_a"].unique()) == ["Ast"]
+    # The family is the testable rows only (2+ pairs with a non-zero difference); the others are named.
+    assert summary["tests"] == int((table["n_nonzero"] >= 2).sum()) == int(table["tested"].sum())
+    assert len(summary["left_out"]) == 8 - summary["tests"]
     assert list(table.columns) == ["model_a", "model_b", "missing", "n", "median_difference", "estimate", "ci_low",
-                                   "ci_high", "p_value", "p_adjusted", "significant"]  # fmt: skip
+                                   "ci_high", "p_value", "p_adjusted", "significant", "n_nonzero",
+                                   "tested"]  # fmt: skip
+    assert table.loc[~table["tested"], "p_adjusted"].isna().all()
     assert (table["n"] == 3).all()
 
 
@@ -229,3 +234,32 @@ def test_trim_keep_models_drops_the_results_of_other_weights(grid, tmp_path):
     result = subprocess.run([sys.executable, "-m", "core", "trim", "--store", str(path), "--keep-models",
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode != 0 and "no model here" in result.stderr + result.stdout
+
+
+def _rows(patient, key, hospital, dice, model="BraTS", sha="sha-a"):
+    """Result rows of one case (tc, complete) as ResultStore.table() gives them."""
+    return {"model": model, "patient_id": patient, "hospital": hospital, "split": "test", "acquired_missing": "none",
+            "missing": "none", "region": "tc", "dice": dice, "empty_policy": "nan", "model_sha256": sha,
+            "case_key": key}  # fmt: skip
+
+
+def test_user_results_never_replace_the_demo_results():
+    # The demo store: P0 and P1 at hospital 1. The user's store: a copy of P0 (same content hash,
+    # evaluated from a folder without a manifest, so no hospital) and a new case Q.
+    demo = pd.DataFrame([_rows("P0", "P0@h0", "1", 0.8), _rows("P1", "P1@h1", "1", 0.7)])
+    user = pd.DataFrame([_rows("P0", "P0@h0", "", 0.8), _rows("Q", "Q@hq", None, 0.6),
+                         _rows("P1", "P1@changed", "", 0.5)])  # fmt: skip
+    tables = {"demo": demo, "user": user}
+    only_demo = combine_sources(tables, "demo")
+    assert only_demo[["patient_id", "hospital", "dice"]].values.tolist() == [["P0", "1", 0.8], ["P1", "1", 0.7]]
+    assert set(only_demo["source"]) == {"demo results"}
+    only_user = combine_sources(tables, "user")
+    assert only_user["hospital"].tolist() == [NO_HOSPITAL] * 3 and set(only_user["source"]) == {"your data"}
+    both = combine_sources(tables, "both")
+    # P0 counted once (the demo row); Q kept; the changed P1 is another case, renamed so tests never pair it.
+    assert both[["patient_id", "hospital", "source"]].values.tolist() == [
+        ["P0", "1", "demo results"], ["P1", "1", "demo results"], ["Q", NO_HOSPITAL, "your data"],
+        ["P1 (your data)", NO_HOSPITAL, "your data"]]  # fmt: skip
+    assert combine_sources({"demo": demo, "user": pd.DataFrame()}, "user").empty
+    with pytest.raises(ValueError, match="source must be one of"):
+        combine_sources(tables, "mine")

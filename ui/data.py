@@ -327,24 +327,28 @@ def user_store() -> Path:
     return Path(os.environ.get("GBM_STORE", ROOT / "results.sqlite"))
 
 
-@st.cache_data(ttl=30, max_entries=2, show_spinner="Reading results...")
-def results_table(paths: tuple[str, ...]) -> pd.DataFrame:
-    """Long results table of every existing store in ``paths`` (later ones win on duplicates)."""
+@st.cache_data(ttl=30, max_entries=4, show_spinner="Reading results...")
+def results_table(path: str) -> pd.DataFrame:
+    """The long results table of one store (empty when the file does not exist)."""
     from core.store import ResultStore
 
-    tables = []
-    for path in paths:
-        if Path(path).is_file():
-            with ResultStore(path) as store:
-                tables.append(store.table())
-    if not tables:
+    if not Path(path).is_file():
         return pd.DataFrame()
-    table = pd.concat(tables, ignore_index=True)
-    return table.drop_duplicates(["model_sha256", "case_key", "missing", "region", "empty_policy"], keep="last")
+    with ResultStore(path) as store:
+        return store.table()
+
+
+def cohort_results(source: str = "both") -> pd.DataFrame:
+    """The results of ``source`` ("demo", "user" or "both"; core.store.RESULT_SOURCES), each row
+    tagged with its source: the user's results never replace the demo results."""
+    from core.store import combine_sources
+
+    tables = {"demo": results_table(str(demo_store())), "user": results_table(str(user_store()))}
+    return combine_sources(tables, source)
 
 
 def all_results() -> pd.DataFrame:
-    return results_table((str(demo_store()), str(user_store())))
+    return cohort_results("both")
 
 
 MAX_UPLOAD_MB = 200

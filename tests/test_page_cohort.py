@@ -1,0 +1,181 @@
+"""AppTests of the cohort pages (Hospitals, Missing sequences, Statistics) and Your data:
+user results kept apart from the demo results, the testable family, one combination per
+Bland-Altman, the 15 combinations explained, and the Your data paths a new user walks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.test_app import demo_cohort, explorer_data, results_store  # noqa: F401  (fixtures, reused)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+
+
+def points(trace: dict) -> int:
+    """How many points a plotly trace of a chart's JSON holds (plain list or base64 array)."""
+    x = trace["x"]
+    return len(base64.b64decode(x["bdata"])) // np.dtype(x["dtype"]).itemsize if isinstance(x, dict) else len(x)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def demo_and_copy(explorer_data, tmp_path, monkeypatch):  # noqa: F811
+    """Demo results of the phantom cohort (P0 and P1, hospital public) and a data root holding a
+    copy of P0's folder (same content, no manifest, so no hospital)."""
+    from core.store import ResultStore
+    from core.sweep import run_sweep
+    from ui.data import results_table
+
+    demo = tmp_path / "demo.sqlite"
+    with ResultStore(demo) as store:
+        run_sweep(store, [os.path.join(os.environ["GBM_MODELS"], "TinyBraTS")], os.environ["GBM_DEMO_COHORT"],
+                  "acquired", splits=(), workers=1)  # fmt: skip
+        store.compact()
+    root = tmp_path / "root"
+    shutil.copytree(Path(os.environ["GBM_DEMO_COHORT"]) / "P0", root / "copy" / "P0")
+    monkeypatch.setenv("GBM_DEMO_STORE", str(demo))
+    monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
+    monkeypatch.setenv("GBM_DATA_ROOT", str(root))
+    results_table.clear()
+    return demo
+
+
+def hospital_counts(source: str) -> dict[str, int]:
+    at = page("hospitals")
+    at.session_state["hosp_source"] = source
+    at.run()
+    assert not at.exception
+    summary = at.dataframe[0].value
+    return dict(zip(summary["hospital"], summary["cases"]))
+
+
+def test_evaluating_a_copy_of_a_demo_case_leaves_the_demo_results_alone(demo_and_copy):
+    before = sha256(demo_and_copy)
+    assert hospital_counts("demo") == {"public": 2}
+    at = page("your_data").run()
+    at.text_input(key="data_path").set_value("copy/P0").run()
+    at.button(key="data_run").click().run()
+    assert not at.exception and "1 results written" in at.success[0].value
+    mine = at.dataframe[-1].value  # the new results, on the page itself
+    assert list(mine["patient_id"]) == ["P0"] * 3 and set(mine["region"]) == {"tc", "wt", "et"}
+    assert sha256(demo_and_copy) == before
+    assert hospital_counts("demo") == {"public": 2}  # not 1 (the copy replacing P0) and no blank group
+    assert hospital_counts("user") == {"not given": 1}  # a named group
+    assert hospital_counts("both") == {"public": 2}  # the copy is the same case: counted once
+    at = page("missing")
+    at.session_state["miss_source"] = "user"
+    at.run()
+    assert not at.exception
+    assert at.warning or all(", ," not in c.value and "hospitals ," not in c.value for c in at.caption)
+
+
+def test_hospitals_page_titles_axes_selects_points_and_fits_its_table(results_store):  # noqa: F811
+    at = page("hospitals").run()
+    assert not at.exception
+    chart = at.get("plotly_chart")[0].proto
+    figure = json.loads(chart.spec)
+    assert "per hospital" in figure["layout"]["title"]["text"]
+    assert figure["layout"]["yaxis"]["title"]["text"] == "Dice (0 to 1)"
+    assert figure["layout"]["xaxis"]["title"]["text"].startswith("hospital")
+    assert figure["data"][0]["customdata"][0][0].startswith("H1_")  # each point names its case
+    assert list(chart.selection_mode)  # clicking a point is handled (on_select)
+
+
+def test_statistics_leaves_untestable_comparisons_out_of_the_family(results_store):  # noqa: F811
+    from core.metrics import RegionMetrics
+    from core.store import ResultKey, ResultStore
+    from ui.data import results_table
+
+    # One patient also without T1: a single pair, p = 1 whatever the data.
+    with ResultStore(os.environ["GBM_DEMO_STORE"]) as store:
+        for name, dice in (("BraTS", 0.5), ("BraTSst", 0.7)):
+            metrics = {r: RegionMetrics(r, dice, 0.9, 5.0, 40.0, 42.0) for r in ("tc", "wt", "et")}
+            store.write(ResultKey(f"sha-{name}", "H1_00@abc", "t1"), metrics, 1.0, "CPU")
+    results_table.clear()
+    at = page("statistics").run()
+    assert not at.exception
+    result = at.dataframe[0].value
+    assert list(result["missing"]) == ["none", "flair"] and "t1" not in set(result["missing"])
+    # All 12 differences positive without FLAIR: exact p = 2 / 2^12, Bonferroni over 2 tests (not 3).
+    assert result["p_adjusted"].iloc[1] == pytest.approx(4 / 2**12)
+    assert any("1 comparisons left out" in i.value and "t1: 1 of 1 pairs differ" in i.value for i in at.info)
+    mixed = at.dataframe[1].value  # the mixed-effects model's contrasts
+    # The mixed model keeps the single T1 pair (it borrows the patient's intercept from the other combinations).
+    mixed = mixed.set_index("missing")
+    assert list(mixed.index) == ["none", "t1", "flair"]
+    assert mixed.loc["flair", "estimate"] == pytest.approx(0.3, abs=0.02)  # BraTSst - BraTS
+    assert any("dice ~ model * missing + (1 | patient)" in c.value for c in at.caption)
+    at.radio(key="stat_adjust").set_value("bh").run()
+    bh = at.dataframe[0].value  # Benjamini-Hochberg over 2 tests: the smaller p times 2, the larger p times 2/2
+    assert not at.exception and bh["p_adjusted"].iloc[1] == pytest.approx(4 / 2**12)
+    assert bh["p_adjusted"].iloc[0] == pytest.approx(bh["p_value"].iloc[0]) and bh["p_value"].iloc[0] > 4 / 2**12
+
+
+def test_statistics_bland_altman_shows_one_combination_and_targets_wrap(results_store):  # noqa: F811
+    at = page("statistics").run()
+    assert not at.exception
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert points(figure["data"][0]) == 12  # 12 patients of one combination, not 24 pooled points
+    at.selectbox(key="stat_ba_missing").set_value("flair").run()
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert points(figure["data"][0]) == 12 and "missing FLAIR" in figure["layout"]["title"]["text"]
+    targets = at.table[0].value  # a static table: its long "target" text wraps instead of being cut
+    assert list(targets["status"]) == ["no results", "met", "no results"]
+
+
+def test_missing_page_says_why_15_combinations_add_nothing_and_how_to_fill_them(results_store):  # noqa: F811
+    at = page("missing").run()
+    assert not at.exception and not at.info
+    at.radio(key="miss_count").set_value(15).run()
+    assert not at.exception
+    assert any("no combination with **T1c missing**" in i.value for i in at.info)
+    command = at.code[0].value
+    assert "python -m core evaluate" in command and "--combinations 15" in command and "--mode simulated" in command
+    assert "absent.sqlite" in command  # into the user's store, never the demo's
+
+
+def test_your_data_creates_its_root_and_rejects_a_bad_upload_before_saying_saved(tmp_path, monkeypatch):
+    root = tmp_path / "not-yet"
+    monkeypatch.setenv("GBM_DATA_ROOT", str(root))
+    monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
+    at = page("your_data").run()
+    assert not at.exception and root.is_dir()
+    assert any("Created the data root" in i.value and str(root) in i.value for i in at.info)
+    at.file_uploader(key="upload_files").set_value(("my_case_t1ce.nii.gz", b"not a nifti", "application/gzip"))
+    at.run()
+    at.button(key="upload_save").click().run()
+    assert not at.exception
+    assert not at.success  # nothing announced as saved
+    assert "Not saved" in at.error[0].value
+    reason = " ".join(m.value for m in at.markdown if m.value.startswith("- "))
+    assert "my_case_t1ce.nii.gz" in reason and str(tmp_path) not in reason  # the whole reason, file names only
+    assert not (root / "uploads" / "my_case").exists() and not list((root / "uploads").iterdir())
+
+
+def test_your_data_saves_a_good_upload(write_case, tmp_path, monkeypatch):
+    folder, _, _ = write_case("up")
+    monkeypatch.setenv("GBM_DATA_ROOT", str(tmp_path / "root"))
+    at = page("your_data").run()
+    files = [(p.name, p.read_bytes(), "application/gzip") for p in sorted(folder.iterdir())]
+    at.file_uploader(key="upload_files").set_value(files).run()
+    at.text_input(key="upload_name").set_value("up").run()
+    at.button(key="upload_save").click().run()
+    assert not at.exception and "Saved 5 files" in at.success[0].value and "accepted" in at.success[0].value
+    assert sorted(p.name for p in (tmp_path / "root" / "uploads" / "up").iterdir()) == [p for p, _, _ in files]
+    assert at.text_input(key="data_path").value == "uploads/up" and at.dataframe[0].value["ok"].tolist() == [True]
