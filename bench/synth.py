@@ -5,7 +5,7 @@ reading the same case back from its NIfTI files with ``read_case``, i.e. what re
 case on demand costs against storing it. Each measurement runs in a fresh process so peak
 memory (ru_maxrss) belongs to it alone.
 
-    python bench/synth.py [--cases 6]
+    python bench/synth.py [--cases 6] [--preset paper|realistic]
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def child_render(n: int) -> dict:
+def child_render(n: int, preset: str = "paper") -> dict:
     from core.synth.anatomy import load_atlas
     from core.synth.cohort import plan_cohort, render_case
 
     start = time.perf_counter()
     load_atlas()
     atlas_s = time.perf_counter() - start
-    plans = plan_cohort("paper", 1.0, 0)
+    plans = plan_cohort(preset, 1.0, 0)
     # Spread over hospitals: every 120th case.
     chosen = [plans[i] for i in range(0, len(plans), max(1, len(plans) // n))][:n]
     seconds = []
     for plan in chosen:
         start = time.perf_counter()
-        render_case("paper", plan, 0)
+        render_case(preset, plan, 0)
         seconds.append(time.perf_counter() - start)
     return {"atlas_s": atlas_s, "case_s": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -60,11 +60,12 @@ def in_child(*args: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=6)
+    parser.add_argument("--preset", default="paper", help="cohort preset to render (paper, realistic)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = child_render(int(rest[0])) if kind == "render" else child_read(rest[0], int(rest[1]))
+        result = child_render(int(rest[0]), rest[1]) if kind == "render" else child_read(rest[0], int(rest[1]))
         print(json.dumps(result))
         return
 
@@ -72,14 +73,15 @@ def main() -> None:
 
     from core.synth.cohort import write_cohort
 
-    render = in_child("render", str(args.cases))
+    render = in_child("render", str(args.cases), args.preset)
     with tempfile.TemporaryDirectory() as tmp:
         write_cohort(tmp, "paper", 1.0, 0, patient_ids=["SYN_H1_0008"])
         read = in_child("read", str(Path(tmp) / "SYN_H1_0008"), "3")
     gen = statistics.median(render["case_s"])
     base = statistics.median(read["case_s"])
     print(f"atlas load (once per process): {render['atlas_s']:.2f} s")
-    print(f"generate one 1 mm case: median {gen:.2f} s, max {max(render['case_s']):.2f} s over {args.cases} cases "
+    print(f"{args.preset} preset: generate one 1 mm case: median {gen:.2f} s, max {max(render['case_s']):.2f} s "
+          f"over {args.cases} cases "
           f"(target <= 5 s); peak memory {render['peak_mb']:.0f} MB (target <= 2048 MB)")  # fmt: skip
     print(f"baseline, read_case of the same-size written case: median {base:.2f} s; peak {read['peak_mb']:.0f} MB")
     print(f"ratio generate / read: {gen / base:.2f}x")

@@ -258,3 +258,19 @@ def test_realistic_preset_records_misregistration_and_keeps_t1c_in_place():
     # T1c carries the labels: its enhancing tumour is brighter than white matter nearby.
     t1c = case.images[1]
     assert np.median(t1c[case.labels == ENHANCING]) > np.median(t1c[(case.labels == 0) & (t1c > 0)])
+
+
+def test_non_enhancing_tumour_turns_rim_into_label_1_only():
+    from core.synth.realism import non_enhancing
+
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[5:25, 5:25, 5:25] = OEDEMA
+    labels[8:22, 8:22, 8:22] = ENHANCING
+    labels[11:19, 11:19, 11:19] = NECROSIS
+    same, none = non_enhancing(labels, 0.0, np.random.default_rng(0))
+    assert same is labels and not none.any()
+    for seed in range(6):
+        out, changed = non_enhancing(labels, 1.0, np.random.default_rng(seed))
+        assert np.all(labels[changed] == ENHANCING) and np.all(out[changed] == NECROSIS)
+        np.testing.assert_array_equal(out[~changed], labels[~changed])
+        assert changed.sum() <= (labels == ENHANCING).sum()

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from core.io import Case, write_labels, write_volume
 from core.sequences import (
@@ -30,8 +31,17 @@ from core.sequences import (
     combination_name,
 )
 from core.synth.anatomy import MASK, AnatomySpec, deformed_tissues, load_atlas, place_in_template, sample_anatomy
-from core.synth.mri import CONTRAST, TISSUES, render_sequences, tissue_fractions
-from core.synth.realism import REAL_SCANS, Realism, add_lookalikes, heterogeneity, lookalikes, misregister
+from core.synth.mri import CONTRAST, TISSUES, WHITE_MATTER_LEVEL, render_sequences, tissue_fractions
+from core.synth.realism import (
+    LEVELS,
+    REAL_SCANS,
+    Realism,
+    add_lookalikes,
+    heterogeneity,
+    lookalikes,
+    misregister,
+    non_enhancing,
+)
 from core.synth.scanner import Acquisition, ScannerProfile, acquire
 from core.synth.tumour import TumourSpec, grow_tumour, sample_tumour
 
@@ -215,6 +225,9 @@ def sample_case(preset: str, plan: CasePlan, seed: int) -> CaseSpec:
     """Sample anatomy, tumour and acquisition of one case (cheap; no rendering)."""
     streams = _streams(plan, seed)
     field_t, enhancement, acquisitions = PRESETS[preset].profiles[plan.hospital].sample(streams["scanner"])
+    noise = PRESETS[preset].realism.noise
+    if noise != 1.0:
+        acquisitions = {s: a.with_(noise=round(a.noise * noise, 4)) for s, a in acquisitions.items()}
     tumour = sample_tumour(streams["tumour"], PRESETS[preset].tumour_sites)
     return CaseSpec(sample_anatomy(streams["anatomy"]), tumour, field_t, enhancement, acquisitions)
 
@@ -285,20 +298,24 @@ def render_case(
         atlas, spec.anatomy, streams["deform"], centre_out, tumour.mass_effect * tumour.radius_mm, tumour.radius_mm
     )
     labels = grow_tumour(tumour, tissues, streams["growth"])
+    realism = PRESETS[preset].realism
+    rng = streams["realism"]
+    labels, unenhanced = non_enhancing(labels, realism.non_enhancing, rng)
 
     contrast = CONTRAST.copy()
     enh = TISSUES.index("enhancing")
     t1c = SEQUENCES.index("t1c")
     contrast[t1c, enh] = contrast[t1c, 0] + (CONTRAST[t1c, enh] - contrast[t1c, 0]) * spec.enhancement
-    ideal = render_sequences(tissue_fractions(tissues, labels), streams["texture"], contrast)
+    ideal = render_sequences(tissue_fractions(tissues, labels), streams["texture"], contrast, realism.texture)
 
     brain = tissues[MASK] > 0.5
-    realism = PRESETS[preset].realism
     moved: dict[str, dict] = {}
     if realism.any:
-        rng = streams["realism"]
         ideal *= heterogeneity(labels.shape, realism.heterogeneity, rng)
         structures, residue = lookalikes(tissues, labels, realism, rng)
+        if unenhanced.any():
+            levels = np.array([rng.uniform(*r) for r in LEVELS["non_enhancing"]], np.float32) * WHITE_MATTER_LEVEL
+            structures.append(("non_enhancing", unenhanced.astype(np.float32), levels))
         ideal = add_lookalikes(ideal, structures)
         brain |= residue  # skull stripping keeps the residue
         if realism.misregistration_mm > 0 or realism.misregistration_deg > 0:
@@ -314,6 +331,9 @@ def render_case(
         if sequence in plan.missing:
             continue
         acquired = acquire(ideal[index], brain, acquisitions[sequence], streams[sequence])
+        if realism.smoothing_mm > 0:  # BraTS resampled every image to 1 mm: noise comes out smoother
+            sigma = float(streams[sequence].uniform(0.4, 1.0) * realism.smoothing_mm)
+            acquired = np.where(brain, ndimage.gaussian_filter(acquired, sigma), 0).astype(np.float32)
         images[index] = place_in_template(acquired, atlas)
     return SyntheticCase(
         plan=plan,

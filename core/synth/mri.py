@@ -60,12 +60,14 @@ def tissue_fractions(tissues: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return fractions
 
 
-def render_sequences(fractions: np.ndarray, rng: np.random.Generator, contrast: np.ndarray | None = None) -> np.ndarray:
+def render_sequences(fractions: np.ndarray, rng: np.random.Generator, contrast: np.ndarray | None = None,
+                     texture_scale: float = 1.0) -> np.ndarray:  # fmt: skip
     """Noise-free sequences (4, X, Y, Z) float32 in scanner-independent units.
 
     Args:
         fractions: (6, X, Y, Z) from :func:`tissue_fractions`.
         contrast: (4, 6) relative intensities; defaults to :data:`CONTRAST`.
+        texture_scale: multiplies :data:`TEXTURE` (1 = the first generator's texture).
     """
     contrast = np.asarray(CONTRAST if contrast is None else contrast, dtype=np.float32)
     shape = fractions.shape[1:]
@@ -74,7 +76,7 @@ def render_sequences(fractions: np.ndarray, rng: np.random.Generator, contrast: 
     texture = 0.6 * smooth_field(rng, shape, correlation_mm=3.0) + 0.8 * smooth_field(rng, shape, correlation_mm=10.0)
     flat = fractions.reshape(len(TISSUES), -1)
     images = contrast @ flat
-    images += (contrast * TEXTURE) @ flat * texture.reshape(1, -1)
+    images += (contrast * (TEXTURE * np.float32(texture_scale))) @ flat * texture.reshape(1, -1)
     images *= WHITE_MATTER_LEVEL
     return images.reshape(len(contrast), *shape)
 

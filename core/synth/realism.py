@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from core.sequences import SEQUENCES
+from core.sequences import ENHANCING, NECROSIS, SEQUENCES
 from core.synth.anatomy import CSF, MASK
 from core.synth.fields import smooth_field, warp
 from core.synth.mri import WHITE_MATTER_LEVEL
@@ -34,6 +34,9 @@ LEVELS = {
     "periventricular_caps": ((0.7, 0.85), (0.7, 0.85), (0.8, 0.95), (0.95, 1.15)),
     "csf_flair": ((0.3, 0.3), (0.3, 0.3), (1.0, 1.0), (0.3, 0.6)),
     "residue": ((0.7, 1.3), (0.8, 1.4), (0.5, 1.1), (0.5, 1.0)),
+    # Non-enhancing tumour (BraTS counts it in label 1 with necrosis): T1 hypointense, no
+    # enhancement, bright on T2 and FLAIR.
+    "non_enhancing": ((0.55, 0.7), (0.58, 0.75), (0.8, 0.95), (0.95, 1.15)),
 }
 
 
@@ -50,6 +53,11 @@ class Realism:
     heterogeneity: intensity sub-clusters within each tissue (fraction of intensity).
     misregistration_mm / misregistration_deg: largest rigid shift / rotation of each secondary
         sequence against T1c, as real co-registration leaves.
+    non_enhancing: tumour core that does not enhance (labelled 1, like BraTS): with probability
+        0.25 x strength the whole rim, otherwise up to half of it x strength.
+    texture: scale of the tissue texture (1 = the first generator's).
+    noise: scale of each hospital's noise (real BraTS images are resampled and smoother).
+    smoothing_mm: largest Gaussian sigma of the resampling every BraTS image went through.
     """
 
     edge_rim: float = 0.0
@@ -61,17 +69,22 @@ class Realism:
     heterogeneity: float = 0.0
     misregistration_mm: float = 0.0
     misregistration_deg: float = 0.0
+    non_enhancing: float = 0.0
+    texture: float = 1.0
+    noise: float = 1.0
+    smoothing_mm: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def any(self) -> bool:
-        return any(v > 0 for v in asdict(self).values())
+        return self != Realism()
 
 
 REAL_SCANS = Realism(edge_rim=1.0, vessels=1.0, choroid_plexus=1.0, periventricular_caps=1.0, csf_flair=1.0,
-                     residue=1.0, heterogeneity=0.08, misregistration_mm=1.5, misregistration_deg=1.5)  # fmt: skip
+                     residue=1.0, heterogeneity=0.08, misregistration_mm=1.5, misregistration_deg=1.5,
+                     non_enhancing=1.0, texture=0.5, noise=0.5, smoothing_mm=0.6)  # fmt: skip
 
 
 def _levels(name: str, rng: np.random.Generator) -> np.ndarray:
@@ -83,6 +96,30 @@ def _patches(rng: np.random.Generator, shape, correlation_mm: float, cover: floa
     field = smooth_field(rng, shape, correlation_mm)
     cut = np.quantile(field[::4, ::4, ::4], 1 - cover)
     return np.clip((field - cut) * 2.0, 0, 1).astype(np.float32)
+
+
+def non_enhancing(labels: np.ndarray, strength: float, rng: np.random.Generator):
+    """Turn part (or all) of the enhancing rim into non-enhancing tumour core (label 1).
+
+    Returns (new labels, boolean map of the voxels that changed): render those with
+    :data:`LEVELS` ``non_enhancing`` so they do not enhance.
+    """
+    rim = labels == ENHANCING
+    changed = np.zeros(labels.shape, bool)
+    if strength <= 0 or not rim.any():
+        return labels, changed
+    if rng.random() < 0.25 * strength:
+        changed = rim
+    else:
+        box = ndimage.find_objects(rim.astype(np.uint8))[0]
+        field = smooth_field(rng, tuple(s.stop - s.start for s in box), 10.0)
+        values = field[rim[box]]
+        share = rng.uniform(0, 0.5 * strength)
+        cut = np.quantile(values, share) if share > 0 else -np.inf
+        changed[box] = rim[box] & (field < cut)
+    out = labels.copy()
+    out[changed] = NECROSIS
+    return out, changed
 
 
 def _depth(mask: np.ndarray) -> np.ndarray:
