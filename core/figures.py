@@ -315,24 +315,29 @@ def case_montage(images: np.ndarray, available, labels: np.ndarray | None, title
 
 
 def training_curve_figure(log, title: str = ""):
-    """Plotly figure of a training log (DataFrame of training_log.csv): loss and validation Dice."""
+    """Plotly figure of a training log (DataFrame of training_log.csv): loss above, validation Dice below.
+
+    Two panels on one iteration axis rather than two y axes on one panel: a second y axis takes
+    its ticks from the first, so its top tick fell below Dice values near 1.
+    """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Scatter(x=log["iteration"], y=log["loss"], name="Dice loss", mode="lines"))
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, row_heights=[0.5, 0.5])
+    figure.add_trace(go.Scatter(x=log["iteration"], y=log["loss"], name="Dice loss", mode="lines"), row=1, col=1)
     for column, name, dash in (("val_dice_tc", "validation Dice, tumour core", "solid"),
                                ("val_dice_wt", "validation Dice, whole tumour", "dot")):  # fmt: skip
         if column in log and log[column].notna().any():
             valid = log[log[column].notna()]
             figure.add_trace(
                 go.Scatter(x=valid["iteration"], y=valid[column], name=name, mode="lines+markers", line={"dash": dash}),
-                secondary_y=True,
-            )
-    figure.update_layout(title=title, height=360, margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2})
-    figure.update_xaxes(title_text="iteration")
-    figure.update_yaxes(title_text="loss", secondary_y=False)
-    figure.update_yaxes(title_text="Dice", range=[0, 1], secondary_y=True)
+                row=2, col=1,
+            )  # fmt: skip
+    figure.update_layout(title=title, height=460, margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.15})
+    figure.update_xaxes(title_text="iteration", row=2, col=1)
+    figure.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
+    # Dice is in [0, 1]: ticks every 0.2 up to 1, and a little room above 1 for the markers.
+    figure.update_yaxes(title_text="Dice", range=[0, 1.05], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0], row=2, col=1)
     return figure
 
 

@@ -18,7 +18,8 @@ manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 models = list_models(str(models_root()))
 results = all_results()
 predictions = len(results.drop_duplicates(["model_sha256", "case_key", "missing"])) if len(results) else 0
-cases, hospitals, model_count, result_count, compute = st.columns([1, 1, 1, 1, 2])
+# Widths so that no label is cut at 1280 px: the count of predictions has the longest one.
+cases, hospitals, model_count, result_count, compute = st.columns([1, 1, 0.8, 1.6, 2.4])
 cases.metric("Demo cases", len(manifest))
 hospitals.metric("Hospitals", manifest["hospital"].nunique() if len(manifest) else 0)
 model_count.metric("Models", len(models))

@@ -1,11 +1,14 @@
 """Domain-shift lab: change how a case was acquired, drop sequences, compare two models."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.figures import overlay_rgb, take_slice, window
+from core.figures import outline, overlay_rgb, take_slice, window
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, run_phrase
 from ui.data import (
+    cached_prediction,
+    cached_shifted_prediction,
     case_folder,
     demo_cohort,
     demo_patients,
@@ -14,13 +17,17 @@ from ui.data import (
     load_case,
     metrics_table,
     models_root,
+    run_prediction,
     run_shifted_prediction,
     shifted_case,
 )
 
+PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # plane -> the array axis a slice of it fixes
+SEED = 0
+
 st.title("Domain-shift lab")
 st.markdown("Apply a different scanner or protocol to a case (noise, bias field, slice thickness, contrast), "
-            "switch sequences off, and see how two models cope.")  # fmt: skip
+            "switch sequences off, and see how two models cope compared with the case as acquired.")  # fmt: skip
 models = list_models(str(models_root()))
 manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 if len(models) < 1 or manifest.empty:
@@ -38,51 +45,147 @@ case = load_case(cohort, case_id)
 acquired = [s for s in SEQUENCES if s not in case.missing]
 
 s1, s2 = st.columns([1, 2])
-targets = s1.multiselect("Sequences to change", [DISPLAY[s] for s in acquired],
-                         default=[DISPLAY[s] for s in acquired if s in ("t2", "flair")], key="lab_targets")  # fmt: skip
-noise = s2.slider("Extra Rician noise (% of median intensity)", 0.0, 15.0, 5.0, 0.5, key="lab_noise")
-bias = s2.slider("Bias field strength", 0.0, 0.6, 0.3, 0.05, key="lab_bias")
-slices = s2.slider("Slice thickness (mm)", 1.0, 6.0, 4.0, 0.5, key="lab_slice")
-gamma = s2.slider("Contrast (gamma)", 0.7, 1.3, 1.0, 0.05, key="lab_gamma")
-off = st.columns(3)
+targets = s1.multiselect("Sequences to change", acquired, default=[s for s in acquired if s in ("t2", "flair")],
+                         format_func=DISPLAY.get, key="lab_targets")  # fmt: skip
+noise = s2.slider("Extra Rician noise (% of the median brain intensity)", 0.0, 15.0, 5.0, 0.5, format="%.1f %%",
+                  key="lab_noise")  # fmt: skip
+bias = s2.slider("Bias field strength (largest coefficient of the log-intensity field, unitless)", 0.0, 0.6, 0.3,
+                 0.05, format="± %.2f", key="lab_bias")  # fmt: skip
+thickness_mm = s2.slider("Slice thickness (mm; the case was acquired at 1 mm)", 1.0, 6.0, 4.0, 0.5,
+                         format="%.1f mm", key="lab_thickness")  # fmt: skip
+gamma = s2.slider("Contrast (gamma exponent, unitless; 1 = unchanged)", 0.7, 1.3, 1.0, 0.05, format="γ %.2f",
+                  key="lab_gamma")  # fmt: skip
+off = s1.columns(3)
 missing = tuple(
     s for s in SEQUENCES
     if s in case.missing or (s in SECONDARY and not off[SECONDARY.index(s)].toggle(
         f"{DISPLAY[s]} on", value=s not in case.missing, disabled=s in case.missing, key=f"lab_use_{s}"))
 )  # fmt: skip
-chosen = [s for s in SEQUENCES if DISPLAY[s] in targets]
-changes = tuple((s, slices, gamma, noise / 100, bias) for s in chosen)
-shifted = shifted_case(cohort, case_id, changes, 0)
+chosen = [s for s in SEQUENCES if s in targets]
+changes = tuple((s, thickness_mm, gamma, noise / 100, bias) for s in chosen)
+# What a run depends on: ids and choices only; predictions stay in ui.data's caches.
+current = {"case": case_id, "models": tuple(dict.fromkeys([model_a, model_b])), "changes": changes, "missing": missing}
 
-view = st.radio("Show", [DISPLAY[s] for s in acquired], horizontal=True, key="lab_view")
-channel = [DISPLAY[s] for s in SEQUENCES].index(view)
-index = st.slider("Axial slice", 0, case.shape[2] - 1, case.shape[2] // 2, key=f"lab_slice_{case_id}")
+
+def describe(settings: dict) -> str:
+    """Settings in words: models, acquisition change, sequences switched off."""
+    if settings["changes"]:
+        _, mm, g, n, b = settings["changes"][0]
+        change = (f"{' + '.join(DISPLAY[c[0]] for c in settings['changes'])} at {mm:g} mm slices, γ {g:.2f}, "
+                  f"noise {100 * n:g} %, bias ±{b:.2f}")  # fmt: skip
+    else:
+        change = "no acquisition change"
+    return f"{' and '.join(settings['models'])}; {change}; {run_phrase(frozenset(settings['missing']))}"
+
+
+def lookup(settings: dict) -> dict | None:
+    """{model: (prediction as acquired, prediction shifted)} when every one is cached or stored, else None."""
+    found = {}
+    for name in settings["models"]:
+        if name not in models:
+            return None
+        model = (models[name]["path"], models[name]["weights_sha256"], settings["missing"])
+        baseline = cached_prediction(cohort, settings["case"], *model)
+        shifted = baseline
+        if settings["changes"]:
+            shifted = cached_shifted_prediction(cohort, settings["case"], settings["changes"], SEED, *model)
+        if baseline is None or shifted is None:
+            return None
+        found[name] = (baseline, shifted)
+    return found
+
+
+st.subheader("View")
+v1, v2, v3 = st.columns([3, 2, 3])
+first = chosen[0] if chosen else "t1c"  # a changed sequence by default: that is where the shift shows
+view = v1.radio("Sequence", acquired, index=acquired.index(first), horizontal=True, key=f"lab_view_{'_'.join(chosen)}",
+                format_func=lambda s: DISPLAY[s] + (" (changed)" if s in chosen else ""))  # fmt: skip
+plane = v2.radio("Plane", list(PLANES), index=1, horizontal=True, key="lab_plane",
+                 help="Slices are acquired axially: thicker slices blur along the head-foot axis, "
+                      "so they show in the coronal and sagittal planes, not the axial one.")  # fmt: skip
+axis = PLANES[plane]
+centre = np.argwhere(case.labels > 0).mean(0).round() if case.labels is not None and case.labels.any() else None
+default = int(centre[axis]) if centre is not None else case.shape[axis] // 2
+index = v3.slider(f"{plane.capitalize()} slice ({case.spacing[axis]:g} mm apart)", 0, case.shape[axis] - 1, default,
+                  format="slice %d", key=f"lab_index_{case_id}_{plane}")  # fmt: skip
+channel = SEQUENCES.index(view)
+reference = take_slice(case.labels > 0, plane, index) if case.labels is not None else None
+
+
+def picture(volume: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """The slice of a windowed volume, labels filled in, the reference whole tumour outlined in white."""
+    rgb = overlay_rgb(take_slice(volume, plane, index), None if labels is None else take_slice(labels, plane, index))
+    if reference is not None:
+        rgb[outline(reference, outer=True)] = 255  # white: apart from every label colour
+    return rgb
+
+
+shifted = shifted_case(cohort, case_id, changes, SEED) if changes else case
+as_acquired, gray_shifted = window(case.images[channel]), window(shifted.images[channel])
 before, after = st.columns(2)
-before.image(take_slice(window(case.images[channel]), "axial", index), caption=f"{view} as acquired", width=380)
-after.image(take_slice(window(shifted.images[channel]), "axial", index), caption=f"{view} shifted", width=380)
+before.image(picture(as_acquired), caption=f"{DISPLAY[view]} as acquired", width=380)
+after.image(picture(gray_shifted), caption=f"{DISPLAY[view]} shifted", width=380)
+if reference is not None:
+    st.caption("White outline: the reference whole tumour. Filled colours below: the models' labels "
+               "(orange necrosis, sky blue oedema, yellow enhancing).")  # fmt: skip
 
-label = f"Run {model_a} and {model_b} on the shifted case ({run_phrase(frozenset(missing))})"
-if st.button(label, type="primary", key="lab_run"):
+ready = lookup(current)
+label = f"Run {' and '.join(current['models'])} on the shifted case ({run_phrase(frozenset(missing))})"
+if st.button(label, type="primary", key="lab_run", disabled=ready is not None,
+             help="Already computed: the results below are for these settings." if ready else None):  # fmt: skip
     bar = st.progress(0.0, text="Predicting...")
-    results = {}
-    for k, name in enumerate(dict.fromkeys([model_a, model_b])):
+    steps = [(name, kind) for name in current["models"] for kind in ("as acquired", "shifted")]
+    for k, (name, kind) in enumerate(steps):
         card = models[name]
-        results[name] = run_shifted_prediction(
-            cohort, case_id, changes, 0, card["path"], card["weights_sha256"], missing,
-            on_progress=lambda d, t, m, k=k, name=name: bar.progress((k + d / t) / 2, text=f"{name}: {m} {d}/{t}"),
-        )  # fmt: skip
+        model = (card["path"], card["weights_sha256"], missing)
+
+        def progress(done, total, message, k=k, name=name, kind=kind):
+            bar.progress((k + done / total) / len(steps), text=f"{name}, {kind}: {message} {done}/{total}")
+
+        if kind == "as acquired" and cached_prediction(cohort, case_id, *model) is None:
+            run_prediction(cohort, case_id, *model, on_progress=progress)
+        elif kind == "shifted" and changes:
+            run_shifted_prediction(cohort, case_id, changes, SEED, *model, on_progress=progress)
     bar.empty()
-    st.session_state["lab_results"] = (case_id, changes, missing, list(results))
-    columns = st.columns(len(results))
-    rows = []
-    for column, (name, prediction) in zip(columns, results.items()):
-        column.image(overlay_rgb(take_slice(window(shifted.images[channel]), "axial", index),
-                                 take_slice(prediction.labels, "axial", index)),
-                     caption=f"{name} · {prediction.seconds:.1f} s on {prediction.device}", width=380)  # fmt: skip
-        if case.labels is not None:
-            for region, m in metrics_table(prediction, case).items():
-                rows.append({"model": name, "region": REGION_DISPLAY[region], "Dice": m.dice,
-                             "sensitivity": m.sensitivity, "HD95 mm": m.hd95, "volume mL": m.volume_pred_ml,
-                             "reference mL": m.volume_ref_ml})  # fmt: skip
-    if rows:
-        st.dataframe(pd.DataFrame(rows).round(3), hide_index=True, width="stretch")
+    ready = lookup(current)
+if ready is not None:
+    st.session_state["lab_last"] = current  # the settings of the results on screen, for when they change
+
+last = st.session_state.get("lab_last")
+shown, settings = ready, current
+if ready is None and last is not None and last["case"] == case_id:
+    shown, settings = lookup(last), last
+if shown is None:
+    st.info("Press Run to predict the case as acquired and shifted with both models (about a minute per "
+            "model on a CPU; predictions of the case as acquired stored with the demo are reused).")  # fmt: skip
+    st.stop()
+if settings is not current:
+    seconds = sum(p.seconds for pair in shown.values() for p in pair)
+    st.warning(f"**Stale**: these results are for the last run ({describe(last)}); the settings now are "
+               f"{describe(current)}. Press Run to update (the last run took {seconds:.0f} s; settings run "
+               "before in this app come back instantly, without a run).")  # fmt: skip
+
+if settings["changes"] != changes:  # stale results: their own shifted case under them
+    gray_shifted = window((shifted_case(cohort, case_id, settings["changes"], SEED) if settings["changes"] else case)
+                          .images[channel])  # fmt: skip
+rows = []
+for name, (baseline, prediction) in shown.items():
+    left, right, chips = st.columns([2, 2, 1])
+    left.image(picture(as_acquired, baseline.labels), caption=f"{name} · as acquired · {baseline.device}", width=380)
+    right.image(picture(gray_shifted, prediction.labels), width=380,
+                caption=f"{name} · shifted · {prediction.seconds:.1f} s on {prediction.device}")  # fmt: skip
+    if case.labels is None:
+        continue
+    before_metrics, after_metrics = metrics_table(baseline, case), metrics_table(prediction, case)
+    for region, m in after_metrics.items():
+        b = before_metrics[region]
+        chips.metric(f"Dice, {REGION_DISPLAY[region]}", f"{m.dice:.3f}", f"{m.dice - b.dice:+.3f}")
+        rows.append({"model": name, "region": REGION_DISPLAY[region], "Dice": m.dice, "Dice change": m.dice - b.dice,
+                     "sensitivity": m.sensitivity, "sensitivity change": m.sensitivity - b.sensitivity,
+                     "HD95 mm": m.hd95, "HD95 change mm": m.hd95 - b.hd95, "volume mL": m.volume_pred_ml,
+                     "volume change mL": m.volume_pred_ml - b.volume_pred_ml,
+                     "reference mL": m.volume_ref_ml})  # fmt: skip
+if rows:
+    st.dataframe(pd.DataFrame(rows).round(3), hide_index=True, width="stretch")
+    st.caption("Change: shifted minus as acquired, same model and same sequences switched off. "
+               "HD95 in mm (lower is better); volumes in mL.")  # fmt: skip

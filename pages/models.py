@@ -16,6 +16,7 @@ if not models:
 rows = []
 for name, card in models.items():
     training = card.get("training", {})
+    done = card.get("iterations") or 0
     rows.append({
         "model": name,
         "preset": card.get("preset"),
@@ -24,12 +25,16 @@ for name, card in models.items():
         "complete only": training.get("complete_only"),
         "sparsified": any(card.get("sparsity", {}).values()),
         "training cases": training.get("n_train_cases"),
-        "iterations": card.get("iterations"),
-        "iterations planned": card.get("iterations_planned", card.get("iterations")),
+        "iterations": f"{done:,} of {card.get('iterations_planned') or done:,}",
         "val Dice TC": card.get("validation", {}).get("dice_tc_windows"),
     })  # fmt: skip
 table = pd.DataFrame(rows)
-st.dataframe(table, hide_index=True, width="stretch")
+# What every model shares goes in a caption: the table then fits at 1280 px without a scroll bar.
+shared = [column for column in ("preset", "parameters") if len(table) > 1 and table[column].nunique() == 1]
+st.dataframe(table.drop(columns=shared), hide_index=True, width="stretch")
+if shared:
+    st.caption("Every model: " + ", ".join(f"{column} {table[column].iloc[0]:,}" if column == "parameters"
+                                           else f"{column} {table[column].iloc[0]}" for column in shared))  # fmt: skip
 
 # The paper's paired comparisons: sparsified training or not, hospital 1 data or not.
 for title, pairs in (("sparsified vs not, same training data", sparsified_pairs(models)),

@@ -24,9 +24,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def user_dirs(tmp_path_factory):
+    """A data root, a user results store and a case cache of the test's own: nothing is written into the repo."""
+    base = tmp_path_factory.mktemp("user")
+    (base / "data").mkdir()
+    return {"GBM_DATA_ROOT": base / "data", "GBM_STORE": base / "results.sqlite", "GBM_CASE_CACHE": base / "cases"}
+
+
+@pytest.fixture(scope="module")
+def app_url(user_dirs):
     port = free_port()
-    env = dict(os.environ, GBM_DEMO_COHORT=str(ROOT / "data_samples"))
+    env = dict(os.environ, GBM_DEMO_COHORT=str(ROOT / "data_samples"), **{k: str(v) for k, v in user_dirs.items()})
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
          "--browser.gatherUsageStats", "false"],
@@ -62,6 +70,19 @@ def page(app_url):
         page.set_default_timeout(60_000)
         yield page
         browser.close()
+
+
+def wait_idle(page) -> None:
+    """Wait until the app has finished its run (Streamlit's running indicator is gone)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=300_000)
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label``."""
+    page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
 
 
 def metric_values(page) -> list[str]:
@@ -111,3 +132,45 @@ def test_home_and_cases_in_a_real_browser(app_url, page):
     image.wait_for()
     assert image.evaluate("img => img.naturalWidth") > 100
     page.get_by_text("SYN_PUB_0100 · T1c · axial").wait_for()
+
+
+def test_lab_results_stay_when_the_slice_moves(app_url, page):
+    page.goto(app_url + "/lab")
+    page.get_by_role("heading", name="Domain-shift lab").wait_for()
+    wait_idle(page)
+    choose(page, "Model B", "BraTS")  # one model: one whole-brain run keeps the test short
+    page.get_by_role("button", name="Run BraTS on the shifted case").click()
+    table = page.get_by_test_id("stDataFrame")
+    table.wait_for(timeout=300_000)
+    wait_idle(page)
+    dice = metric_values(page)
+    assert len(dice) == 3  # tumour core, whole tumour, enhancing: shifted, with the change as acquired
+    slider = page.get_by_test_id("stSlider").filter(has_text="Coronal slice")
+    before = slider.get_by_test_id("stSliderThumbValue").inner_text()
+    slider.get_by_role("slider").focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"() => ![...document.querySelectorAll('[data-testid=stSliderThumbValue]')]"
+                           f".some(e => e.innerText === {before!r})")  # fmt: skip
+    wait_idle(page)
+    assert table.is_visible() and metric_values(page) == dice  # the old page forgot its results here
+    assert page.get_by_text("Stale").count() == 0
+    noise = page.get_by_test_id("stSlider").filter(has_text="Extra Rician noise").get_by_role("slider")
+    noise.focus()
+    page.keyboard.press("ArrowRight")
+    page.get_by_text("Stale").wait_for()
+    wait_idle(page)
+    assert table.is_visible() and metric_values(page) == dice  # the last run's results, marked stale
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_home_and_models_text_is_not_cut_at_1280_px(app_url, page):
+    """No metric label ends in an ellipsis and no table needs a horizontal scroll bar."""
+    for path in ("", "models"):
+        page.goto(f"{app_url}/{path}")
+        page.get_by_test_id("stMetricLabel").or_(page.get_by_test_id("stDataFrame")).first.wait_for()
+        wait_idle(page)
+        cut = page.evaluate("""() => [...document.querySelectorAll(
+            "[data-testid=stMetricLabel] *, [data-testid=stDataFrame] .dvn-scroller")]
+            .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 40))""")
+        assert cut == [], (path, cut)

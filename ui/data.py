@@ -317,6 +317,12 @@ def run_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_pat
         on_progress=on_progress))  # fmt: skip
 
 
+def cached_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_path, sha256,
+                              missing: tuple[str, ...]) -> Prediction | None:  # fmt: skip
+    """The prediction on the shifted case if it was computed in this app process, else None (never computes)."""
+    return _predictions().get((cohort, case_id, changes, seed, model_path, sha256, missing))
+
+
 def demo_store() -> Path:
     """The bundled results (read only)."""
     return Path(os.environ.get("GBM_DEMO_STORE", ROOT / "data_samples" / "results.sqlite"))
