@@ -224,32 +224,45 @@ def png_data_uri(rgb: np.ndarray) -> str:
 CLICK_POINTS = 2500  # clickable points per plane at most: a finer grid makes the browser slow
 
 
-def tri_planar_figure(slices: dict, point, shape, box=None, titles: dict | None = None, height: int = 420):
-    """Plotly figure: the axial, coronal and sagittal slices through ``point``, side by side,
-    with a crosshair at ``point``.
+def clicked_voxel(point: dict) -> tuple[int, int, int] | None:
+    """The voxel (x, y, z) a click on :func:`tri_planar_figure` names, from one selected point
+    (its customdata arrives as a list, or as {"0": x, "1": y, "2": z} from a typed array); None
+    for anything else (the image itself, an empty selection)."""
+    data = point.get("customdata") if isinstance(point, dict) else None
+    if isinstance(data, dict):
+        data = [data.get(str(i), data.get(i)) for i in range(3)]
+    if not isinstance(data, (list, tuple)) or len(data) != 3 or any(v is None for v in data):
+        return None
+    return tuple(int(v) for v in data)
+
+
+def tri_planar_figure(slices: dict, point, shape, box=None, titles: dict | None = None, height: int = 460):
+    """Plotly figure: the axial slice through ``point`` large on the left, the coronal and
+    sagittal ones stacked on the right, each with a crosshair at ``point``.
 
     Args:
         slices: {plane: (H, W, 3) uint8}, each from ``take_slice(volume, plane, point[axis])``.
         point: the crosshair voxel (x, y, z).
         shape: the volume's (X, Y, Z).
         box: ((x0, x1), (y0, y1), (z0, z1)) inclusive voxel ranges to zoom to, or None.
-        titles: {plane: title}; the plane's name by default.
+        titles: {plane: title}, written in each image's corner; the plane's name by default.
 
-    Each plane carries a grid of invisible points (at most CLICK_POINTS, evenly spaced over the
-    visible part) whose customdata is the voxel (x, y, z) under it: a click selects the nearest
-    one, which names the voxel to move the crosshair to.
+    Axes: axial x/y, coronal x2/y2, sagittal x3/y3. Each plane carries a grid of invisible
+    points (at most CLICK_POINTS, evenly spaced over the visible part) whose customdata is the
+    voxel (x, y, z) under it: a click selects the nearest one (see :func:`clicked_voxel`).
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     box = box or tuple((0, n - 1) for n in shape)
     titles = titles or {plane: plane for plane in PLANES}
-    figure = make_subplots(rows=1, cols=3, subplot_titles=[titles[p] for p in PLANES], horizontal_spacing=0.02)
-    for col, plane in enumerate(PLANES, start=1):
+    figure = make_subplots(rows=2, cols=2, column_widths=[0.64, 0.36], horizontal_spacing=0.01, vertical_spacing=0.02,
+                           specs=[[{"rowspan": 2}, {}], [None, {}]])  # fmt: skip
+    for number, (plane, (row, col)) in enumerate(zip(PLANES, ((1, 1), (1, 2), (2, 2))), start=1):
         across, up, through = PLANE_AXES[plane]
         columns = box[across]
         rows = (shape[up] - 1 - box[up][1], shape[up] - 1 - box[up][0])
-        figure.add_trace(go.Image(source=png_data_uri(slices[plane]), hoverinfo="skip", name=plane), 1, col)
+        figure.add_trace(go.Image(source=png_data_uri(slices[plane]), hoverinfo="skip", name=plane), row, col)
         stride = max(1, int(np.ceil(np.sqrt((columns[1] - columns[0] + 1) * (rows[1] - rows[0] + 1) / CLICK_POINTS))))
         grid_r, grid_c = np.mgrid[rows[0] : rows[1] + 1 : stride, columns[0] : columns[1] + 1 : stride]
         grid_c, grid_r = grid_c.ravel(), grid_r.ravel()
@@ -258,17 +271,20 @@ def tri_planar_figure(slices: dict, point, shape, box=None, titles: dict | None 
                                     marker={"size": 6, "opacity": 0}, selected={"marker": {"opacity": 0}},
                                     unselected={"marker": {"opacity": 0}},
                                     hovertemplate="x %{customdata[0]}, y %{customdata[1]}, z %{customdata[2]}"
-                                                  "<extra></extra>"), 1, col)  # fmt: skip
+                                                  "<extra></extra>"), row, col)  # fmt: skip
         cross_col, cross_row = point[across], shape[up] - 1 - point[up]
         line = {"color": "rgba(255, 255, 255, 0.55)", "width": 1}
-        figure.add_vline(x=cross_col, line=line, row=1, col=col)
-        figure.add_hline(y=cross_row, line=line, row=1, col=col)
-        axis = "" if col == 1 else str(col)
-        figure.update_xaxes(range=[columns[0] - 0.5, columns[1] + 0.5], row=1, col=col)
-        figure.update_yaxes(range=[rows[1] + 0.5, rows[0] - 0.5], scaleanchor=f"x{axis}", row=1, col=col)
+        figure.add_vline(x=cross_col, line=line, row=row, col=col)
+        figure.add_hline(y=cross_row, line=line, row=row, col=col)
+        axis = "" if number == 1 else str(number)
+        figure.add_annotation(text=titles[plane], xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.01, y=0.99,
+                              xanchor="left", yanchor="top", showarrow=False, font={"color": "white", "size": 12},
+                              bgcolor="rgba(0, 0, 0, 0.5)")  # fmt: skip
+        figure.update_xaxes(range=[columns[0] - 0.5, columns[1] + 0.5], row=row, col=col)
+        figure.update_yaxes(range=[rows[1] + 0.5, rows[0] - 0.5], scaleanchor=f"x{axis}", row=row, col=col)
     figure.update_xaxes(visible=False, constrain="domain")
     figure.update_yaxes(visible=False, constrain="domain")
-    figure.update_layout(height=height, margin={"l": 0, "r": 0, "t": 28, "b": 0}, showlegend=False,
+    figure.update_layout(height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, showlegend=False,
                          plot_bgcolor="black", hovermode="closest")  # fmt: skip
     return figure
 

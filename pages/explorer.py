@@ -12,6 +12,7 @@ from core.figures import (
     OVERLAYS,
     PLANE_AXES,
     PLANES,
+    clicked_voxel,
     legend_html,
     tri_planar_figure,
     tri_planar_slices,
@@ -91,42 +92,43 @@ if run:
 
 names = [DISPLAY[s] for s in SEQUENCES]
 view = case_view(cohort, case_id)  # window limits, tumour centre and box: computed once per case
-one, two, three = st.columns([2, 2.6, 1.4])
+one, two, three = st.columns([1.8, 1.75, 0.9], vertical_alignment="bottom")
 sequence = SEQUENCES[names.index(one.radio("Sequence", names, index=1, key="view_sequence", horizontal=True))]
-overlay = two.radio("Overlay", OVERLAYS, key="overlay", horizontal=True,
-                    help="Filled labels of the prediction or the reference; outlines of both; the error map; "
-                         "none. Outlines and errors are of the region chosen beside.")  # fmt: skip
-regions = REGIONS_BY_SCHEME.get(case.label_scheme, ("tc", "wt", "et"))
-region = three.selectbox("Region (outlines, errors)", regions, format_func=lambda r: REGION_DISPLAY[r],
-                         key="view_region", disabled=overlay not in ("outlines", "errors"))  # fmt: skip
-
-window_column, zoom_column, *opacity_columns = st.columns([2.4, 1.2, 1, 1, 1])
 low, high, lo, hi = view["limits"].get(sequence, (0.0, 1.0, 0.0, 1.0))
 if sequence in view["limits"]:
     high, kept = max(high, low + 1e-3), f"window_kept_{sequence}_{case_id}"  # kept while another sequence shows
-    lo, hi = window_column.slider(f"{DISPLAY[sequence]} window (intensity)", low, high,
-                                  st.session_state.get(kept, (lo, hi)), step=(high - low) / 500, format="%.3g",
-                                  key=f"window_{sequence}_{case_id}", help="Black at the left value, white at the "
-                                  "right: narrow it for contrast. Each sequence keeps its own.")  # fmt: skip
+    lo, hi = two.slider(f"{DISPLAY[sequence]} window (intensity)", low, high, st.session_state.get(kept, (lo, hi)),
+                        step=(high - low) / 500, format="%.4g", key=f"window_{sequence}_{case_id}",
+                        help="Black at the left value, white at the right: narrow it for contrast. "
+                             "Each sequence keeps its own.")  # fmt: skip
     st.session_state[kept] = (lo, hi)
-zoom = zoom_column.toggle("Zoom to the tumour", value=view["box"] is not None, key=f"zoom_{case_id}",
-                          disabled=view["box"] is None)  # fmt: skip
+zoom = three.toggle("Zoom to tumour", value=view["box"] is not None, key=f"zoom_{case_id}",
+                    disabled=view["box"] is None)  # fmt: skip
+
+one, two, three = st.columns([3.1, 1.15, 0.8], vertical_alignment="bottom")
+overlay = one.radio("Overlay", OVERLAYS, key="overlay", horizontal=True,
+                    help="Filled labels of the prediction or the reference; outlines of both; the error map; "
+                         "none. Outlines and errors are of the region chosen beside.")  # fmt: skip
+regions = REGIONS_BY_SCHEME.get(case.label_scheme, ("tc", "wt", "et"))
+region = two.selectbox("Region (outlines, errors)", regions, format_func=lambda r: REGION_DISPLAY[r],
+                       key="view_region", disabled=overlay not in ("outlines", "errors"))  # fmt: skip
 if overlay in ("prediction", "reference"):
     classes = {label: LABEL_NAMES[label] for label in LABEL_COLOURS}
 elif overlay == "errors":
     classes = {kind: ERROR_WORDS[kind].split(" (")[0] for kind in ERROR_COLOURS}
 else:
     classes = {}
-opacity = {key: column.slider(f"{words.capitalize()} opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity_{key}")
-           for (key, words), column in zip(classes.items(), opacity_columns)}  # fmt: skip
+with three.popover("Opacity", disabled=not classes, width="stretch"):
+    opacity = {key: st.slider(f"{words.capitalize()} opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity_{key}")
+               for key, words in classes.items()}  # fmt: skip
 
 preview = None
 if prediction is None:
-    note, button = st.columns([3, 1])
-    note.caption("No prediction yet: run the model, or preview the axial slice alone (about a second).")
+    note, button = st.columns([2.3, 1.2], vertical_alignment="center")
+    note.caption("No prediction yet: run the model, or preview the axial slice alone (a few seconds).")
     axial = st.session_state.get(f"slice_axial_{case_id}", view["centre"][2])
     choice = (case_id, name, missing, axial)  # ids and choices only: the labels stay in the cache
-    if button.button(f"Quick preview of axial slice {axial}", key="preview_button"):
+    if button.button(f"Quick preview, axial {axial}", key="preview_button", width="stretch"):
         st.session_state["preview_choice"] = choice
     if st.session_state.get("preview_choice") == choice:
         preview = preview_slice(*args, missing, axial)
@@ -134,16 +136,16 @@ if prediction is None:
 viewer = st.container()
 point = [0, 0, 0]
 for column, plane in zip(st.columns(3), PLANES):
-    axis = PLANE_AXES[plane][2]
-    point[axis] = column.slider(f"{plane.capitalize()} slice ({'xyz'[axis]}, mm)", 0, case.shape[axis] - 1,
-                                int(view["centre"][axis]), key=f"slice_{plane}_{case_id}")  # fmt: skip
+    axis, key = PLANE_AXES[plane][2], f"slice_{plane}_{case_id}"
+    st.session_state.setdefault(key, int(view["centre"][axis]))  # a click sets it too: no second default
+    point[axis] = column.slider(f"{plane.capitalize()} slice ({'xyz'[axis]}, mm)", 0, case.shape[axis] - 1, key=key)
 
 
 def move_crosshair() -> None:
     """A click in one plane moves the crosshair, and so the other two planes, to the voxel clicked."""
     points = st.session_state["viewer"]["selection"]["points"]
-    voxel = points[0].get("customdata") if points else None
-    if voxel is not None and len(voxel) == 3:
+    voxel = clicked_voxel(points[0]) if points else None
+    if voxel is not None:
         for plane in PLANES:
             axis = PLANE_AXES[plane][2]
             st.session_state[f"slice_{plane}_{case_id}"] = min(max(int(voxel[axis]), 0), case.shape[axis] - 1)
@@ -218,7 +220,8 @@ if prediction is not None:
 if complete is not None and prediction is not None and complete is not prediction and sequence not in case.missing:
     st.subheader("Complete vs current")
     one, two = st.columns(2)
+    label_opacity = opacity if overlay in ("prediction", "reference") else 0.5  # filled labels here
     for column, shown, words in ((one, complete, "as acquired"), (two, prediction, display_name(prediction.missing))):
         axial = tri_planar_slices(case.images[SEQUENCES.index(sequence)], point, lo, hi, shown.labels,
-                                  opacity=opacity or 0.5)["axial"]  # fmt: skip
+                                  opacity=label_opacity)["axial"]  # fmt: skip
         column.image(axial, caption=f"{words} · axial {point[2]}", width=420)

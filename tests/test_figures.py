@@ -174,8 +174,9 @@ def test_error_colours_stay_apart_when_blended_with_gray_for_colour_blind_reader
 
     gray = np.zeros((1, 1), np.float32)
     for level in (0.2, 0.45, 0.7):  # dark to bright tissue, at the default opacity of 0.5
-        blended = {kind: error_map_rgb(gray + level, np.array([[pred]]), np.array([[ref]]), opacity=0.5)[0, 0]
-                   for kind, (pred, ref) in {"tp": (True, True), "fp": (True, False), "fn": (False, True)}.items()}  # fmt: skip
+        cases = {"tp": (True, True), "fp": (True, False), "fn": (False, True)}  # (pred, ref) of one pixel
+        blended = {k: error_map_rgb(gray + level, np.array([[p]]), np.array([[r]]), 0.5)[0, 0]
+                   for k, (p, r) in cases.items()}  # fmt: skip
         assert set(blended) == set(ERROR_COLOURS)
         for deficiency in ("normal", "protan", "deutan", "tritan"):
             lab = {k: simulated_lab(v, deficiency) for k, v in blended.items()}
@@ -290,3 +291,11 @@ def test_intensity_limits_ignore_the_zero_background():
     assert (low, high, lo, hi) == (1.0, 500.0, 1.0, 500.0)
     assert intensity_limits(np.zeros(3)) == (0.0, 1.0, 0.0, 1.0)
     np.testing.assert_allclose(scale_window(np.array([0.0, 100.0, 150.0, 300.0]), 100, 200), [0, 0, 0.5, 1])
+
+
+def test_a_click_names_its_voxel_whether_customdata_is_a_list_or_a_typed_array():
+    from core.figures import clicked_voxel
+
+    assert clicked_voxel({"x": 3, "y": 4, "customdata": [10, 20, 30]}) == (10, 20, 30)
+    assert clicked_voxel({"customdata": {"0": 10, "1": 20, "2": 30}}) == (10, 20, 30)  # JSON of an Int64Array
+    assert clicked_voxel({"x": 3, "y": 4}) is None and clicked_voxel({"customdata": [1, 2]}) is None

@@ -33,10 +33,10 @@ def test_quick_preview_without_a_stored_prediction_has_no_traceback(explorer_dat
     axial = at.slider(key="slice_axial_P0").value
     next(b for b in at.button if b.label.startswith("Quick preview")).click().run()
     assert not at.exception, at.exception  # the button's key and the session-state key were both "preview"
-    assert at.button(key="preview_button").label == f"Quick preview of axial slice {axial}"
+    assert at.button(key="preview_button").label == f"Quick preview, axial {axial}"
     assert at.session_state["preview_choice"] == ("P0", "TinyBraTS", ("flair",), axial)
     at.slider(key="slice_axial_P0").set_value(axial - 1).run()  # another slice: not previewed yet
-    assert not at.exception and at.button(key="preview_button").label == f"Quick preview of axial slice {axial - 1}"
+    assert not at.exception and at.button(key="preview_button").label == f"Quick preview, axial {axial - 1}"
 
 
 @pytest.fixture
