@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,3 +177,55 @@ def test_home_and_models_text_is_not_cut_at_1280_px(app_url, page):
             "[data-testid=stMetricLabel] *, [data-testid=stDataFrame] .dvn-scroller")]
             .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 40))""")
         assert cut == [], (path, cut)
+
+
+def test_explorer_preview_and_run_on_a_patient_without_stored_predictions(app_url, page):
+    page.goto(app_url + "/explorer")
+    page.get_by_role("heading", name="Patient explorer").wait_for()
+    wait_idle(page)
+    choose(page, "Hospital", "2")
+    choose(page, "Patient", "SYN_H2_0003")  # T2 not acquired; no stored prediction without FLAIR
+    page.get_by_test_id("stCheckbox").filter(has_text="FLAIR").click()
+    run = page.get_by_role("button", name="Run BraTS (missing T2 + FLAIR)")
+    run.wait_for()
+    wait_idle(page)
+    assert run.is_enabled()
+    page.get_by_role("button", name=re.compile("Quick preview")).click()
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0  # was StreamlitWidgetAlreadyInstantiatedError
+    run.click()
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=300_000)
+    wait_idle(page)
+    assert len(metric_values(page)) == 12  # Dice, sensitivity, HD95, volume for three regions
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def hospital_summary(page, app_url) -> list[str]:
+    """The cells of the Hospitals page's summary table (cases per model and hospital), demo results."""
+    page.goto(app_url + "/hospitals")
+    page.get_by_role("heading", name="Hospitals").wait_for()
+    page.get_by_test_id("stDataFrame").first.wait_for()
+    wait_idle(page)
+    return page.get_by_test_id("stDataFrame").first.get_by_role("gridcell").all_inner_texts()
+
+
+def test_your_data_evaluation_of_a_demo_copy_leaves_the_demo_results_alone(app_url, page, user_dirs):
+    demo = ROOT / "data_samples" / "results.sqlite"
+    digest = hashlib.sha256(demo.read_bytes()).hexdigest()
+    before = hospital_summary(page, app_url)
+    assert "public" in before and "1" in before
+    shutil.copytree(ROOT / "data_samples" / "SYN_H1_0008", user_dirs["GBM_DATA_ROOT"] / "copied" / "SYN_H1_0008")
+    page.goto(app_url + "/your_data")
+    page.get_by_role("heading", name="Your data").wait_for()
+    path = page.get_by_label("Folder or manifest, relative to the data root")
+    path.fill("copied")
+    path.press("Enter")
+    page.get_by_text("1 of 1 cases accepted").wait_for()
+    page.get_by_role("button", name="Evaluate").click()
+    page.get_by_text("results written").wait_for(timeout=300_000)
+    wait_idle(page)
+    page.get_by_role("heading", name="Your results for these cases").wait_for()
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert hospital_summary(page, app_url) == before  # the demo results' counts per hospital
+    assert hashlib.sha256(demo.read_bytes()).hexdigest() == digest
+    assert Path(user_dirs["GBM_STORE"]).is_file()  # the evaluation went to the test's own store

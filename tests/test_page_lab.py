@@ -148,3 +148,13 @@ def test_models_training_plot_shows_every_validation_point(tmp_path, monkeypatch
     assert {t["yaxis"] for t in dice} == {axis} != loss.get("yaxis", "y")  # Dice on its own axis
     layout = figure["layout"]["yaxis" + axis[1:]]
     assert 1.0 <= layout["tickvals"][-1] <= layout["range"][1]  # the highest Dice (1.0) is not above the top tick
+
+
+def test_the_app_does_not_watch_the_whole_tree():
+    """`make run` (and any `streamlit run` from the repo root) reads .streamlit/config.toml: the default
+    watcher watched .venv, .cache and the data folders recursively and overflowed the inotify queue."""
+    import tomllib
+
+    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["fileWatcherType"] in ("poll", "none")
+    assert {".venv", ".cache", "data_samples", "user_data"} <= set(server["folderWatchBlacklist"])
