@@ -158,7 +158,7 @@ titles = {plane: f"{plane} {point[PLANE_AXES[plane][2]]}" for plane in PLANES}
 figure = tri_planar_figure(slices, point, case.shape, view["box"] if zoom else None, titles)
 off = " (switched off: the model does not see it)" if sequence in missing and sequence not in case.missing else ""
 if sequence in case.missing:
-    viewer.info(f"{DISPLAY[sequence]} was not acquired for this case: there is no image to show, only the outlines.")
+    viewer.info(f"{DISPLAY[sequence]} was not acquired for this case: there is no image to show, only the overlay.")
 viewer.plotly_chart(figure, key="viewer", on_select=move_crosshair, selection_mode="points", width="stretch",
                     config={"displaylogo": False})  # fmt: skip
 if overlay in ("prediction", "reference"):
