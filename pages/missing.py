@@ -47,7 +47,8 @@ if without_t1c and not set(without_t1c) & set(scoped["missing"]):
     )
     out = "runs/t1c" if len(chosen) else "YOUR_COHORT"  # a cohort of the user's own is theirs to name
     st.code(extended_evaluation_command(folders or [f"models/{m}" for m in pair], sorted(set(chosen["patient_id"])),
-                                        preset, float(scale), int(seed), str(store), out), language="bash")  # fmt: skip
+                                        preset, float(scale), int(seed), str(store), out), language="bash",
+            wrap_lines=True)  # fmt: skip
 data = scoped[(scoped["region"] == region) & scoped["missing"].isin(names)]
 if data.empty:
     st.warning(f"No results for these choices ({SCOPES[scope]}).")
