@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
@@ -35,7 +33,7 @@ def infer_figure() -> tuple[float, int]:
     """bench/infer.py's whole-brain figure: seconds for a bundled model on a bundled 1 mm case, and threads."""
     import torch
 
-    from core.infer import predict_volume, tiled_outputs
+    from core.infer import predict_volume
     from core.io import read_case
     from core.model import load_model
     from ui.data import AMP, list_models, models_root
@@ -43,10 +41,12 @@ def infer_figure() -> tuple[float, int]:
     card = next(iter(list_models(str(models_root())).values()))
     model = load_model(card["path"])
     case = read_case(ROOT / "data_samples" / "SYN_PUB_0100")
-    tiled_outputs(model, np.zeros((4, 54, 54, 54), np.float32), 54, 4)  # warm up, as bench/infer.py's block runs do
-    start = time.perf_counter()
-    predict_volume(model, case, amp=AMP)
-    return time.perf_counter() - start, torch.get_num_threads()
+    best = float("inf")
+    for _ in range(2):  # best of two: the first run also pays for one-time kernel set-up
+        start = time.perf_counter()
+        predict_volume(model, case, amp=AMP)
+        best = min(best, time.perf_counter() - start)
+    return best, torch.get_num_threads()
 
 
 def main() -> None:
@@ -58,7 +58,8 @@ def main() -> None:
 
     print(f"imports, once per server process: {time.perf_counter() - start:.2f} s")
     seconds, threads = infer_figure()
-    print(f"bench/infer.py's figure: whole brain {seconds:.1f} s on {threads} threads (before any regeneration)")
+    print(f"bench/infer.py's figure: whole brain {seconds:.1f} s on {threads} threads, autocast as in the app "
+          f"(best of 2, before any regeneration)")  # fmt: skip
 
     print(f"{'page':12s} {'first run':>10s} {'again':>8s}")
     worst = 0.0

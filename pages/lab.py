@@ -1,5 +1,7 @@
 """Domain-shift lab: change how a case was acquired, drop sequences, compare two models."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -55,11 +57,11 @@ thickness_mm = s2.slider("Slice thickness (mm; the case was acquired at 1 mm)", 
                          format="%.1f mm", key="lab_thickness")  # fmt: skip
 gamma = s2.slider("Contrast (gamma exponent, unitless; 1 = unchanged)", 0.7, 1.3, 1.0, 0.05, format="γ %.2f",
                   key="lab_gamma")  # fmt: skip
-off = s1.columns(3)
 missing = tuple(
     s for s in SEQUENCES
-    if s in case.missing or (s in SECONDARY and not off[SECONDARY.index(s)].toggle(
-        f"{DISPLAY[s]} on", value=s not in case.missing, disabled=s in case.missing, key=f"lab_use_{s}"))
+    if s in case.missing or (s in SECONDARY and not s1.toggle(
+        f"{DISPLAY[s]} on" if s not in case.missing else f"{DISPLAY[s]} (not acquired)", value=s not in case.missing,
+        disabled=s in case.missing, key=f"lab_use_{s}"))
 )  # fmt: skip
 chosen = [s for s in SEQUENCES if s in targets]
 changes = tuple((s, thickness_mm, gamma, noise / 100, bias) for s in chosen)
@@ -95,6 +97,42 @@ def lookup(settings: dict) -> dict | None:
     return found
 
 
+ready = lookup(current)
+label = f"Run {' and '.join(current['models'])} on the shifted case ({run_phrase(frozenset(missing))})"
+if st.button(label, type="primary", key="lab_run", disabled=ready is not None,
+             help="Already computed: the results below are for these settings." if ready else None):  # fmt: skip
+    bar = st.progress(0.0, text="Predicting...")
+    steps = [(name, kind) for name in current["models"] for kind in ("as acquired", "shifted")]
+    for k, (name, kind) in enumerate(steps):
+        card = models[name]
+        model = (card["path"], card["weights_sha256"], missing)
+
+        def progress(done, total, message, k=k, name=name, kind=kind):
+            bar.progress((k + done / total) / len(steps), text=f"{name}, {kind}: {message} {done}/{total}")
+
+        if kind == "as acquired" and cached_prediction(cohort, case_id, *model) is None:
+            run_prediction(cohort, case_id, *model, on_progress=progress)
+        elif kind == "shifted" and changes:
+            run_shifted_prediction(cohort, case_id, changes, SEED, *model, on_progress=progress)
+    bar.empty()
+    ready = lookup(current)
+if ready is not None:
+    st.session_state["lab_last"] = current  # the settings of the results on screen, for when they change
+
+last = st.session_state.get("lab_last")
+shown, settings = ready, current
+if ready is None and last is not None and last["case"] == case_id:
+    shown, settings = lookup(last), last
+if shown is None:
+    st.caption("Run predicts the case as acquired and shifted with each model (about a minute per model on a "
+               "CPU; predictions of the case as acquired stored with the demo results are reused).")  # fmt: skip
+elif settings is not current:
+    seconds = sum(shifted.seconds for _, shifted in shown.values())
+    st.warning(f"**Stale**: the results below are for the last run ({describe(last)}); the settings now are "
+               f"{describe(current)}. Press Run to update (about {seconds:.0f} s, as the last run; settings run "
+               "before in this app come back instantly, without a run).")  # fmt: skip
+
+
 st.subheader("View")
 v1, v2, v3 = st.columns([3, 2, 3])
 first = chosen[0] if chosen else "t1c"  # a changed sequence by default: that is where the shift shows
@@ -123,69 +161,50 @@ def picture(volume: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
 shifted = shifted_case(cohort, case_id, changes, SEED) if changes else case
 as_acquired, gray_shifted = window(case.images[channel]), window(shifted.images[channel])
 before, after = st.columns(2)
-before.image(picture(as_acquired), caption=f"{DISPLAY[view]} as acquired", width=380)
-after.image(picture(gray_shifted), caption=f"{DISPLAY[view]} shifted", width=380)
+before.image(picture(as_acquired), caption=f"{DISPLAY[view]} as acquired", width="stretch")
+after.image(picture(gray_shifted), caption=f"{DISPLAY[view]} shifted", width="stretch")
 if reference is not None:
     st.caption("White outline: the reference whole tumour. Filled colours below: the models' labels "
                "(orange necrosis, sky blue oedema, yellow enhancing).")  # fmt: skip
 
-ready = lookup(current)
-label = f"Run {' and '.join(current['models'])} on the shifted case ({run_phrase(frozenset(missing))})"
-if st.button(label, type="primary", key="lab_run", disabled=ready is not None,
-             help="Already computed: the results below are for these settings." if ready else None):  # fmt: skip
-    bar = st.progress(0.0, text="Predicting...")
-    steps = [(name, kind) for name in current["models"] for kind in ("as acquired", "shifted")]
-    for k, (name, kind) in enumerate(steps):
-        card = models[name]
-        model = (card["path"], card["weights_sha256"], missing)
-
-        def progress(done, total, message, k=k, name=name, kind=kind):
-            bar.progress((k + done / total) / len(steps), text=f"{name}, {kind}: {message} {done}/{total}")
-
-        if kind == "as acquired" and cached_prediction(cohort, case_id, *model) is None:
-            run_prediction(cohort, case_id, *model, on_progress=progress)
-        elif kind == "shifted" and changes:
-            run_shifted_prediction(cohort, case_id, changes, SEED, *model, on_progress=progress)
-    bar.empty()
-    ready = lookup(current)
-if ready is not None:
-    st.session_state["lab_last"] = current  # the settings of the results on screen, for when they change
-
-last = st.session_state.get("lab_last")
-shown, settings = ready, current
-if ready is None and last is not None and last["case"] == case_id:
-    shown, settings = lookup(last), last
 if shown is None:
-    st.info("Press Run to predict the case as acquired and shifted with both models (about a minute per "
-            "model on a CPU; predictions of the case as acquired stored with the demo are reused).")  # fmt: skip
     st.stop()
-if settings is not current:
-    seconds = sum(p.seconds for pair in shown.values() for p in pair)
-    st.warning(f"**Stale**: these results are for the last run ({describe(last)}); the settings now are "
-               f"{describe(current)}. Press Run to update (the last run took {seconds:.0f} s; settings run "
-               "before in this app come back instantly, without a run).")  # fmt: skip
-
 if settings["changes"] != changes:  # stale results: their own shifted case under them
     gray_shifted = window((shifted_case(cohort, case_id, settings["changes"], SEED) if settings["changes"] else case)
                           .images[channel])  # fmt: skip
+
+
+def with_change(now: float, before: float, digits: int) -> str:
+    """ "0.871 (-0.119)": a metric and its change; "(n/a)" where either is undefined (an empty region's HD95)."""
+    change = now - before
+    return f"{now:.{digits}f} " + (f"({change:+.{digits}f})" if math.isfinite(change) else "(n/a)")
+
+
 rows = []
 for name, (baseline, prediction) in shown.items():
     left, right, chips = st.columns([2, 2, 1])
-    left.image(picture(as_acquired, baseline.labels), caption=f"{name} · as acquired · {baseline.device}", width=380)
-    right.image(picture(gray_shifted, prediction.labels), width=380,
+    left.image(picture(as_acquired, baseline.labels), caption=f"{name} · as acquired · {baseline.device}",
+               width="stretch")  # fmt: skip
+    right.image(picture(gray_shifted, prediction.labels), width="stretch",
                 caption=f"{name} · shifted · {prediction.seconds:.1f} s on {prediction.device}")  # fmt: skip
     if case.labels is None:
         continue
     before_metrics, after_metrics = metrics_table(baseline, case), metrics_table(prediction, case)
     for region, m in after_metrics.items():
         b = before_metrics[region]
-        chips.metric(f"Dice, {REGION_DISPLAY[region]}", f"{m.dice:.3f}", f"{m.dice - b.dice:+.3f}")
-        rows.append({"model": name, "region": REGION_DISPLAY[region], "Dice": m.dice, "Dice change": m.dice - b.dice,
-                     "sensitivity": m.sensitivity, "sensitivity change": m.sensitivity - b.sensitivity,
-                     "HD95 mm": m.hd95, "HD95 change mm": m.hd95 - b.hd95, "volume mL": m.volume_pred_ml,
-                     "volume change mL": m.volume_pred_ml - b.volume_pred_ml,
-                     "reference mL": m.volume_ref_ml})  # fmt: skip
+        delta = f"{m.dice - b.dice:+.3f}"
+        still = {"delta_arrow": "off", "delta_color": "off"} if float(delta) == 0 else {}  # no arrow for +0.000
+        chips.metric(f"{region.upper()} Dice", f"{m.dice:.3f}", delta, help=f"Dice of the {REGION_DISPLAY[region]}, "
+                     "shifted; below it the change from the case as acquired", **still)  # fmt: skip
+        # Each metric as "shifted (change)": six columns fit at 1280 px, ten did not.
+        rows.append({"model": name, "region": REGION_DISPLAY[region], "Dice": with_change(m.dice, b.dice, 3),
+                     "sensitivity": with_change(m.sensitivity, b.sensitivity, 3),
+                     "HD95 mm": with_change(m.hd95, b.hd95, 1),
+                     "volume mL": with_change(m.volume_pred_ml, b.volume_pred_ml, 1)})  # fmt: skip
 if rows:
-    st.dataframe(pd.DataFrame(rows).round(3), hide_index=True, width="stretch")
-    st.caption("Change: shifted minus as acquired, same model and same sequences switched off. "
-               "HD95 in mm (lower is better); volumes in mL.")  # fmt: skip
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    references = ", ".join(
+        f"{REGION_DISPLAY[r]} {m.volume_ref_ml:.1f} mL" for r, m in metrics_table(prediction, case).items()
+    )
+    st.caption("Each metric on the shifted case (in brackets: the change from the case as acquired, same model, "
+               f"same sequences off). HD95 in mm, lower is better. Reference volumes: {references}.")  # fmt: skip
