@@ -79,12 +79,14 @@ def randomise_window(images: np.ndarray, labels: np.ndarray, channels, rng: np.r
         offsets = rng.normal(0, config.label_shift * k, 4).astype(np.float32)
         offsets[0] = 0
         x += offsets[labels.clip(0, 3)]
-        # Normal brain as a mixture of three sub-clusters (tertiles of its own intensities).
+        # Normal brain as a mixture of three sub-clusters (tertiles of its own intensities,
+        # estimated on every 27th voxel; full-array arithmetic, no boolean indexing: it is hot).
         normal = brain & (labels == 0)
-        if normal.sum() > 30:
-            cuts = np.quantile(x[normal], [1 / 3, 2 / 3])
-            cluster_offsets = rng.normal(0, config.tissue_shift * k, 3).astype(np.float32)
-            x[normal] += cluster_offsets[np.digitize(x[normal], cuts)]
+        sample = x[::3, ::3, ::3][normal[::3, ::3, ::3]]
+        if sample.size > 30:
+            low, high = np.quantile(sample, [1 / 3, 2 / 3])
+            tissue = rng.normal(0, config.tissue_shift * k, 3).astype(np.float32)
+            x += normal * (tissue[0] + (x > low) * (tissue[1] - tissue[0]) + (x > high) * (tissue[2] - tissue[1]))
         curve = float(rng.uniform(-config.curve, config.curve) * k)
         scale = float(1 + rng.uniform(-config.scale, config.scale) * k)
         x = (x + curve * np.tanh(x)) * scale
@@ -100,9 +102,11 @@ def randomise_window(images: np.ndarray, labels: np.ndarray, channels, rng: np.r
             shift = tuple(int(v) for v in rng.integers(-config.shift_voxels, config.shift_voxels + 1, 3))
             x = _shift(x, shift)
         sigma = float(rng.uniform(0, config.noise * k))
-        x += rng.normal(0, sigma, x.shape).astype(np.float32) if sigma > 0 else 0
-        x[~brain] = 0
+        if sigma > 0:
+            x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(sigma)
+        x *= brain
         images[c] = x
-        drawn[c] = {"offsets": [round(float(o), 3) for o in offsets], "curve": round(curve, 3), "scale": round(scale, 3),
-                    "slice": thickness, "axis": axis, "shift": shift, "noise": round(sigma, 3)}  # fmt: skip
+        drawn[c] = {"offsets": [round(float(o), 3) for o in offsets], "curve": round(curve, 3),
+                    "scale": round(scale, 3), "slice": thickness, "axis": axis, "shift": shift,
+                    "noise": round(sigma, 3)}  # fmt: skip
     return drawn

@@ -274,3 +274,30 @@ def test_non_enhancing_tumour_turns_rim_into_label_1_only():
         assert np.all(labels[changed] == ENHANCING) and np.all(out[changed] == NECROSIS)
         np.testing.assert_array_equal(out[~changed], labels[~changed])
         assert changed.sum() <= (labels == ENHANCING).sum()
+
+
+def test_hospital_annotation_leaves_out_non_enhancing_tumour_and_raters_wander():
+    from core.synth.realism import Annotation, annotate
+
+    grid = np.indices((48, 48, 48)) - 24
+    radius = np.sqrt((grid**2).sum(0))
+    labels = np.where(radius < 20, OEDEMA, 0).astype(np.uint8)
+    labels[radius < 12] = ENHANCING
+    labels[radius < 8] = NECROSIS
+    unenhanced = (radius < 12) & (radius >= 8) & (grid[0] > 0)  # half the rim does not enhance
+    labels[unenhanced] = NECROSIS
+    exact = annotate(labels, unenhanced, Annotation("brats"), np.random.default_rng(0))
+    np.testing.assert_array_equal(exact, labels)
+    paper = annotate(labels, unenhanced, Annotation("enhancing"), np.random.default_rng(0))
+    assert np.all(paper[unenhanced] == OEDEMA)
+    np.testing.assert_array_equal(paper[~unenhanced], labels[~unenhanced])
+    core = np.isin(labels, (NECROSIS, ENHANCING))
+    rater_protocol = Annotation("brats", rater_mm=1.5)
+    for seed in range(3):
+        drawn = annotate(labels, np.zeros_like(unenhanced), rater_protocol, np.random.default_rng(seed))
+        rater = np.isin(drawn, (NECROSIS, ENHANCING))
+        agreement = 2 * (rater & core).sum() / (rater.sum() + core.sum())
+        assert 0.85 < agreement < 0.99  # the paper's raters: 0.93-0.94
+        np.testing.assert_array_equal(drawn > 0, labels > 0)  # the whole tumour is unchanged
+    with pytest.raises(ValueError, match="protocol"):
+        annotate(labels, unenhanced, Annotation("who knows"), np.random.default_rng(0))

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,8 +35,10 @@ from core.synth.mri import CONTRAST, TISSUES, WHITE_MATTER_LEVEL, render_sequenc
 from core.synth.realism import (
     LEVELS,
     REAL_SCANS,
+    Annotation,
     Realism,
     add_lookalikes,
+    annotate,
     heterogeneity,
     lookalikes,
     misregister,
@@ -91,6 +93,15 @@ PAPER_PROFILES = {
 }  # fmt: skip
 
 
+# The realistic preset's hospitals also differ where the paper's clinical data did beyond the
+# scanner: hospital 1 enhances weaker and later (contrast given at another time, 1.5 T) and
+# acquires T1 with another technique (spin echo: flatter grey/white contrast, here a gamma).
+REALISTIC_PROFILES = PAPER_PROFILES | {
+    "1": replace(PAPER_PROFILES["1"], enhancement=(0.45, 0.75), gamma={**PAPER_PROFILES["1"].gamma, "t1": (0.7, 0.8)}),
+    "5": replace(PAPER_PROFILES["5"], enhancement=(0.5, 0.75)),
+}
+
+
 @dataclass(frozen=True)
 class Preset:
     """A cohort design: hospitals, their missing-sequence counts, splits and scanners."""
@@ -100,6 +111,7 @@ class Preset:
     description: str = ""
     realism: Realism = Realism()  # real-scan factors (all off: the clean brains of the first generator)
     tumour_sites: str = "deep"  # "deep": cerebral white matter; "anywhere": cortical and deep, any lobe
+    annotations: dict[str, Annotation] = field(default_factory=dict)  # per hospital; default BraTS's, exact
 
 
 PRESETS = {
@@ -110,12 +122,13 @@ PRESETS = {
     ),
     "realistic": Preset(
         "realistic",
-        PAPER_PROFILES,
+        REALISTIC_PROFILES,
         "The paper's plan and hospitals, with what real scans show: bright rims and residue at the "
         "skull-stripping edge, vessels, choroid plexus, periventricular caps, imperfect CSF suppression on "
         "FLAIR, tissue sub-clusters, misregistration between sequences, tumours cortical and deep.",
         realism=REAL_SCANS,
         tumour_sites="anywhere",
+        annotations={h: Annotation("enhancing", rater_mm=1.5) for h in HOSPITALS if h != "public"},
     ),
 }
 
@@ -216,7 +229,7 @@ class CaseSpec:
 def _streams(plan: CasePlan, seed: int) -> dict[str, np.random.Generator]:
     code = HOSPITALS.index(plan.hospital)
     # New streams go at the end: earlier children, and so the cases of existing presets, stay the same.
-    names = ("anatomy", "tumour", "scanner", "deform", "growth", "texture", *SEQUENCES, "realism")
+    names = ("anatomy", "tumour", "scanner", "deform", "growth", "texture", *SEQUENCES, "realism", "rater")
     children = np.random.SeedSequence([seed, code, plan.index_in_hospital]).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children)}
 
@@ -335,6 +348,9 @@ def render_case(
             sigma = float(streams[sequence].uniform(0.4, 1.0) * realism.smoothing_mm)
             acquired = np.where(brain, ndimage.gaussian_filter(acquired, sigma), 0).astype(np.float32)
         images[index] = place_in_template(acquired, atlas)
+    annotation = PRESETS[preset].annotations.get(plan.hospital)
+    if annotation is not None:  # the hospital's rater draws the reference from the true labels
+        labels = annotate(labels, unenhanced, annotation, streams["rater"])
     return SyntheticCase(
         plan=plan,
         spec=spec,
