@@ -204,9 +204,10 @@ def hospital_summary(page, app_url) -> list[str]:
     """The cells of the Hospitals page's summary table (cases per model and hospital), demo results."""
     page.goto(app_url + "/hospitals")
     page.get_by_role("heading", name="Hospitals").wait_for()
-    page.get_by_test_id("stDataFrame").first.wait_for()
+    cells = page.get_by_test_id("stDataFrame").first.locator("[role=gridcell]")
+    cells.first.wait_for(state="attached")  # the grid draws on a canvas; its cells are an offscreen table
     wait_idle(page)
-    return page.get_by_test_id("stDataFrame").first.get_by_role("gridcell").all_inner_texts()
+    return cells.all_inner_texts()
 
 
 def test_your_data_evaluation_of_a_demo_copy_leaves_the_demo_results_alone(app_url, page, user_dirs):
