@@ -3,8 +3,8 @@ synthetic public test set (the sim-to-real gap).
 
 For each model and each real case it predicts the whole brain with all sequences and with
 FLAIR missing, and prints median tumour-core (TC), whole-tumour (WT) and enhancing-tumour (ET)
-Dice. ET is undefined (NaN) on a case without enhancing tumour and is then left out of the
-median (its n is printed). The synthetic column is the median TC Dice of the same weights on
+Dice. On a case without enhancing tumour ET Dice is 0 when the model predicts some and
+undefined (NaN, left out of the median; n counts the rest) when it predicts none. The synthetic column is the median TC Dice of the same weights on
 the public test set in a results store (default: the bundled demo store).
 
     python bench/real.py [FOLDER] [--models models] [--store data_samples/results.sqlite]

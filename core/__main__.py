@@ -545,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="domain randomisation of each training window (core/augment.py); optional strength, 1 when omitted",
     )
     zoo.set_defaults(func=cmd_zoo)
+
     realism = commands.add_parser("realism", help="how far synthetic cases are from real ones, feature by feature")
     realism.add_argument("--real", type=Path, required=True, help="folder of real case folders (with labels)")
     realism.add_argument("--synthetic", type=Path, required=True, help="synthetic cohort folder or manifest.csv")
