@@ -3,6 +3,7 @@
 #
 #   PYTHON=.venv/bin/python DEVICE=cpu bash data_samples/make_demo.sh        # about 3.5 h on a 2-core CPU
 #   DEVICE=cuda WORKERS=14 bash data_samples/make_demo.sh                    # minutes on one GPU
+#   PRESET=realistic RANDOMISE=1 DEVICE=cuda WORKERS=14 bash data_samples/make_demo.sh   # the real-scan world
 #
 # Stages (each resumes where a killed run stopped, so the script can simply be run again):
 #   1. render the paper cohort's test cases (scale $SCALE) and, in parallel,
@@ -23,6 +24,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+PRESET=${PRESET:-paper}   # cohort preset: paper (the bundled demo) or realistic (look-alikes, hospital protocols)
+RANDOMISE=${RANDOMISE:-0} # domain randomisation strength of training windows (0: off)
 DEVICE=${DEVICE:-cpu}
 SCALE=${SCALE:-1}
 WORK=${WORK:-runs/demo}
@@ -92,13 +95,13 @@ test_workers=$((WORKERS >= 4 ? WORKERS / 4 : 1))
 train_workers=$((WORKERS - test_workers > 0 ? WORKERS - test_workers : 1))
 
 # 1 + 2: test cases render while the zoo renders its training cases and trains.
-run_stage render-test 60 "$PYTHON" -m core synth --preset paper --scale "$SCALE" --seed 0 --splits test \
+run_stage render-test 60 "$PYTHON" -m core synth --preset "$PRESET" --scale "$SCALE" --seed 0 --splits test \
   --out "$WORK/test" --workers "$test_workers" >"$WORK/synth.json" &
 render_pid=$!
-run_stage zoo 120 "$PYTHON" -m core zoo --preset paper --scale "$SCALE" --seed 0 --cohort "$WORK/train" \
+run_stage zoo 120 "$PYTHON" -m core zoo --preset "$PRESET" --scale "$SCALE" --seed 0 --cohort "$WORK/train" \
   --out "$MODEL_DIR" --models "$MODELS" --iterations "$ITERATIONS" --max-cases "$MAX_CASES" \
   --max-val-cases "$MAX_VAL_CASES" --jobs "$JOBS" --max-minutes "$TRAIN_MINUTES" --workers "$train_workers" \
-  --device "$DEVICE" "${amp[@]}" >"$WORK/zoo.json" || { log "the zoo did not finish"; exit 1; }
+  --device "$DEVICE" --randomise "$RANDOMISE" "${amp[@]}" >"$WORK/zoo.json" || { log "the zoo did not finish"; exit 1; }
 wait "$render_pid" || { log "rendering the test cases did not finish"; exit 1; }
 
 # 3. Evaluation, most important first.

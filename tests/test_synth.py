@@ -255,9 +255,10 @@ def test_realistic_preset_records_misregistration_and_keeps_t1c_in_place():
     for drawn in case.misregistration.values():
         assert max(abs(v) for v in drawn["shift_mm"]) <= 1.5 and max(abs(v) for v in drawn["angles_deg"]) <= 1.5
     assert case.labels.any()
-    # T1c carries the labels: its enhancing tumour is brighter than white matter nearby.
+    # T1c carries the labels: an enhancing tumour, where there is one, is brighter than the brain.
     t1c = case.images[1]
-    assert np.median(t1c[case.labels == ENHANCING]) > np.median(t1c[(case.labels == 0) & (t1c > 0)])
+    if (case.labels == ENHANCING).any():
+        assert np.median(t1c[case.labels == ENHANCING]) > np.median(t1c[(case.labels == 0) & (t1c > 0)])
 
 
 def test_non_enhancing_tumour_turns_rim_into_label_1_only():
@@ -301,3 +302,18 @@ def test_hospital_annotation_leaves_out_non_enhancing_tumour_and_raters_wander()
         np.testing.assert_array_equal(drawn > 0, labels > 0)  # the whole tumour is unchanged
     with pytest.raises(ValueError, match="protocol"):
         annotate(labels, unenhanced, Annotation("who knows"), np.random.default_rng(0))
+
+
+def test_misregistration_moves_the_image_by_the_given_millimetres():
+    from core.synth.scanner import acquire
+
+    ideal = np.zeros((40, 40, 20), np.float32)
+    ideal[10:20, 12:22, 5:15] = 400
+    brain = np.ones(ideal.shape, bool)
+    moved = acquire(ideal, brain, Acquisition(shift_mm=3.0), np.random.default_rng(0))
+    # The content moves by +3 voxels along the first axis.
+    np.testing.assert_allclose(moved[13:23, 12:22, 5:15], 400, atol=1e-3)
+    assert moved[10:13, 12:22, 5:15].max() < 1e-3
+    turned = acquire(ideal, brain, Acquisition(rotate_deg=90.0), np.random.default_rng(0))
+    np.testing.assert_allclose(turned.sum(), ideal.sum(), rtol=0.02)  # a quarter turn in plane keeps the cube
+    assert not np.allclose(turned, ideal)

@@ -1,8 +1,9 @@
 """Acquisition model: what a hospital's scanner and protocol do to an ideal image.
 
-Per sequence: contrast (gamma), enhancement strength (T1c), slice thickness (through-plane
-averaging, resampled back to 1 mm), smooth bias field (TorchIO's polynomial model, same maths), intensity
-scale and Rician noise, then skull stripping. Parameters are explicit and deterministic, so
+Per sequence: misregistration (a shift and an in-plane rotation against T1c), contrast (gamma),
+enhancement strength (T1c), slice thickness (through-plane averaging, resampled back to 1 mm),
+smooth bias field (TorchIO's polynomial model, same maths), intensity scale and Rician noise,
+then skull stripping. Parameters are explicit and deterministic, so
 the same module powers the cohort presets and the app's domain-shift lab.
 """
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from core.sequences import SEQUENCES
-from core.synth.fields import resize
+from core.synth.fields import resize, warp
 from core.synth.mri import WHITE_MATTER_LEVEL
 
 BIAS_ORDER = 3
@@ -32,6 +33,8 @@ class Acquisition:
     noise: float = 0.0  # Rician sigma as a fraction of white-matter intensity
     bias: tuple[float, ...] = field(default_factory=lambda: (0.0,) * N_BIAS_COEFFICIENTS)
     scale: float = 1.0  # final intensity scale
+    shift_mm: float = 0.0  # misregistration against T1c: a shift along the first (left-right) axis
+    rotate_deg: float = 0.0  # and an in-plane rotation (about the slice axis)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +145,12 @@ def acquire(ideal: np.ndarray, brain: np.ndarray, acquisition: Acquisition, rng:
         brain: (X, Y, Z) boolean brain mask.
     """
     image = ideal
+    if acquisition.shift_mm or acquisition.rotate_deg:
+        from core.synth.realism import rigid_coordinates
+
+        # Sampling at x - shift moves the content by +shift.
+        angles = (0.0, 0.0, acquisition.rotate_deg)
+        image = warp(image[None], rigid_coordinates(image.shape, (-acquisition.shift_mm, 0.0, 0.0), angles))[0]
     if acquisition.gamma != 1.0:
         image = WHITE_MATTER_LEVEL * np.power(np.maximum(image, 0) / WHITE_MATTER_LEVEL, acquisition.gamma)
     image = thick_slices(image, acquisition.slice_mm)
