@@ -40,7 +40,8 @@ def app_url(user_dirs):
     env = dict(os.environ, GBM_DEMO_COHORT=str(ROOT / "data_samples"), **{k: str(v) for k, v in user_dirs.items()})
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
+         "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],  # an edit elsewhere in the tree must not raise "Source file changed"
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
