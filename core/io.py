@@ -15,6 +15,16 @@ Policies (also in the README):
 * Spacing: a grid that is not 1 mm isotropic is resampled to 1 mm (linear for images,
   nearest for labels) and the original grid is kept in ``Case.original_grid`` so predictions
   can be returned on it.
+* Sizes: a file's header is checked before its voxels are read (dimensions x data type
+  against ``MAX_VOLUME_BYTES`` and against the file's length) and the 1 mm grid a case is
+  read onto against ``MAX_CASE_VOXELS``, so a lying or huge header is a CaseError, never a
+  MemoryError.
+* Scoring: predictions are scored on the grid the case was read from (the reference as
+  annotated, never resampled); :func:`scoring_reference` gives it.
+* Links: with a ``root`` (the app's data root) every file read, after resolving links, must
+  lie under it. Without one (the command line) links are followed wherever they point. A
+  sequence file that is there by name but is a broken link or cannot be read is an error,
+  not a missing sequence.
 * Labels: the scheme is read from the manifest's ``label_scheme`` column when given, else
   detected from the values present (4 -> brats2020, 3 -> brats2023, only 1 -> tc). When three
   tumour labels are present their meaning is checked against the anatomy of a glioblastoma
@@ -25,6 +35,8 @@ Policies (also in the README):
 from __future__ import annotations
 
 import csv
+import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +53,10 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MANIFEST_COLUMNS = ("patient_id", "t1", "t1c", "t2", "flair")
 SPACING_TOLERANCE_MM = 1e-3
 AFFINE_TOLERANCE_MM = 1e-3
+MAX_VOLUME_BYTES = 512 * 2**20  # voxel data of one file, as its header declares it
+MAX_CASE_VOXELS = 2**25  # the grid a case is read onto (4 float32 sequences: 512 MiB)
+# Deflate cannot compress by more than 1032:1, so a .nii.gz of n bytes holds at most this much.
+_MAX_DEFLATE_RATIO = 1032
 
 # File-name keys of BraTS 2018-2021 (t1, t1ce, t2, flair, seg) and 2023+ (t1n, t1c, t2w, t2f).
 _FILE_KEYS = {
@@ -67,6 +83,11 @@ class Grid:
     shape: tuple[int, int, int]
     affine: np.ndarray
 
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm (column norms of the affine)."""
+        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(0)))
+
 
 @dataclass
 class CaseSource:
@@ -78,6 +99,7 @@ class CaseSource:
     label_scheme: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
     origin: str = ""  # the folder or "manifest.csv row N", for messages
+    root: Path | None = None  # when set, every file must resolve under it (the app's data root)
 
 
 @dataclass
@@ -94,6 +116,7 @@ class Case:
     warnings: list[str] = field(default_factory=list)
     header: nib.Nifti1Header | None = None  # T1c's header, for writing labels
     original_grid: Grid | None = None  # set when the case was resampled to 1 mm
+    original_labels: np.ndarray | None = None  # the reference on original_grid (for scoring)
     meta: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -108,26 +131,58 @@ class Case:
 # --------------------------------------------------------------------------- finding files
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+def _root(root: str | Path | None) -> Path | None:
+    return None if root is None else Path(root).resolve()
 
 
-def find_case_files(folder: str | Path) -> CaseSource:
-    """Identify the sequence and label files of one case folder.
+def confine(path: str | Path, root: Path | None, role: str = "file") -> Path:
+    """``path`` itself, after checking that it lies under ``root`` once links are resolved.
 
     Raises:
-        CaseError: the folder does not exist, holds no recognised NIfTI file, or holds two
-            files for one sequence.
+        CaseError: it resolves outside ``root`` (the message names both).
     """
-    folder = Path(folder)
+    path = Path(path)
+    if root is not None:
+        real = path.resolve()
+        if not real.is_relative_to(root):
+            raise CaseError(f"{path}: {role} resolves to {real}, outside the data root {root}")
+    return path
+
+
+def _check_present(path: Path, role: str) -> None:
+    """A file there by name must be a readable regular file (not a broken link, not a folder)."""
+    if path.is_symlink() and not path.exists():
+        raise CaseError(f"{path}: {role} file is a broken link (to {os.readlink(path)})")
+    if not path.exists():
+        raise CaseError(f"{path}: {role} file not found")
+    if not path.is_file():
+        raise CaseError(f"{path}: {role} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise CaseError(f"{path}: {role} file cannot be read (permission denied)")
+
+
+def find_case_files(folder: str | Path, root: str | Path | None = None) -> CaseSource:
+    """Identify the sequence and label files of one case folder.
+
+    With ``root``, the folder and every file named like a sequence must resolve under it.
+
+    Raises:
+        CaseError: the folder does not exist or leaves ``root``, holds no recognised NIfTI
+            file, holds two files for one sequence, or one named like a sequence that is a
+            broken link, not a regular file or unreadable (never taken as a missing sequence).
+    """
+    folder, root = Path(folder), _root(root)
+    confine(folder, root, "case folder")
     if not folder.is_dir():
         raise CaseError(f"{folder}: not a folder")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         match = _FILE_PATTERN.match(path.name)
-        if not match or not path.is_file():
+        if not match:
             continue
         key = _FILE_KEYS[match["key"].lower()]
+        _check_present(path, key)
+        confine(path, root, key)
         if key in found:
             raise CaseError(f"{folder}: both {found[key].name} and {path.name} look like the {key} file")
         found[key] = path
@@ -141,19 +196,23 @@ def find_case_files(folder: str | Path) -> CaseSource:
         paths={s: found.get(s) for s in SEQUENCES},
         seg=found.get("seg"),
         origin=str(folder),
+        root=root,
     )
 
 
-def read_manifest(path: str | Path) -> list[CaseSource]:
+def read_manifest(path: str | Path, root: str | Path | None = None) -> list[CaseSource]:
     """Read a manifest CSV: one case per row, paths relative to the manifest, empty = missing.
 
     Required columns: patient_id, t1, t1c, t2, flair; optional: seg, label_scheme and any
-    others (kept in ``CaseSource.meta``).
+    others (kept in ``CaseSource.meta``). With ``root``, the manifest must resolve under it,
+    and so must each file it names when the case is read (``../`` or absolute paths, links).
 
     Raises:
-        CaseError: the file cannot be read, lacks required columns or repeats a patient_id.
+        CaseError: the file cannot be read or leaves ``root``, lacks required columns or
+            repeats a patient_id.
     """
-    path = Path(path)
+    path, root = Path(path), _root(root)
+    confine(path, root, "manifest")
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -187,36 +246,40 @@ def read_manifest(path: str | Path) -> list[CaseSource]:
                 label_scheme=(row.get("label_scheme") or "").strip() or None,
                 meta={k: v for k, v in row.items() if k is not None},
                 origin=origin,
+                root=root,
             )
         )
     return sources
 
 
-def find_cases(path: str | Path) -> list[CaseSource]:
+def find_cases(path: str | Path, root: str | Path | None = None) -> list[CaseSource]:
     """The cases at a path: a manifest CSV, a case folder, or a folder of case folders.
 
+    ``root``: confine every file to this folder, links resolved (see :func:`confine`).
+
     Raises:
-        CaseError: nothing at the path looks like a case.
+        CaseError: nothing at the path looks like a case, or the path leaves ``root``.
     """
-    path = Path(path)
+    path, root = Path(path), _root(root)
+    confine(path, root, "path")
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return read_manifest(path)
+            return read_manifest(path, root)
         raise CaseError(f"{path}: expected a manifest .csv, a case folder or a cohort folder")
     if not path.is_dir():
         raise CaseError(f"{path}: no such file or folder")
     if (path / "manifest.csv").is_file():
-        return read_manifest(path / "manifest.csv")
-    if any(_FILE_PATTERN.match(p.name) for p in path.iterdir() if p.is_file()):
-        return [find_case_files(path)]
+        return read_manifest(path / "manifest.csv", root)
+    if any(_FILE_PATTERN.match(p.name) for p in path.iterdir() if p.is_file() or p.is_symlink()):
+        return [find_case_files(path, root)]
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     sources = []
     for folder in folders:
         try:
-            sources.append(find_case_files(folder))
+            sources.append(find_case_files(folder, root))
         except CaseError:
             # Kept so the report lists it; read_case raises the same error again.
-            sources.append(CaseSource(case_id=folder.name, paths={}, origin=str(folder)))
+            sources.append(CaseSource(case_id=folder.name, paths={}, origin=str(folder), root=root))
     if not sources:
         raise CaseError(f"{path}: holds no case folders, NIfTI files or manifest.csv")
     return sources
@@ -225,34 +288,110 @@ def find_cases(path: str | Path) -> list[CaseSource]:
 # --------------------------------------------------------------------------- volumes
 
 
-def _load_volume(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Load one 3-D volume; 4-D with a single volume is squeezed."""
-    if not path.exists():
-        raise CaseError(f"{path}: {role} file not found")
-    if path.stat().st_size == 0:
+def _size(n: int) -> str:
+    """Bytes in words: 1.2 kB, 35.7 MB, 4.0 TB."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_source(source: CaseSource) -> None:
+    """Check that every file a source names is there, readable and (with ``source.root``)
+    under the root once links are resolved, before anything reads or hashes it.
+
+    Raises:
+        CaseError: the first file that fails, named.
+    """
+    for role, path in (*source.paths.items(), ("segmentation", source.seg)):
+        if path is not None:
+            confine(path, source.root, role)
+            _check_present(Path(path), role)
+
+
+def _open_volume(path: Path, role: str, root: Path | None = None) -> nib.Nifti1Image:
+    """Open one NIfTI file and check its header, reading no voxels.
+
+    Checked: under ``root``; present and readable; dimensions (3-D, or 4-D with one volume);
+    voxel data (dimensions x data type) within ``MAX_VOLUME_BYTES`` and within what the file
+    can hold (uncompressed: its length; gzip: 1032 x its length, deflate's limit).
+    """
+    confine(path, root, role)
+    _check_present(path, role)
+    length = path.stat().st_size
+    if length == 0:
         raise CaseError(f"{path}: {role} file is empty (0 bytes)")
     try:
         image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
+        shape = tuple(int(n) for n in image.shape)
+        dtype = np.dtype(image.get_data_dtype())
+        offset = int(image.header.get("vox_offset", 0) or 0)
     except Exception as exc:  # nibabel raises many types for corrupt or truncated files
         raise CaseError(f"{path}: {role} file is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise CaseError(f"{path}: {role} has shape {data.shape}; expected a 3-D volume")
-    if data.size == 0:
-        raise CaseError(f"{path}: {role} has no voxels (shape {data.shape})")
-    return data, image
+    volume = shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+    if len(volume) != 3:
+        raise CaseError(f"{path}: {role} has shape {shape}; expected a 3-D volume")
+    if math.prod(volume) == 0:
+        raise CaseError(f"{path}: {role} has no voxels (shape {shape})")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > MAX_VOLUME_BYTES:
+        raise CaseError(f"{path}: {role} header declares {shape} {dtype} voxels = {_size(needed)}; "
+                        f"the limit is {_size(MAX_VOLUME_BYTES)}")  # fmt: skip
+    compressed = path.name.lower().endswith(".gz")
+    room = length * _MAX_DEFLATE_RATIO if compressed else length - offset
+    if needed > room:
+        holds = f"{_size(length)} (gzip: at most {_size(room)} unpacked)" if compressed else _size(length)
+        raise CaseError(f"{path}: {role} header declares {shape} {dtype} voxels = {_size(needed)} but the file "
+                        f"holds {holds}; it is truncated or its header is wrong")  # fmt: skip
+    return image
+
+
+def _read_data(path: Path, role: str, image: nib.Nifti1Image) -> np.ndarray:
+    """The voxels of an image from :func:`_open_volume`; 4-D with a single volume is squeezed."""
+    try:
+        data = np.asanyarray(image.dataobj)
+    except MemoryError:
+        raise CaseError(f"{path}: {role} does not fit in memory ({image.shape})") from None
+    except Exception as exc:  # nibabel raises many types for corrupt or truncated files
+        raise CaseError(f"{path}: {role} file is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+    return data[..., 0] if data.ndim == 4 else data
+
+
+def _load_volume(path: Path, role: str, root: Path | None = None) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Load one 3-D volume after :func:`_open_volume`'s checks."""
+    image = _open_volume(Path(path), role, root)
+    return _read_data(Path(path), role, image), image
+
+
+def _open_shape(image: nib.Nifti1Image) -> tuple[int, int, int]:
+    return tuple(int(n) for n in image.shape[:3])
 
 
 def _spacing(image: nib.Nifti1Image) -> tuple[float, float, float]:
     return tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
+def _shape_at_1mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[int, int, int]:
+    return tuple(int(np.floor((n - 1) * s + 1e-6)) + 1 for n, s in zip(shape, spacing))
+
+
+def _check_grid_size(path: Path, shape: tuple[int, ...], spacing: tuple[float, ...]) -> None:
+    """The grid a case is read onto (1 mm when resampled) must hold at most MAX_CASE_VOXELS."""
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise CaseError(f"{path}: voxel size {spacing} mm; expected three positive sizes")
+    resampled = not np.allclose(spacing, 1.0, atol=SPACING_TOLERANCE_MM)
+    target = _shape_at_1mm(shape, spacing) if resampled else tuple(shape)
+    voxels = math.prod(target)
+    if voxels > MAX_CASE_VOXELS:
+        how = f"voxel size {'x'.join(f'{s:g}' for s in spacing)} mm resampled to 1 mm gives" if resampled else "is"
+        raise CaseError(f"{path}: shape {tuple(shape)} {how} {target} = {voxels:,} voxels "
+                        f"({_size(16 * voxels)} for four sequences); the limit is {MAX_CASE_VOXELS:,}")  # fmt: skip
+
+
 def _resample_to_1mm(volume: np.ndarray, spacing: tuple[float, ...], order: int) -> np.ndarray:
     """Resample a volume on a grid of ``spacing`` mm to 1 mm, keeping voxel 0 in place."""
     spacing_arr = np.asarray(spacing, dtype=float)
-    shape = tuple(int(np.floor((n - 1) * s + 1e-6)) + 1 for n, s in zip(volume.shape, spacing_arr))
+    shape = _shape_at_1mm(volume.shape, spacing_arr)
     return ndimage.affine_transform(
         volume, np.diag(1.0 / spacing_arr), output_shape=shape, order=order, mode="nearest", prefilter=False
     )
@@ -266,9 +405,27 @@ def resample_to_original(volume: np.ndarray, case: Case, order: int) -> np.ndarr
     grid = case.original_grid
     if grid is None:
         return volume
-    spacing = np.sqrt((grid.affine[:3, :3] ** 2).sum(0))  # voxel size of the original grid
-    return ndimage.affine_transform(volume, np.diag(spacing), output_shape=grid.shape, order=order, mode="nearest",
+    return ndimage.affine_transform(volume, np.diag(grid.spacing), output_shape=grid.shape, order=order, mode="nearest",
                                     prefilter=False).astype(volume.dtype)  # fmt: skip
+
+
+def scoring_reference(case: Case) -> tuple[np.ndarray | None, tuple[float, float, float]]:
+    """The reference labels and voxel size in mm that predictions are scored against.
+
+    Always the grid the case was read from: the reference as annotated (never resampled),
+    which is the grid :func:`core.infer.predict_volume` returns labels on and the CLI writes.
+    """
+    if case.original_grid is None:
+        return case.labels, case.spacing
+    return case.original_labels, case.original_grid.spacing
+
+
+def scoring_grid_words(case: Case) -> str:
+    """Which grid :func:`scoring_reference` scores on, in words (for reports and the app)."""
+    grid = case.original_grid
+    shape, spacing = (case.shape, case.spacing) if grid is None else (grid.shape, grid.spacing)
+    size = " x ".join(f"{s:g}" for s in spacing)
+    return f"the case's own grid ({size} mm, {' x '.join(map(str, shape))} voxels), as in its files"
 
 
 def _canonical_labels(data: np.ndarray, path: Path, scheme: str | None, t1c: np.ndarray | None, warnings: list[str]):
@@ -284,8 +441,10 @@ def _canonical_labels(data: np.ndarray, path: Path, scheme: str | None, t1c: np.
 # --------------------------------------------------------------------------- reading a case
 
 
-def read_case(source: str | Path | CaseSource) -> Case:
+def read_case(source: str | Path | CaseSource, root: str | Path | None = None) -> Case:
     """Read and validate one case from a case folder or a :class:`CaseSource`.
+
+    ``root``: every file must resolve under this folder (a source's own ``root`` otherwise).
 
     Returns:
         A :class:`Case`; missing secondary sequences are zero volumes with
@@ -293,20 +452,24 @@ def read_case(source: str | Path | CaseSource) -> Case:
 
     Raises:
         CaseError: the message names the file and the problem (unreadable, empty,
-            truncated, not 3-D, shapes or voxel sizes differ, NaN/Inf, missing or all-zero
-            T1c, unknown label values).
+            truncated, not 3-D, header larger than the limits or than the file, shapes or
+            voxel sizes differ, NaN/Inf, missing or all-zero T1c, unknown label values, a
+            broken link, a file outside ``root``).
     """
     if not isinstance(source, CaseSource):
-        source = find_case_files(source)
+        source = find_case_files(source, root)
+    root = _root(root) if root is not None else source.root
     where = source.origin or source.case_id
     if not source.paths:
-        find_case_files(source.origin)  # raises the folder's own error
+        find_case_files(source.origin, root)  # raises the folder's own error
     ref_path = source.paths.get(REFERENCE_SEQUENCE)
     if ref_path is None:
         raise CaseError(f"{where}: T1c is missing; it is the reference sequence and is required")
 
     warnings: list[str] = []
-    ref_data, ref_image = _load_volume(ref_path, "t1c")
+    ref_image = _open_volume(Path(ref_path), "t1c", root)
+    _check_grid_size(Path(ref_path), _open_shape(ref_image), _spacing(ref_image))
+    ref_data = _read_data(Path(ref_path), "t1c", ref_image)
     shape, spacing, affine = ref_data.shape, _spacing(ref_image), ref_image.affine
     images = np.zeros((len(SEQUENCES), *shape), dtype=np.float32)
     available = np.zeros(len(SEQUENCES), dtype=bool)
@@ -327,7 +490,7 @@ def read_case(source: str | Path | CaseSource) -> Case:
         path = source.paths.get(sequence)
         if path is None:
             continue
-        data, image = (ref_data, ref_image) if sequence == REFERENCE_SEQUENCE else _load_volume(path, sequence)
+        data, image = (ref_data, ref_image) if sequence == REFERENCE_SEQUENCE else _load_volume(path, sequence, root)
         check_grid(path, data, image)
         volume = data.astype(np.float32)
         bad = int(np.count_nonzero(~np.isfinite(volume)))
@@ -343,18 +506,21 @@ def read_case(source: str | Path | CaseSource) -> Case:
 
     labels, scheme = None, None
     if source.seg is not None:
-        data, image = _load_volume(source.seg, "segmentation")
+        data, image = _load_volume(source.seg, "segmentation", root)
         check_grid(source.seg, data, image)
         labels, scheme = _canonical_labels(
             data, source.seg, source.label_scheme, images[SEQUENCES.index(REFERENCE_SEQUENCE)], warnings
         )
 
-    original_grid = None
+    original_grid, original_labels = None, None
     if not np.allclose(spacing, 1.0, atol=SPACING_TOLERANCE_MM):
-        original_grid = Grid(shape=tuple(shape), affine=affine.copy())
-        images = np.stack([_resample_to_1mm(v, spacing, order=1) for v in images]).astype(np.float32)
-        if labels is not None:
-            labels = _resample_to_1mm(labels, spacing, order=0).astype(np.uint8)
+        original_grid, original_labels = Grid(shape=tuple(shape), affine=affine.copy()), labels
+        try:
+            images = np.stack([_resample_to_1mm(v, spacing, order=1) for v in images]).astype(np.float32)
+            if labels is not None:
+                labels = _resample_to_1mm(labels, spacing, order=0).astype(np.uint8)
+        except MemoryError:
+            raise CaseError(f"{ref_path}: resampling {tuple(shape)} to 1 mm does not fit in memory") from None
         affine = affine @ np.diag([*(1.0 / np.asarray(spacing)), 1.0])
         warnings.append(
             f"{ref_path.name}: voxel size {'x'.join(f'{s:g}' for s in spacing)} mm resampled to 1 mm "
@@ -373,21 +539,23 @@ def read_case(source: str | Path | CaseSource) -> Case:
         warnings=warnings,
         header=ref_image.header.copy() if original_grid is None else None,
         original_grid=original_grid,
+        original_labels=original_labels,
         meta=dict(source.meta),
     )
 
 
 def iter_cohort(
-    path: str | Path, on_progress: Callable[[int, int, str], None] | None = None
+    path: str | Path, on_progress: Callable[[int, int, str], None] | None = None, root: str | Path | None = None
 ) -> Iterator[tuple[CaseSource, Case | CaseError]]:
     """Read every case at a path, yielding each case or the error that rejected it.
 
-    A bad case never stops the iteration.
+    A bad case never stops the iteration. ``root`` confines every file (:func:`find_cases`).
 
     Raises:
-        CaseError: only when the path itself holds no cases or its manifest is unreadable.
+        CaseError: only when the path itself holds no cases, leaves ``root`` or its manifest
+            is unreadable.
     """
-    sources = find_cases(path)
+    sources = find_cases(path, root)
     for done, source in enumerate(sources):
         try:
             result: Case | CaseError = read_case(source)
@@ -398,11 +566,13 @@ def iter_cohort(
         yield source, result
 
 
-def inspect_path(path: str | Path, on_progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Validation report for a case folder, cohort folder or manifest (JSON-ready)."""
+def inspect_path(path: str | Path, on_progress: Callable[[int, int, str], None] | None = None,
+                 root: str | Path | None = None) -> dict:  # fmt: skip
+    """Validation report for a case folder, cohort folder or manifest (JSON-ready); with
+    ``root``, a file outside it (links resolved) rejects its case."""
     try:
         entries = []
-        for source, result in iter_cohort(path, on_progress):
+        for source, result in iter_cohort(path, on_progress, root):
             entry: dict = {"case_id": source.case_id, "origin": source.origin}
             if isinstance(result, CaseError):
                 entry.update(ok=False, reasons=[str(result)])
