@@ -1,9 +1,14 @@
 """SQLite results store: one row per (model, case, missing set, region, empty policy, code version).
 
 WAL journal; the schema is versioned with ``PRAGMA user_version`` and migrated forward on
-open. All regions of one (model, case, missing set) are written in one transaction, so a
+open, in one ``BEGIN IMMEDIATE`` transaction that reads the version under the write lock, so
+processes opening a new store at once each see it either before or after the migration,
+never half-way. All regions of one (model, case, missing set) are written in one transaction, so a
 sweep killed at any moment leaves either all of them or none, and rerunning skips what is
-done. Predicted label maps are cached compressed so the app can show them at once.
+done; a result already there is never written again (two sweeps on one store write each
+result once). Predicted label maps are cached compressed so the app can show them at once.
+Metrics are scored on each case's own grid, as in its files (``core.io.scoring_reference``).
+Database errors are raised as :class:`StoreError`, naming the file.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+SCORED_ON = "each case's own grid, as in its files (the reference is never resampled)"
 CODE_VERSION = core.__version__
 EXPORT_COLUMNS = ["model", "patient_id", "hospital", "split", "acquired_missing", "missing", "region", "dice",
                   "sensitivity", "hd95", "volume_pred_ml", "volume_ref_ml", "volume_diff_ml", "seconds", "device",
@@ -94,6 +100,16 @@ def case_key(patient_id: str, digest: str) -> str:
     return f"{patient_id}@{digest}"
 
 
+class StoreError(RuntimeError):
+    """A results store cannot be opened, migrated or written; the message names the file."""
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration, to run one by one inside a transaction
+    (``executescript`` would commit the transaction first)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
 @dataclass(frozen=True)
 class ResultKey:
     """What identifies one unit of sweep work (all regions of it)."""
@@ -108,16 +124,44 @@ class ResultKey:
 class ResultStore:
     """A results database at ``path`` (created and migrated on open)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, timeout_s: float = 60.0):
+        """Open (creating and migrating) the store.
+
+        Raises:
+            StoreError: the file is not a results store, cannot be opened, or has a newer schema.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.migrate()
+        self.db = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+            self._set_wal(timeout_s)
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.migrate()
+        except (sqlite3.Error, OSError) as exc:
+            if self.db is not None:
+                self.db.close()
+            raise StoreError(f"{self.path}: cannot open the results store ({type(exc).__name__}: {exc})") from exc
+        except StoreError:
+            self.db.close()
+            raise
+
+    def _set_wal(self, timeout_s: float) -> None:
+        """WAL journal; switching needs a moment alone with a new file, so a busy answer is retried."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
     def __enter__(self) -> ResultStore:
         return self
@@ -130,11 +174,33 @@ class ResultStore:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self, target: int = SCHEMA_VERSION) -> None:
-        """Apply the migrations after the current version, each in its own transaction."""
+        """Apply the migrations after the current version, atomically and at most once.
+
+        The version is read inside a ``BEGIN IMMEDIATE`` transaction (the write lock), so
+        of several processes opening one new store at once, one migrates and the others
+        find it done. A store already at ``target`` is only read.
+
+        Raises:
+            StoreError: the store's schema is newer than this code.
+        """
+        if self.version >= target:  # the common case: no lock taken, nothing written
+            self._check_not_newer()
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_not_newer()
+            for version in range(self.version + 1, target + 1):
+                for statement in _statements(MIGRATIONS[version]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {version}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _check_not_newer(self) -> None:
         if self.version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema version {self.version} is newer than this code ({SCHEMA_VERSION})")
-        for version in range(self.version + 1, target + 1):
-            self.db.executescript(f"BEGIN; {MIGRATIONS[version]} PRAGMA user_version = {version}; COMMIT;")
+            raise StoreError(f"{self.path}: schema version {self.version} is newer than this code ({SCHEMA_VERSION})")
 
     # ----------------------------------------------------------------------- writing
 
@@ -149,8 +215,13 @@ class ResultStore:
         )
 
     def write(self, key: ResultKey, metrics: dict[str, RegionMetrics], seconds: float, device: str,
-              labels: np.ndarray | tuple[str, bytes] | None = None) -> None:  # fmt: skip
-        """All regions of one result (and its label map, or its :func:`encode_labels`) in one transaction."""
+              labels: np.ndarray | tuple[str, bytes] | None = None) -> bool:  # fmt: skip
+        """All regions of one result (and its label map, or its :func:`encode_labels`) in one
+        transaction, unless another writer (a second sweep, the app) wrote it first.
+
+        Returns:
+            True when written, False when the store already held this result (left as it is).
+        """
         encoded = encode_labels(labels) if isinstance(labels, np.ndarray) else labels
         now = time.time()
         rows = [
@@ -160,6 +231,14 @@ class ResultStore:
         ]  # fmt: skip
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            there = self.db.execute(
+                "SELECT 1 FROM results WHERE model_sha256=? AND case_key=? AND missing=? AND empty_policy=? "
+                "AND code_version=? LIMIT 1",
+                (key.model_sha256, key.case_key, key.missing, key.empty_policy, key.code_version),
+            ).fetchone()
+            if there:
+                self.db.execute("ROLLBACK")
+                return False
             self.db.executemany(
                 "INSERT OR REPLACE INTO results (model_sha256, case_key, missing, region, empty_policy, code_version, "
                 "dice, sensitivity, hd95, volume_pred_ml, volume_ref_ml, seconds, device, created) "
@@ -175,6 +254,7 @@ class ResultStore:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        return True
 
     def trim_predictions(self, keep_per_hospital: int) -> int:
         """Keep the cached label maps of the first ``keep_per_hospital`` patients (by id) of
