@@ -8,7 +8,11 @@ norm, PReLU. Fully convolutional: any input of ``output + 48`` with ``output`` a
 3 works, which whole-volume inference uses.
 
 Model folders hold ``weights.safetensors`` + ``card.json`` (+ ``MODEL_CARD.md``); loading
-checks the weights' sha256 recorded in the card and never unpickles anything.
+checks the weights' sha256 recorded in the card and never unpickles anything. The card's
+architecture is verified too: every tensor it implies must be in the weights with its shape,
+with none left over, and ``architecture_sha256`` (written by :func:`save_model`; checked when
+present) binds the architecture section to the weights, so an edited card (say
+``residual: true``, which adds no tensor) is refused.
 """
 
 from __future__ import annotations
@@ -181,6 +185,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def architecture_digest(architecture: dict, weights_sha256: str) -> str:
+    """sha256 of a card's architecture section (canonical JSON) together with the weights' sha256."""
+    canonical = json.dumps(architecture, sort_keys=True, separators=(",", ":"), default=_jsonable)
+    return hashlib.sha256(f"{canonical}\n{weights_sha256}".encode()).hexdigest()
+
+
 def save_model(model: DeepMedic, folder: str | Path, card: dict | None = None) -> Path:
     """Write ``weights.safetensors`` and ``card.json`` (architecture + sha256 + the given card).
 
@@ -199,6 +209,7 @@ def save_model(model: DeepMedic, folder: str | Path, card: dict | None = None) -
     full["architecture"] = model.config.to_dict()
     full["parameters"] = count_parameters(model)
     full["weights_sha256"] = sha256_file(weights)
+    full["architecture_sha256"] = architecture_digest(full["architecture"], full["weights_sha256"])
     (folder / CARD).write_text(json.dumps(full, indent=2, default=_jsonable))
     return folder
 
@@ -252,8 +263,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool 
         the network as trained.
 
     Raises:
-        ModelError: folder, card or weights missing; sha256 mismatch; weights that do not fit
-            the architecture (the message lists the first offending tensors).
+        ModelError: folder, card or weights missing; sha256 mismatch; an architecture section
+            that does not match its ``architecture_sha256``; weights that are not safetensors;
+            weights that do not fit the architecture (the message lists the first missing,
+            extra or wrongly shaped tensors with their shapes).
     """
     folder = Path(path)
     card = read_card(folder)
@@ -267,19 +280,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool 
             "the weights were changed or corrupted"
         )
     try:
-        config = ModelConfig.from_dict(card["architecture"])
-        model = DeepMedic(config)
         state = load_file(str(weights))
+    except Exception as exc:  # a pickle or anything else that is not safetensors: never unpickled
+        raise ModelError(f"{weights}: not a safetensors file ({exc}); pickled weights are never loaded") from exc
+    try:
+        config = ModelConfig.from_dict(card["architecture"])
+        with torch.device("meta"):  # shapes only: a card cannot make us allocate anything
+            expected = DeepMedic(config).state_dict()
     except Exception as exc:
-        raise ModelError(f"{folder}: cannot build the model from its card and weights ({exc})") from exc
-    expected = model.state_dict()
+        raise ModelError(f"{folder}: cannot build the model from its card's architecture ({exc})") from exc
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
         detail = [f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
-                  f"wrong shape {wrong[:3]}" if wrong else ""]  # fmt: skip
+                  "wrong shape " + ", ".join(f"{k} {tuple(state[k].shape)} (card: {tuple(expected[k].shape)})"
+                                             for k in wrong[:3]) if wrong else ""]  # fmt: skip
         raise ModelError(f"{weights}: does not fit the card's architecture: " + "; ".join(d for d in detail if d))
+    recorded = card.get("architecture_sha256")
+    if recorded is not None and recorded != architecture_digest(card["architecture"], digest):
+        raise ModelError(
+            f"{folder / CARD}: the architecture section {card['architecture']} does not match the card's "
+            f"architecture_sha256 {str(recorded)[:12]}...; the card was edited after the model was saved"
+        )
+    model = DeepMedic(config)
     model.load_state_dict(state)
     model.card = card
     model = model.eval()
