@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ import numpy as np
 
 from core.io import CaseError
 from core.model import ModelError
+from core.store import StoreError
 
 
 def _progress(description: str, unit: str = "case"):
@@ -135,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from core.infer import choose_device, predict_volume
-    from core.io import find_cases, read_case, write_labels
+    from core.io import find_cases, read_case, scoring_grid_words, scoring_reference, write_labels
     from core.metrics import evaluate
     from core.model import load_model
     from core.sequences import parse_combination
@@ -150,15 +152,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=choose_device(args.device))
     prediction = predict_volume(model, case, parse_combination(args.missing), amp=args.amp,
                                 on_progress=_progress("predict", unit="tile"))  # fmt: skip
-    write_labels(prediction.labels, args.out, case, scheme=args.scheme)
     report = {"case": case.case_id, "model": model.card.get("name", str(args.model)), "out": str(args.out),
               "missing": prediction.missing_name, "seconds": round(prediction.seconds, 2), "device": prediction.device,
               "tile": list(prediction.tile)}  # fmt: skip
-    if case.labels is not None:
+    if case.labels is not None:  # scored before anything is written: a failure leaves no label file
         regions = ("tc",) if case.label_scheme == "tc" or model.config.num_classes == 2 else ("tc", "wt", "et")
-        report["metrics"] = {
-            r: m.to_dict() for r, m in evaluate(prediction.labels, case.labels, case.spacing, regions).items()
-        }
+        reference, spacing = scoring_reference(case)
+        scores = evaluate(prediction.labels, reference, spacing, regions)
+        report["metrics"] = {r: m.to_dict() for r, m in scores.items()}
+        report["scored_on"] = scoring_grid_words(case)
+    write_labels(prediction.labels, args.out, case, scheme=args.scheme)
     _print_json(report)
     return 0
 
@@ -343,7 +346,13 @@ def cmd_realism(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Glioblastoma robustness explorer")
+    parser = argparse.ArgumentParser(
+        prog="python -m core",
+        description="Glioblastoma robustness explorer",
+        epilog="Paths given here are read as given: symbolic links (and a manifest's ../ or absolute paths) are "
+        "followed wherever they point. The app's Your data page reads only under its data root. Predictions are "
+        "scored on each case's own grid, as in its files.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="write a synthetic cohort (BraTS folders + manifest.csv)")
@@ -560,9 +569,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CaseError, ModelError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
+    except (CaseError, ModelError, StoreError, ValueError, KeyError, IndexError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # e.g. the store locked by another writer for longer than the timeout
+        print(f"error: results store: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"error: {args.command} ran out of memory", file=sys.stderr)
         return 2
 
 

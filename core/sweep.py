@@ -3,8 +3,10 @@
 Work is grouped per (model, case), so a volume is read and normalised once for all its
 missing sets; workers compute and return, and only the driver writes to the store (one
 transaction per result), so a sweep killed at any moment resumes without partial or
-duplicate rows. Modes: ``acquired`` evaluates each case as it is; ``simulated`` applies each
-combination of missing sequences to the complete cases.
+duplicate rows, and two sweeps on one store write each result once. Predictions are scored
+on each case's own grid, as in its files (``core.io.scoring_reference``). Modes:
+``acquired`` evaluates each case as it is; ``simulated`` applies each combination of missing
+sequences to the complete cases.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from core.io import CaseSource, find_cases, read_case
+from core.io import CaseError, CaseSource, check_source, find_cases, read_case, scoring_reference
 from core.metrics import evaluate
 from core.model import read_card
 from core.sequences import SEQUENCES, combination_name, combinations_for
-from core.store import CODE_VERSION, ResultKey, ResultStore, case_key, encode_labels
+from core.store import CODE_VERSION, SCORED_ON, ResultKey, ResultStore, case_key, encode_labels
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,11 @@ def run_unit(unit: WorkUnit) -> UnitResult:
         if case.labels is None:
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
         regions = tuple(r for r in unit.regions if case.label_scheme != "tc" or r == "tc")
+        reference, spacing = scoring_reference(case)  # the grid predictions come back on
         normalised = normalise_case(case, model.card["normalisation"]["landmarks"])  # once for every missing set
         for name in unit.missing:
             prediction = predict_volume(model, case, parse_combination(name), amp=unit.amp, normalised=normalised)
-            metrics = evaluate(prediction.labels, case.labels, case.spacing, regions, unit.empty_policy)
+            metrics = evaluate(prediction.labels, reference, spacing, regions, unit.empty_policy)
             out.results.append({
                 "missing": prediction.missing_name,
                 "metrics": metrics,
@@ -126,17 +129,22 @@ class SweepPlan:
     units: list[WorkUnit]
     skipped_done: int
     skipped_cases: list[str]
+    rejected: list[str] = field(default_factory=list)  # why a case was left out before reading it
 
 
 def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
                combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
                empty_policy: str = "nan", keep_predictions: bool = True, device: str = "cpu",
-               amp: bool = False, per_hospital: int = 0) -> SweepPlan:  # fmt: skip
+               amp: bool = False, per_hospital: int = 0, root: str | Path | None = None) -> SweepPlan:  # fmt: skip
     """Work units not yet in the store (with ``per_hospital``, only the first that many cases
     of each hospital, in the manifest's order: a quick, balanced first pass).
 
+    ``root`` confines every case file (links resolved) to that folder: a case with a file
+    outside it, or a broken link, is rejected before any of its files is read or hashed.
+
     Raises:
         ValueError: unknown mode, or a model folder without a readable card.
+        CaseError: the cohort itself cannot be read or leaves ``root``.
     """
     if mode not in ("acquired", "simulated"):
         raise ValueError(f"mode must be 'acquired' or 'simulated', got {mode!r}")
@@ -145,8 +153,8 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
         card = read_card(path)
         store.add_model(card["weights_sha256"], card.get("name", Path(path).name), card)
         models.append((str(path), card["weights_sha256"]))
-    units, done_count, skipped, taken = [], 0, [], Counter()
-    for source in find_cases(cohort):
+    units, done_count, skipped, rejected, taken = [], 0, [], [], Counter()
+    for source in find_cases(cohort, root):
         meta = source.meta
         hospital = str(meta.get("hospital", "public"))
         if splits and meta.get("split", "test") not in splits:
@@ -157,6 +165,12 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             continue
         if not source.paths:  # a folder that is not a case; inspect reports why
             skipped.append(source.case_id)
+            continue
+        try:
+            check_source(source)
+        except CaseError as exc:
+            skipped.append(source.case_id)
+            rejected.append(f"{source.case_id}: {exc}")
             continue
         own = frozenset(s for s in SEQUENCES if source.paths.get(s) is None)
         if mode == "acquired":
@@ -181,7 +195,7 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             if todo:
                 units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy, keep_predictions,
                                       device, amp))  # fmt: skip
-    return SweepPlan(units, done_count, skipped)
+    return SweepPlan(units, done_count, skipped, rejected)
 
 
 def _local_results(units: list[WorkUnit], workers: int, device: str = "cpu") -> Iterator[UnitResult]:
@@ -228,6 +242,7 @@ class SweepSummary:
     skipped_cases: list[str]
     errors: list[str]
     seconds: float
+    scored_on: str = SCORED_ON
 
 
 def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
@@ -235,19 +250,22 @@ def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mo
               empty_policy: str = "nan", workers: int = 1, dask: str | None = None,
               on_progress: Callable[[int, int, str], None] | None = None,
               keep_predictions: bool = True, device: str = "cpu", amp: bool = False,
-              per_hospital: int = 0) -> SweepSummary:  # fmt: skip
-    """Evaluate what the store lacks and write it, result by result, from this process only."""
+              per_hospital: int = 0, root: str | Path | None = None) -> SweepSummary:  # fmt: skip
+    """Evaluate what the store lacks and write it, result by result, from this process only.
+
+    ``results_written`` counts what this sweep wrote: a result another writer stored first is
+    left as it is. ``root``: see :func:`plan_sweep`.
+    """
     start = time.perf_counter()
     plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy,
-                      keep_predictions, device, amp, per_hospital)  # fmt: skip
+                      keep_predictions, device, amp, per_hospital, root)  # fmt: skip
     results = _dask_results(plan.units, dask, device) if dask else _local_results(plan.units, workers, device)
-    written, errors = 0, []
+    written, errors = 0, list(plan.rejected)
     for done, result in enumerate(results, start=1):
         unit = result.unit
         for item in result.results:
             key = ResultKey(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy, CODE_VERSION)
-            store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"])
-            written += 1
+            written += store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"])
         if result.error:
             errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {result.error}")
         if on_progress:

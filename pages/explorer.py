@@ -17,6 +17,7 @@ from core.figures import (
     tri_planar_figure,
     tri_planar_slices,
 )
+from core.io import scoring_grid_words
 from core.sequences import (
     DISPLAY,
     LABEL_NAMES,
@@ -216,6 +217,7 @@ if prediction is not None:
                      | {"delta_color": "off"}), delta_description=f"vs reference {m.volume_ref_ml:.1f}")  # fmt: skip
         if before is None and prediction.missing != case.missing:
             st.caption("Run with every acquired sequence on too, to see the change against complete data.")
+        st.caption(f"Scored on {scoring_grid_words(case)}.")
 
 if complete is not None and prediction is not None and complete is not prediction and sequence not in case.missing:
     st.subheader("Complete vs current")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.io import inspect_path
-from core.store import ResultStore
+from core.store import ResultStore, StoreError
 from core.sweep import run_sweep
 from ui.data import MAX_UPLOAD_MB, data_root, list_models, models_root, resolve_in_root, results_table, user_store
 
@@ -51,7 +51,7 @@ with st.expander("Upload one case"):
             case_folder.mkdir()
             for upload in files:
                 (case_folder / upload.name).write_bytes(upload.getvalue())
-            report = inspect_path(case_folder)
+            report = inspect_path(case_folder, root=root)
             if report.get("error") or not report.get("n_accepted"):
                 shutil.rmtree(staging, ignore_errors=True)
                 st.error(f"Not saved: {name} was rejected.")
@@ -74,7 +74,7 @@ except ValueError as error:
     st.error(str(error))
     st.stop()
 
-report = inspect_path(path)
+report = inspect_path(path, root=root)  # every file it reads, links resolved, must lie under the root
 if report.get("error"):
     st.error(report["error"])
     st.stop()
@@ -96,9 +96,13 @@ mode = c2.radio("Mode", ["acquired", "simulated"], key="data_mode",
                 help="acquired: each case as it is; simulated: the 8 combinations on complete cases")  # fmt: skip
 if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
     bar = st.progress(0.0, text="Evaluating...")
-    with ResultStore(user_store()) as store:
-        summary = run_sweep(store, [models[m]["path"] for m in chosen], path, mode, splits=(), workers=1,
-                            on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})"))  # fmt: skip
+    try:
+        with ResultStore(user_store()) as store:
+            summary = run_sweep(store, [models[m]["path"] for m in chosen], path, mode, splits=(), workers=1,
+                                root=root, on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})"))  # fmt: skip
+    except StoreError as error:
+        st.error(str(error))
+        st.stop()
     bar.empty()
     results_table.clear()
     st.success(f"{summary.results_written} results written to {user_store()} in {summary.seconds:.0f} s "

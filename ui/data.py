@@ -258,11 +258,14 @@ def case_view(cohort: str, case_id: str) -> dict:
 
 
 def metrics_table(prediction: Prediction, case: Case) -> dict:
-    """{region: RegionMetrics} of a prediction against the case's reference (memoised per prediction)."""
+    """{region: RegionMetrics} of a prediction against the case's reference (memoised per prediction),
+    scored on the case's own grid as in its files (``core.io.scoring_grid_words`` says which)."""
+    from core.io import scoring_reference
+
     cached = getattr(prediction, "_metrics", None)
     if cached is None:
         regions = ("tc",) if case.label_scheme == "tc" else ("tc", "wt", "et")
-        cached = evaluate(prediction.labels, case.labels, case.spacing, regions)
+        cached = evaluate(prediction.labels, *scoring_reference(case), regions)
         prediction._metrics = cached  # predictions are shared read-only; this only adds a derived value
     return cached
 
@@ -366,7 +369,11 @@ def data_root() -> Path:
 
 
 def resolve_in_root(text: str) -> Path:
-    """A user-typed path resolved inside the data root.
+    """A user-typed path resolved inside the data root (links resolved).
+
+    Only the path itself is checked here: pass ``root=data_root()`` to ``core.io.inspect_path``
+    and ``core.sweep.run_sweep`` so that every file they read (a folder's links, a manifest's
+    paths) is confined too.
 
     Raises:
         ValueError: the path leaves the data root or does not exist.
