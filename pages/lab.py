@@ -57,6 +57,9 @@ thickness_mm = s2.slider("Slice thickness (mm; the case was acquired at 1 mm)", 
                          format="%.1f mm", key="lab_thickness")  # fmt: skip
 gamma = s2.slider("Contrast (gamma exponent, unitless; 1 = unchanged)", 0.7, 1.3, 1.0, 0.05, format="γ %.2f",
                   key="lab_gamma")  # fmt: skip
+misregistration = s2.slider("Misregistration against T1c and the labels (mm left-right, and as many degrees "
+                            "in-plane rotation)", 0.0, 5.0, 0.0, 0.5, format="%.1f mm", key="lab_misregistration",
+                            help="Real pipelines leave 1-2 mm and 1-2 degrees between a case's sequences")  # fmt: skip
 missing = tuple(
     s for s in SEQUENCES
     if s in case.missing or (s in SECONDARY and not s1.toggle(
@@ -64,7 +67,7 @@ missing = tuple(
         disabled=s in case.missing, key=f"lab_use_{s}"))
 )  # fmt: skip
 chosen = [s for s in SEQUENCES if s in targets]
-changes = tuple((s, thickness_mm, gamma, noise / 100, bias) for s in chosen)
+changes = tuple((s, thickness_mm, gamma, noise / 100, bias, misregistration) for s in chosen)
 # What a run depends on: ids and choices only; predictions stay in ui.data's caches.
 current = {"case": case_id, "models": tuple(dict.fromkeys([model_a, model_b])), "changes": changes, "missing": missing}
 
@@ -72,9 +75,9 @@ current = {"case": case_id, "models": tuple(dict.fromkeys([model_a, model_b])), 
 def describe(settings: dict) -> str:
     """Settings in words: models, acquisition change, sequences switched off."""
     if settings["changes"]:
-        _, mm, g, n, b = settings["changes"][0]
+        _, mm, g, n, b, m = settings["changes"][0]
         change = (f"{' + '.join(DISPLAY[c[0]] for c in settings['changes'])} at {mm:g} mm slices, γ {g:.2f}, "
-                  f"noise {100 * n:g} %, bias ±{b:.2f}")  # fmt: skip
+                  f"noise {100 * n:g} %, bias ±{b:.2f}" + (f", moved {m:g} mm / {m:g}°" if m else ""))  # fmt: skip
     else:
         change = "no acquisition change"
     return f"{' and '.join(settings['models'])}; {change}; {run_phrase(frozenset(settings['missing']))}"

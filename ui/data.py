@@ -296,15 +296,22 @@ def model_card_text(model_path: str) -> str:
 @st.cache_resource(max_entries=2, show_spinner="Applying the acquisition changes...")
 def shifted_case(cohort: str, case_id: str, changes: tuple, seed: int) -> Case:
     """The case with acquisition changes applied; ``changes`` is a tuple of
-    (sequence, slice_mm, gamma, noise, bias_strength)."""
+    (sequence, slice_mm, gamma, noise, bias_strength, misregistration: mm shift and degrees)."""
     from dataclasses import replace
 
     from core.synth.scanner import Acquisition, bias_coefficients, shift_case
 
     case = load_case(cohort, case_id)
     acquisitions = {
-        sequence: Acquisition(slice_mm=slice_mm, gamma=gamma, noise=noise, bias=bias_coefficients(bias, seed))
-        for sequence, slice_mm, gamma, noise, bias in changes
+        sequence: Acquisition(
+            slice_mm=slice_mm,
+            gamma=gamma,
+            noise=noise,
+            bias=bias_coefficients(bias, seed),
+            shift_mm=moved,
+            rotate_deg=moved,
+        )
+        for sequence, slice_mm, gamma, noise, bias, moved in changes
     }
     images = shift_case(case.images, case.available, acquisitions, seed)
     images.setflags(write=False)
