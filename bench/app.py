@@ -65,7 +65,7 @@ def main() -> None:
     print(f"{'page':12s} {'first run':>10s} {'again':>8s}")
     worst = 0.0
     for page in PAGES:
-        at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=300)
+        at = AppTest.from_file(str(ROOT / "views" / f"{page}.py"), default_timeout=300)
         start = time.perf_counter()
         at.run()
         first = time.perf_counter() - start
@@ -76,7 +76,7 @@ def main() -> None:
         worst = max(worst, first)
         print(f"{page:12s} {first:9.2f}s {again:7.2f}s {status}")
     print(f"slowest first render {worst:.2f} s (target < 3 s)")
-    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=300).run()
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=300).run()
     flair = next(t for t in at.toggle if t.label.startswith("FLAIR"))
     for label, value in (("FLAIR off", False), ("FLAIR back on", True)):
         flair.set_value(value)

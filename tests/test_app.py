@@ -35,7 +35,7 @@ def bundled_patients() -> dict[str, str]:
 
 
 def test_home_shows_what_is_loaded():
-    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "home.py"), default_timeout=60).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     patients = demo_store_patients() | bundled_patients()
@@ -45,7 +45,7 @@ def test_home_shows_what_is_loaded():
 
 
 def test_cases_page_lists_cases_and_shows_missing_sequences():
-    at = AppTest.from_file(str(ROOT / "pages" / "cases.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "cases.py"), default_timeout=60).run()
     assert not at.exception
     table = at.dataframe[0].value
     bundled = ["SYN_PUB_0100", "SYN_H1_0008", "SYN_H2_0003", "SYN_H3_0004", "SYN_H6_0004"]
@@ -84,7 +84,7 @@ def explorer_data(tmp_path, monkeypatch):
 
 
 def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
-    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120).run()
     assert not at.exception
     assert at.selectbox(key="model").value == "TinyBraTS" and at.selectbox(key="patient").value == "P0"
     assert any("Run the model" in i.value for i in at.info)
@@ -123,7 +123,7 @@ def test_models_page_shows_cards_curves_and_pairs(tmp_path, monkeypatch):
             "iteration,loss,val_dice_tc,val_dice_wt\n10,0.5,0.3,0.2\n20,0.4,0.5,0.4\n"
         )
     monkeypatch.setenv("GBM_MODELS", str(tmp_path))
-    at = AppTest.from_file(str(ROOT / "pages" / "models.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "models.py"), default_timeout=60).run()
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["model"]) == ["BraTS", "BraTSst"] and list(table["sparsified"]) == [False, True]
@@ -139,7 +139,7 @@ def test_lab_shifts_the_case_and_compares_two_models(explorer_data, tmp_path):
     card = read_card(os.path.join(os.environ["GBM_MODELS"], "TinyBraTS"))
     card["name"] = "TinyBraTSst"
     save_model(build_model("deepmedic-lite"), os.path.join(os.environ["GBM_MODELS"], "TinyBraTSst"), card)
-    at = AppTest.from_file(str(ROOT / "pages" / "lab.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "views" / "lab.py"), default_timeout=120).run()
     assert not at.exception
     assert at.selectbox(key="lab_a").value == "TinyBraTS" and at.selectbox(key="lab_b").value == "TinyBraTSst"
     at.toggle(key="lab_use_t1").set_value(False).run()
@@ -182,7 +182,7 @@ def results_store(tmp_path, monkeypatch):
 
 
 def test_hospitals_page_shows_boxplots_and_counts(results_store):
-    at = AppTest.from_file(str(ROOT / "pages" / "hospitals.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "hospitals.py"), default_timeout=60).run()
     assert not at.exception
     summary = at.dataframe[0].value
     assert list(summary["cases"]) == [12, 12] and set(summary["hospital"]) == {"1"}
@@ -190,7 +190,7 @@ def test_hospitals_page_shows_boxplots_and_counts(results_store):
 
 
 def test_missing_page_marks_the_significant_combination(results_store):
-    at = AppTest.from_file(str(ROOT / "pages" / "missing.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "missing.py"), default_timeout=60).run()
     assert not at.exception
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     annotations = figure["layout"].get("annotations", [])
@@ -198,7 +198,7 @@ def test_missing_page_marks_the_significant_combination(results_store):
 
 
 def test_statistics_page_tabulates_the_comparisons(results_store):
-    at = AppTest.from_file(str(ROOT / "pages" / "statistics.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "statistics.py"), default_timeout=60).run()
     assert not at.exception
     result = at.dataframe[0].value
     assert list(result["missing"]) == ["none", "flair"] and list(result["significant"]) == [False, True]
@@ -220,7 +220,7 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     (root / "cohort" / "P1" / "P1_t2.nii.gz").write_bytes(b"")  # one broken case
     monkeypatch.setenv("GBM_DATA_ROOT", str(root))
     monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
-    at = AppTest.from_file(str(ROOT / "pages" / "your_data.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "views" / "your_data.py"), default_timeout=120).run()
     assert not at.exception
     at.text_input(key="data_path").set_value("../../").run()
     assert "outside the data root" in at.error[0].value
@@ -246,7 +246,7 @@ def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path,
     with ResultStore(tmp_path / "user.sqlite") as store:
         model = os.path.join(os.environ["GBM_MODELS"], "TinyBraTS")
         run_sweep(store, [model], os.environ["GBM_DEMO_COHORT"], "simulated", splits=())
-    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120).run()
     assert not at.exception
     run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
     assert run.disabled  # nothing to run: the sweep's prediction is shown
@@ -288,7 +288,7 @@ def test_a_demo_results_case_is_regenerated_bit_for_bit_when_opened(tmp_path, mo
 
 
 def test_home_counts_the_evaluated_predictions(results_store):
-    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "home.py"), default_timeout=60).run()
     assert not at.exception
     # 2 models x 12 patients x 2 missing sets, written by the fixture (three regions each).
     assert {m.label: m.value for m in at.metric}["Evaluated predictions"] == "48"
@@ -302,10 +302,10 @@ def test_explorer_opens_on_the_showcase_case_or_the_one_another_page_chose():
             "SELECT c.patient_id FROM predictions p JOIN cases c USING (case_key) GROUP BY p.model_sha256, "
             "c.patient_id HAVING COUNT(DISTINCT p.missing) = 8 ORDER BY c.patient_id LIMIT 1"
         ).fetchone()[0]
-    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120).run()
     assert not at.exception and at.selectbox(key="patient").value == showcase
     assert [m.label for m in at.metric].count("Dice") == 3  # precomputed, shown at once
-    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
     at.session_state["hospital"], at.session_state["patient"] = "all", "SYN_H2_0003"  # as the Hospitals page does
     at.run()
     assert not at.exception and not at.warning and at.selectbox(key="patient").value == "SYN_H2_0003"

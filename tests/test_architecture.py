@@ -1,4 +1,4 @@
-"""Imports flow one way: pages -> ui -> core; core never imports streamlit."""
+"""Imports flow one way: views (the pages) -> ui -> core; core never imports streamlit."""
 
 import ast
 from pathlib import Path
@@ -19,9 +19,9 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_core_never_imports_streamlit_or_ui():
     for path in (ROOT / "core").rglob("*.py"):
-        assert not imported_modules(path) & {"streamlit", "ui", "pages"}, path
+        assert not imported_modules(path) & {"streamlit", "ui", "views"}, path
 
 
 def test_pages_do_no_maths():
-    for path in (ROOT / "pages").glob("*.py"):
+    for path in (ROOT / "views").glob("*.py"):
         assert not imported_modules(path) & {"torch", "scipy", "nibabel"}, path

@@ -124,6 +124,9 @@ def test_every_page_opens(app_url, page):
         page.goto(f"{app_url}/{path}")
         page.get_by_role("heading", name=heading).first.wait_for()
         assert page.locator("[data-testid='stException']").count() == 0, path
+        # Opened by its address, a page keeps the app's navigation (titles, not file names).
+        sidebar = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Domain-shift lab" in sidebar and "your_data" not in sidebar.replace(" ", "_").lower(), sidebar
 
 
 def test_home_and_cases_in_a_real_browser(app_url, page):

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
+    return AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=120)
 
 
 def points(trace: dict) -> int:

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.test_app import ROOT, demo_cohort, explorer_data  # noqa: F401 (fixtures: the phantom cohort, a tiny model)
 
-PAGE = str(ROOT / "pages" / "explorer.py")
+PAGE = str(ROOT / "views" / "explorer.py")
 
 
 def explorer() -> AppTest:

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAB = str(ROOT / "pages" / "lab.py")
+LAB = str(ROOT / "views" / "lab.py")
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_models_training_plot_shows_every_validation_point(tmp_path, monkeypatch
     (folder / "training_log.csv").write_text("iteration,loss,val_dice_tc,val_dice_wt\n10,0.5,0.3,0.9\n20,0.4,1.0,1.0\n")
     monkeypatch.setenv("GBM_MODELS", str(tmp_path))
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "pages" / "models.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "views" / "models.py"), default_timeout=60).run()
     assert not at.exception
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     dice = [t for t in figure["data"] if t["name"].startswith("validation Dice")]

@@ -28,7 +28,7 @@ viewable = sorted(set(data["patient_id"]) & set(demo_patients(str(demo_cohort())
 def open_in_explorer(patient: str) -> None:
     st.session_state["hospital"] = "all"
     st.session_state["patient"] = patient
-    st.switch_page("pages/explorer.py")
+    st.switch_page("views/explorer.py")
 
 
 chart = st.plotly_chart(hospital_boxplot(data, metric, region), width="stretch", key="hosp_chart",
