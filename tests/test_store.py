@@ -263,3 +263,68 @@ def test_user_results_never_replace_the_demo_results():
     assert combine_sources({"demo": demo, "user": pd.DataFrame()}, "user").empty
     with pytest.raises(ValueError, match="source must be one of"):
         combine_sources(tables, "mine")
+
+
+def _open_new_store(path: str, barrier) -> str:
+    """Open a store once every process is ready; "" or the error."""
+    try:
+        barrier.wait(timeout=60)
+        with ResultStore(path) as store:
+            assert store.version == SCHEMA_VERSION
+            store.counts()
+        return ""
+    except Exception as exc:  # reported back to the test
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.slow
+def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # fresh interpreters, as separate commands would be
+    with context.Pool(4) as pool:
+        for round_number in range(5):
+            path = str(tmp_path / f"new{round_number}.sqlite")
+            barrier = context.Manager().Barrier(4)
+            errors = pool.starmap(_open_new_store, [(path, barrier)] * 4)
+            assert errors == [""] * 4, errors
+            with ResultStore(path) as store:
+                tables = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                assert tables == {"models", "cases", "results", "predictions", "file_hashes"}
+
+
+def test_migration_is_one_transaction_and_reruns_as_a_no_op(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ResultStore(path).close()
+    with ResultStore(path) as store:  # a second open finds it done: nothing to apply
+        store.migrate()
+        assert store.version == SCHEMA_VERSION
+    db = sqlite3.connect(str(path))
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    from core.store import StoreError
+
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        ResultStore(path)
+
+
+@pytest.mark.slow
+def test_two_sweeps_and_the_app_writing_one_store_lose_no_row_and_write_none_twice(grid, tmp_path):
+    manifest, models = grid
+    path = tmp_path / "shared.sqlite"
+    args = [sys.executable, "-m", "core", "evaluate", "--models", ",".join(models), "--cohort", str(manifest),
+            "--mode", "simulated", "--splits", "train,val", "--workers", "1", "--store", str(path)]  # fmt: skip
+    sweeps = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]  # fmt: skip
+    with ResultStore(path) as store:  # the app's Your data page, in this process, at the same time
+        app = run_sweep(store, models, manifest, "simulated", splits=SPLITS, root=manifest.parent)
+    outputs = [sweep.communicate(timeout=600) for sweep in sweeps]
+    for sweep, (_, err) in zip(sweeps, outputs):
+        assert sweep.returncode == 0, err
+    written = app.results_written + sum(json.loads(out)["results_written"] for out, _ in outputs)
+    with ResultStore(path) as store:
+        table = store.table()
+    units = 2 * 3 * 8  # models x cases x combinations
+    assert written == units and not app.errors  # each result written by exactly one writer
+    assert len(table) == units * 3 and not table.duplicated(["model", "patient_id", "missing", "region"]).any()
