@@ -4,11 +4,15 @@ synthetic public test set (the sim-to-real gap).
 For each model and each real case it predicts the whole brain with all sequences and with
 FLAIR missing, and prints median tumour-core (TC), whole-tumour (WT) and enhancing-tumour (ET)
 Dice. On a case without enhancing tumour ET Dice is 0 when the model predicts some and
-undefined (NaN, left out of the median; n counts the rest) when it predicts none. The synthetic column is the median TC Dice of the same weights on
-the public test set in a results store (default: the bundled demo store).
+undefined (NaN, left out of the median; n counts the rest) when it predicts none. The
+synthetic column is the median TC Dice of the same weights on the public test set in a
+results store (default: the bundled demo store).
 
     python bench/real.py [FOLDER] [--models models] [--store data_samples/results.sqlite]
-                         [--missing none,flair] [--json out.json] [--no-amp]
+                         [--synthetic COHORT] [--missing none,flair] [--json out.json] [--no-amp]
+
+``--synthetic COHORT`` measures the synthetic column on that cohort's public test cases instead
+of reading it from the store (for models the store has not seen, e.g. while tuning the generator).
 
 FOLDER (default ../shared/reference) holds BraTS case folders or a manifest; the cases are
 read with ``core.io.read_case`` exactly as the app and the CLI read them.
@@ -77,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "reference"))
     parser.add_argument("--models", default=str(ROOT / "models"), help="a model folder or a folder of them")
     parser.add_argument("--store", default=str(ROOT / "data_samples" / "results.sqlite"))
+    parser.add_argument(
+        "--synthetic",
+        help="cohort folder or manifest: predict its public test cases for the "
+        "synthetic column instead of reading the store",
+    )
     parser.add_argument("--missing", default="none,flair", help="missing sets, comma separated; + joins sequences")
     parser.add_argument("--json", help="also write every per-case row here")
     parser.add_argument("--no-amp", action="store_true", help="float32 instead of bfloat16 autocast")
@@ -94,20 +103,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     missing_sets = [parse_combination(m) for m in args.missing.split(",")]
     folders = model_folders(args.models)
-    synthetic = synthetic_medians(Path(args.store))
+    synthetic = {} if args.synthetic else synthetic_medians(Path(args.store))
+    synthetic_cases = []
+    if args.synthetic:
+        public = [s for s in find_cases(args.synthetic) if s.meta.get("hospital", "public") == "public"]
+        sources = [s for s in public if s.meta.get("split", "test") == "test"]
+        synthetic_cases = [read_case(s) for s in sources]
     amp = not args.no_amp and bf16_supported("cpu")
     start = time.perf_counter()
-    bar = tqdm(total=len(folders) * len(cases) * len(missing_sets), desc="predicting", unit="case", file=sys.stderr)
+    total = len(folders) * (len(cases) * len(missing_sets) + len(synthetic_cases))
+    bar = tqdm(total=total, desc="predicting", unit="case", file=sys.stderr)
     progress = {"bar": bar, "amp": amp}
     rows = []
     for folder in folders:
         model = load_model(folder)
         for row in real_scores(model, cases, missing_sets, progress):
             rows.append({"model": folder.name, "sha256": model.card["weights_sha256"], **row})
+        if synthetic_cases:
+            scores = real_scores(model, synthetic_cases, [frozenset()], progress)
+            synthetic[model.card["weights_sha256"]] = median(r["tc_dice"] for r in scores)[0]
     bar.close()
 
     print(f"{len(cases)} real cases from {args.folder} ({', '.join(c.case_id for c in cases)}); "
           f"{'bfloat16' if amp else 'float32'}; {time.perf_counter() - start:.0f} s")  # fmt: skip
+    where = f"{len(synthetic_cases)} public test cases of {args.synthetic}" if args.synthetic else args.store
+    print(f"synthetic column: median TC Dice on {where}")
     print()
     head = "| model | missing | TC Dice | WT Dice | ET Dice (n) | TC pred / ref mL | synthetic public test TC |"
     print(head)
