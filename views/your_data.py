@@ -98,8 +98,9 @@ if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
     bar = st.progress(0.0, text="Evaluating...")
     try:
         with ResultStore(user_store()) as store:
+            progress = lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})")  # noqa: E731
             summary = run_sweep(store, [models[m]["path"] for m in chosen], path, mode, splits=(), workers=1,
-                                root=root, on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})"))  # fmt: skip
+                                root=root, on_progress=progress)  # fmt: skip
     except StoreError as error:
         st.error(str(error))
         st.stop()
