@@ -126,7 +126,8 @@ def test_every_page_opens(app_url, page):
         assert page.locator("[data-testid='stException']").count() == 0, path
         # Opened by its address, a page keeps the app's navigation (titles, not file names).
         sidebar = page.locator("[data-testid='stSidebarNav']").inner_text()
-        assert "Domain-shift lab" in sidebar and "your_data" not in sidebar.replace(" ", "_").lower(), sidebar
+        assert "Domain-shift lab" in sidebar and "Your data" in sidebar, sidebar
+        assert "your data" not in sidebar and "explorer\n" not in sidebar.replace("Patient explorer\n", ""), sidebar
 
 
 def test_home_and_cases_in_a_real_browser(app_url, page):
