@@ -145,6 +145,14 @@ def prepare_volume(case: Case, landmarks: dict, num_classes: int = 4) -> Trainin
                           np.argwhere(labels > 0).astype(np.int32))  # fmt: skip
 
 
+def _overlap(start, size: int, shape) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Source slices in a volume of ``shape`` and destination slices in a size^3 window that
+    starts at ``start`` (it may stick out of the volume: that part stays zero)."""
+    src = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, shape))
+    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
+    return src, dst
+
+
 def extract_window(volume: TrainingVolume, centre: np.ndarray, output: int,
                    images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Input (4, O+48, ...) and label (O, O, O) windows around ``centre``, zero-padded.
@@ -155,13 +163,10 @@ def extract_window(volume: TrainingVolume, centre: np.ndarray, output: int,
     size = output + CONTEXT
     start = centre - output // 2 - CONTEXT // 2
     images = np.zeros((4, size, size, size), np.float32) if images is None else images
-    src = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, volume.labels.shape))
-    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
+    src, dst = _overlap(start, size, volume.labels.shape)
     images[(slice(None), *dst)] = volume.images[(slice(None), *src)]
-    out_start = start + CONTEXT // 2
     labels = np.zeros((output,) * 3, np.uint8)
-    src = tuple(slice(max(s, 0), min(s + output, n)) for s, n in zip(out_start, volume.labels.shape))
-    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, out_start))
+    src, dst = _overlap(start + CONTEXT // 2, output, volume.labels.shape)
     labels[dst] = volume.labels[src]
     return images, labels
 
@@ -169,10 +174,8 @@ def extract_window(volume: TrainingVolume, centre: np.ndarray, output: int,
 def input_labels(volume: TrainingVolume, centre: np.ndarray, output: int) -> np.ndarray:
     """Labels of the whole input window (O+48)^3 around ``centre``, zero-padded like its images."""
     size = output + CONTEXT
-    start = centre - output // 2 - CONTEXT // 2
     labels = np.zeros((size,) * 3, np.uint8)
-    src = tuple(slice(max(s, 0), min(s + size, n)) for s, n in zip(start, volume.labels.shape))
-    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
+    src, dst = _overlap(centre - output // 2 - CONTEXT // 2, size, volume.labels.shape)
     labels[dst] = volume.labels[src]
     return labels
 

@@ -59,3 +59,19 @@ def test_reference_sequence_is_never_shifted():
     drawn = randomise_window(images, labels, [0, 1], np.random.default_rng(0), config)
     assert drawn[1]["shift"] == (0, 0, 0)
     np.testing.assert_array_equal(images[1], window()[0][1])
+
+
+def test_input_labels_line_up_with_the_window_the_network_sees():
+    from core.model import CONTEXT
+    from core.train import TrainingVolume, extract_window, input_labels
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (40, 44, 30)).astype(np.uint8)
+    images = np.repeat(labels[None].astype(np.float16), 4, axis=0)  # images carry the labels' values
+    volume = TrainingVolume("x", images, labels, np.ones(4, bool), np.argwhere(labels > 0).astype(np.int32))
+    for centre in (np.array([20, 22, 15]), np.array([2, 40, 1])):  # inside, and sticking out of the volume
+        window, out = extract_window(volume, centre, 9)
+        full = input_labels(volume, centre, 9)
+        np.testing.assert_array_equal(full, window[0].astype(np.uint8))
+        half = CONTEXT // 2
+        np.testing.assert_array_equal(full[half:-half, half:-half, half:-half], out)
