@@ -90,6 +90,9 @@ def choose(page, label: str, option: str) -> None:
 
 
 def metric_values(page) -> list[str]:
+    """The metric values on screen once Streamlit has dropped the elements of the previous run
+    (for a moment after a rerun, stale copies stand beside the new ones)."""
+    page.wait_for_function("() => !document.querySelector(\"[data-stale='true']\")", timeout=60_000)
     return page.locator("[data-testid='stMetricValue']").all_inner_texts()
 
 
