@@ -27,9 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.device import bf16_supported, describe_device  # noqa: E402
 from core.infer import (  # noqa: E402
-    bf16_supported,
-    describe_device,
     predict_slice,
     predict_volume,
     prepare_input,

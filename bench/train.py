@@ -22,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.infer import autocast, bf16_supported  # noqa: E402
+from core.device import autocast, bf16_supported  # noqa: E402
 from core.model import build_model  # noqa: E402
+from core.sampling import TrainingVolume, extract_window, sample_batch, sample_centre  # noqa: E402
 from core.sequences import SEQUENCES, Sparsifier  # noqa: E402
-from core.train import TrainConfig, TrainingVolume, dice_loss, extract_window, sample_batch, sample_centre  # noqa: E402
+from core.train import TrainConfig, dice_loss  # noqa: E402
 
 
 def fake_volume(rng: np.random.Generator, shape=(140, 170, 140)) -> TrainingVolume:

@@ -101,7 +101,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.infer import choose_device
+    from core.device import choose_device
     from core.train import TrainConfig, train
 
     hospitals = tuple(_names(args.hospitals))
@@ -136,7 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.infer import choose_device, predict_volume
+    from core.device import choose_device
+    from core.infer import predict_volume
     from core.io import find_cases, read_case, scoring_grid_words, scoring_reference, write_labels
     from core.metrics import evaluate
     from core.model import load_model
@@ -181,7 +182,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.infer import choose_device
+    from core.device import choose_device
     from core.store import ResultStore
     from core.sweep import default_workers, run_sweep
 
@@ -233,7 +234,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"model(s) {unknown} have no results in {args.store}; it has {models}")
     else:  # the paper's family: with and without sparsified training, with and without hospital 1 data
-        from core.report import paper_pairs
+        from core.card import paper_pairs
 
         pairs = paper_pairs(models)
         if not pairs:
@@ -302,7 +303,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from core.infer import choose_device
+    from core.device import choose_device
     from core.model import read_card
     from core.zoo import train_zoo
 

@@ -19,6 +19,7 @@ from itertools import product
 import numpy as np
 import torch
 
+from core.device import autocast, bf16_supported, describe_device, gpu_share, model_device
 from core.io import Case, resample_to_original
 from core.model import CONTEXT, SUBSAMPLE
 from core.preprocess import brain_crop, brain_mask, normalise
@@ -26,68 +27,6 @@ from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name
 
 HALF = CONTEXT // 2
 PREVIEW_SLAB = SUBSAMPLE  # a slice preview computes one aligned slab of 3 slices
-_gpu_share = 1.0  # fraction of the GPU this process may use (several sweep workers share one)
-
-
-def share_gpu(fraction: float, device: torch.device | str = "cuda") -> None:
-    """Let this process use at most ``fraction`` of the GPU's memory (tiles are sized to it)."""
-    global _gpu_share
-    _gpu_share = float(fraction)
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.set_per_process_memory_fraction(_gpu_share, device.index or 0)
-
-
-def choose_device(preferred: str | None = None) -> torch.device:
-    """The best available device, or ``preferred`` ("cuda", "mps", "cpu") when it is available.
-
-    Raises:
-        ValueError: ``preferred`` names a device this machine does not have.
-    """
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if preferred:
-        if not available.get(preferred, False):
-            have = [k for k, ok in available.items() if ok]
-            raise ValueError(f"device {preferred!r} is not available here; available: {have}")
-        return torch.device(preferred)
-    for name in ("cuda", "mps"):
-        if available[name]:
-            return torch.device(name)
-    return torch.device("cpu")
-
-
-def describe_device(device: torch.device | None = None) -> str:
-    """Human-readable device name, e.g. "GPU: NVIDIA H200 (139 GiB)" or "CPU (2 threads)"."""
-    device = device or choose_device()
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB)"
-    if device.type == "mps":
-        return "GPU: Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def bf16_supported(device: torch.device | str) -> bool:
-    """Whether bfloat16 autocast runs natively here: CUDA with bf16, or a CPU with AVX-512 BF16
-    / AMX (oneDNN), where it is 2-3x faster than float32 for DeepMedic."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-        return bool(torch.backends.mkldnn.is_available() and check is not None and check())
-    return False
-
-
-def autocast(device: torch.device | str, amp: bool):
-    """A bfloat16 autocast context when ``amp`` is asked for and the device runs it natively,
-    else a no-op context (weights stay float32 either way)."""
-    device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(amp) and bf16_supported(device))
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def tile_size(model: torch.nn.Module, device: torch.device | None = None) -> int:
@@ -95,7 +34,7 @@ def tile_size(model: torch.nn.Module, device: torch.device | None = None) -> int
 
     Peak activation memory is about 4 bytes x (2 x widest conv + 2 x widest FC layer) per
     input voxel; CUDA uses up to half its free memory, CPU up to 1.5 GB (larger tiles bring
-    no speed on a CPU). A process given a share of the GPU (:func:`share_gpu`) sizes its tiles
+    no speed on a CPU). A process given a share of the GPU (:func:`core.device.share_gpu`) sizes its tiles
     to that share.
     """
     device = device or model_device(model)
@@ -103,7 +42,7 @@ def tile_size(model: torch.nn.Module, device: torch.device | None = None) -> int
     per_voxel = 4 * (2 * max(config.feature_maps) + 2 * max(config.fc) + config.num_classes)
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        budget, largest = min(free, total * _gpu_share) / 2, 240
+        budget, largest = min(free, total * gpu_share()) / 2, 240
     else:
         budget, largest = 1.5e9, 60
     edge = int((budget / per_voxel) ** (1 / 3)) - CONTEXT

@@ -7,36 +7,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.card import STATUS, model_card_markdown, paper_pairs, results_markdown
 from core.figures import hospital_boxplot, median_heatmap, missing_comparison_figure
 from core.stats import MIN_NONZERO_PAIRS, SCOPES, comparison_table, select_scope, untested_reasons
-
-
-def sparsified_pairs(models) -> list[tuple[str, str]]:
-    """(Xst, X) for every model X that has a sparsified twin."""
-    return [(m, m[:-2]) for m in sorted(models) if m.endswith("st") and m[:-2] in set(models)]
-
-
-def site_pairs(models) -> list[tuple[str, str]]:
-    """(with hospital 1 data, without) twins: H1BraTS vs BraTS, H1-6BraTSst vs H2-6BraTSst, ..."""
-    models, pairs = set(models), []
-    for model in sorted(models):
-        prefix, base = ("c", model[1:]) if model.startswith("c") else ("", model)
-        if base.startswith("H1-6"):
-            twin = prefix + "H2-6" + base[4:]
-        elif base.startswith("H1BraTS") and not prefix:
-            twin = base[2:]
-        else:
-            continue
-        if twin in models:
-            pairs.append((model, twin))
-    return pairs
-
-
-def paper_pairs(models) -> list[tuple[str, str]]:
-    """The paper's family: every pair with and without sparsified training, and with and
-    without hospital 1 data (9 pairs x 8 combinations = 72 tests with all 11 models)."""
-    return sparsified_pairs(models) + site_pairs(models)
-
 
 # The paper's findings, as targets on the synthetic cohort (median tumour-core Dice, paired
 # Wilcoxon with Bonferroni over the paper's family of tests present in the store).
@@ -135,7 +108,6 @@ def update_cards(table, folder: str | Path, region: str = "tc", adjust: str = "b
     MODEL_CARD.md. Models are matched by the sha256 of their weights, so a card only gets the
     results of exactly its weights. Returns the names of the cards updated."""
     from core.model import CARD, model_folders, read_card
-    from core.train import _results_markdown, model_card_markdown
 
     names = dict(zip(table["model_sha256"], table["model"]))
     family = _family(table, region, adjust)
@@ -152,14 +124,11 @@ def update_cards(table, folder: str | Path, region: str = "tc", adjust: str = "b
         card_path.write_text(json.dumps(card, indent=2))
         # A card written by training gets its whole MODEL_CARD.md; any other only the results.
         text = (
-            model_card_markdown(card) if "training" in card else f"# {name}\n{_results_markdown(card['demo_results'])}"
+            model_card_markdown(card) if "training" in card else f"# {name}\n{results_markdown(card['demo_results'])}"
         )
         (card_path.parent / "MODEL_CARD.md").write_text(text)
         updated.append(name)
     return updated
-
-
-STATUS = {True: "met", False: "not met", None: "no results"}
 
 
 def targets_html(targets: list[dict]) -> str:

@@ -119,7 +119,7 @@ def _init_worker(device: str = "cpu", gpu_share: float = 1.0) -> None:
 
     torch.set_num_threads(1)
     if device.startswith("cuda"):
-        from core.infer import share_gpu
+        from core.device import share_gpu
 
         share_gpu(gpu_share, device)
 

@@ -12,26 +12,17 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
+from core.card import ModelSpec
+from core.sampling import planned_cases
 from core.synth.cohort import plan_cohort, write_cohort
-from core.train import TrainConfig, model_name, spread, train
+from core.train import TrainConfig, train
 
 H1 = ("public", "1")
 H26 = ("public", "2", "3", "4", "5", "6")
 H16 = ("public", "1", "2", "3", "4", "5", "6")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    hospitals: tuple[str, ...]
-    complete_only: bool = False
-    sparsify: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return model_name(self.hospitals, self.complete_only, self.sparsify)
 
 
 # The paper's 11 models, cheapest first (BraTS data only, then more hospitals).
@@ -115,16 +106,6 @@ def train_zoo(
             if on_progress:
                 on_progress(done, len(todo), f"{Path(futures[future]).name} trained")
     return folders
-
-
-def planned_cases(plans, config: TrainConfig) -> list:
-    """The cohort plan's training and validation cases for a model, capped as training caps them."""
-    chosen = []
-    for split, limit in (("train", config.max_cases), ("val", config.max_val_cases)):
-        eligible = [p for p in plans if p.hospital in config.hospitals and p.split == split
-                    and not (config.complete_only and p.missing)]  # fmt: skip
-        chosen += spread(eligible, limit)
-    return chosen
 
 
 def _train_job(job) -> str:

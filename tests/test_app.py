@@ -107,8 +107,8 @@ def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
 
 
 def test_models_page_shows_cards_curves_and_pairs(tmp_path, monkeypatch):
+    from core.card import model_card_markdown
     from core.model import build_model, save_model
-    from core.train import model_card_markdown
 
     for name, p in (("BraTS", 0.0), ("BraTSst", 0.2)):
         folder = tmp_path / name

@@ -63,7 +63,7 @@ def test_reference_sequence_is_never_shifted():
 
 def test_input_labels_line_up_with_the_window_the_network_sees():
     from core.model import CONTEXT
-    from core.train import TrainingVolume, extract_window, input_labels
+    from core.sampling import TrainingVolume, extract_window, input_labels
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, (40, 44, 30)).astype(np.uint8)

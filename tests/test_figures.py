@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.card import sparsified_pairs
 from core.figures import error_map_rgb, hospital_boxplot, median_heatmap, missing_comparison_figure, overlay_rgb
-from core.report import build_report, sparsified_pairs
+from core.report import build_report
 from core.stats import comparison_table
 
 
@@ -68,7 +69,7 @@ def test_overlays_colour_only_their_voxels():
 
 
 def test_the_papers_family_is_72_tests_with_all_eleven_models():
-    from core.report import paper_pairs, site_pairs
+    from core.card import paper_pairs, site_pairs
     from core.zoo import ZOO
 
     pairs = paper_pairs(list(ZOO))

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.device import bf16_supported, choose_device
 from core.infer import (
-    bf16_supported,
-    choose_device,
     normalise_case,
     predict_slice,
     predict_volume,

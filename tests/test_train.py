@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.card import model_name
 from core.model import load_model
-from core.train import TrainConfig, dice_loss, lr_at, model_name, train
+from core.train import TrainConfig, dice_loss, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def test_short_run_raises_dice_and_writes_a_loadable_folder(phantom_cohort, tmp_
 
 
 def test_bfloat16_autocast_training_keeps_float32_weights_and_says_so(phantom_cohort, tmp_path):
-    from core.infer import bf16_supported
+    from core.device import bf16_supported
 
     folder = train(config(phantom_cohort, iterations=8, val_every=8, amp=True), tmp_path / "m")
     card = json.loads((folder / "card.json").read_text())
@@ -181,8 +182,9 @@ def test_ddp_with_two_gloo_processes(phantom_cohort, tmp_path):
 def test_a_batch_holds_the_sampled_windows_with_dropped_sequences_zeroed(phantom_cohort):
     from core.io import find_cases, read_case
     from core.preprocess import fit_landmarks
+    from core.sampling import extract_window, load_volumes, sample_batch, sample_centre
     from core.sequences import SEQUENCES, Sparsifier
-    from core.train import TrainConfig, extract_window, load_volumes, sample_batch, sample_centre
+    from core.train import TrainConfig
 
     sources = find_cases(phantom_cohort)
     case = read_case(sources[0])

@@ -27,9 +27,10 @@ def test_zoo_trains_on_rendered_training_cases_and_resumes(tmp_path):
 
 
 def test_capped_case_sets_keep_each_hospitals_share():
+    from core.sampling import planned_cases, spread
     from core.synth.cohort import plan_cohort
-    from core.train import TrainConfig, spread
-    from core.zoo import H26, planned_cases
+    from core.train import TrainConfig
+    from core.zoo import H26
 
     assert spread(list(range(10)), 0) == list(range(10))
     assert spread(list(range(10)), 4) == [0, 3, 6, 9]  # round(linspace(0, 9, 4)) = 0, 3, 6, 9
@@ -59,9 +60,10 @@ def test_zoo_trains_models_in_parallel_processes_like_one_by_one(tmp_path):
 def test_each_model_trains_on_its_planned_cases_whatever_else_is_rendered(tmp_path):
     import json
 
+    from core.sampling import planned_cases
     from core.synth.cohort import plan_cohort
     from core.train import TrainConfig
-    from core.zoo import H26, planned_cases
+    from core.zoo import H26
 
     folders = train_zoo(tmp_path / "cohort", tmp_path / "models", ["BraTS", "H2-6BraTSst"], scale=0.1, iterations=1,
                         batch_size=2, output_size=3, max_cases=3, max_val_cases=1)  # fmt: skip

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.infer import Prediction, choose_device, predict_slice, predict_volume, prepare_input
+from core.device import choose_device
+from core.infer import Prediction, predict_slice, predict_volume, prepare_input
 from core.io import Case, find_cases, read_case
 from core.metrics import evaluate
 from core.model import DeepMedic, ModelError, load_model, model_folders, read_card

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.infer import describe_device
+from core.device import describe_device
 from core.sequences import DISPLAY, SEQUENCES
 from ui.data import all_results, demo_cohort, demo_patients, demo_store, list_models, models_root
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.card import paper_pairs
 from core.figures import hospital_label, hospital_order, median_heatmap, missing_comparison_figure
-from core.report import extended_evaluation_command, paper_pairs
+from core.report import extended_evaluation_command
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
 from core.stats import SCOPES, comparison_table, select_scope
 from core.store import RESULT_SOURCES

@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
+from core.card import site_pairs, sparsified_pairs
 from core.figures import training_curve_figure
-from core.report import site_pairs, sparsified_pairs
 from ui.data import list_models, model_card_text, models_root, training_log
 
 st.title("Models")

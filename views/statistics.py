@@ -3,8 +3,9 @@
 import pandas as pd
 import streamlit as st
 
+from core.card import STATUS, paper_pairs, site_pairs, sparsified_pairs
 from core.figures import bland_altman_figure
-from core.report import COMPUTE, STATUS, paper_pairs, paper_targets, site_pairs, sparsified_pairs
+from core.report import COMPUTE, paper_targets
 from core.sequences import EXTENDED_COMBINATIONS, REGION_DISPLAY, combination_name, display_name, parse_combination
 from core.stats import (
     ADJUSTMENT_NAMES,

@@ -1,0 +1,198 @@
+"""What a model is called, who its twins are, and what its card says.
+
+The paper's naming (BraTS, BraTSst, cH1BraTS, H2-6BraTSst, ...) and its pairs of models (with
+and without sparsified training, with and without hospital 1's data); the card a training run
+writes (``card.json``) and its human-readable MODEL_CARD.md, with the evaluation results that
+``python -m core report --cards`` adds.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import core
+from core.device import bf16_supported
+from core.sequences import LABEL_NAMES, SEQUENCES, Sparsifier
+
+# How the report and the cards word a target's status (met is True, False, or None without results).
+STATUS = {True: "met", False: "not met", None: "no results"}
+
+
+def model_name(hospitals, complete_only: bool, sparsify: float) -> str:
+    """The paper's naming: BraTS, BraTSst, cH1BraTS, H2-6BraTSst, H1-6BraTS, ..."""
+    numbers = sorted(int(h) for h in hospitals if h != "public")
+    runs, start = [], None
+    for i, n in enumerate(numbers):
+        start = n if start is None else start
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            runs.append(f"{start}-{n}" if n != start else f"{n}")
+            start = None
+    name = ("H" + "_".join(runs) if runs else "") + ("BraTS" if "public" in hospitals else "")
+    return ("c" if complete_only else "") + name + ("st" if sparsify > 0 else "")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A paper model by its training data and flags; its name follows the paper's naming."""
+
+    hospitals: tuple[str, ...]
+    complete_only: bool = False
+    sparsify: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return model_name(self.hospitals, self.complete_only, self.sparsify)
+
+
+def sparsified_pairs(models) -> list[tuple[str, str]]:
+    """(Xst, X) for every model X that has a sparsified twin."""
+    return [(m, m[:-2]) for m in sorted(models) if m.endswith("st") and m[:-2] in set(models)]
+
+
+def site_pairs(models) -> list[tuple[str, str]]:
+    """(with hospital 1 data, without) twins: H1BraTS vs BraTS, H1-6BraTSst vs H2-6BraTSst, ..."""
+    models, pairs = set(models), []
+    for model in sorted(models):
+        prefix, base = ("c", model[1:]) if model.startswith("c") else ("", model)
+        if base.startswith("H1-6"):
+            twin = prefix + "H2-6" + base[4:]
+        elif base.startswith("H1BraTS") and not prefix:
+            twin = base[2:]
+        else:
+            continue
+        if twin in models:
+            pairs.append((model, twin))
+    return pairs
+
+
+def paper_pairs(models) -> list[tuple[str, str]]:
+    """The paper's family: every pair with and without sparsified training, and with and
+    without hospital 1 data (9 pairs x 8 combinations = 72 tests with all 11 models)."""
+    return sparsified_pairs(models) + site_pairs(models)
+
+
+def training_card(config, landmarks: dict, rows: list[dict], train_sources, val_sources, world: int, device,
+                  done: int) -> dict:  # fmt: skip
+    """The card of a finished training run (:class:`core.train.TrainConfig` ``config``, its log
+    ``rows``, ``done`` iterations); :func:`core.model.save_model` adds the weights' figures."""
+    last_val = next((r for r in reversed(rows) if r.get("val_dice_tc") not in (None, "")), {})
+    hospitals = sorted({str(s.meta.get("hospital", "public")) for s in train_sources})
+    # Synthetic cases regenerate from (preset, scale, seed): that, not the folder, says what the data was.
+    keys = ("preset", "scale", "seed")
+    origins = {tuple(str(s.meta.get(k, "")) for k in keys) for s in [*train_sources, *val_sources]}
+    origin = origins.pop() if len(origins) == 1 else ("",)
+    synthetic = None
+    if "" not in origin:
+        synthetic = {"preset": origin[0], "scale": float(origin[1]), "seed": int(float(origin[2]))}
+    card = {
+        "name": model_name(config.hospitals, config.complete_only, config.sparsify),
+        "preset": config.preset,
+        "inputs": list(SEQUENCES),
+        "classes": [LABEL_NAMES[i] for i in range(config.num_classes)]
+        if config.num_classes == 4
+        else ["background", "tumour core"],  # fmt: skip
+        "training": {
+            "cohort": str(config.cohort),
+            **({"synthetic": synthetic} if synthetic else {}),
+            "hospitals": list(config.hospitals),
+            "hospitals_with_cases": hospitals,
+            "complete_only": config.complete_only,
+            "n_train_cases": len(train_sources),
+            "n_val_cases": len(val_sources),
+            "train_cases": [s.case_id for s in train_sources],
+        },
+        "sparsity": Sparsifier(config.sparsify).to_dict(),
+        "normalisation": {
+            "method": "nyul+whitening",
+            "percentiles": [1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 99],
+            "landmarks": landmarks,
+        },  # fmt: skip
+        "iterations": done,
+        "iterations_planned": config.iterations,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "validation": {
+            "dice_tc_windows": last_val.get("val_dice_tc"),
+            "dice_wt_windows": last_val.get("val_dice_wt"),
+            "note": "pooled over fixed 27^3 validation windows, half centred in tumour",
+        },  # fmt: skip
+        "training_seconds": float(rows[-1]["seconds"]) if rows else 0.0,
+        "world_size": world,
+        "device": str(device),
+        "precision": "bfloat16 autocast" if config.amp and bf16_supported(device) else "float32",
+        "versions": {
+            "core": core.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },  # fmt: skip
+    }
+    return card
+
+
+def model_card_markdown(card: dict) -> str:
+    """A human-readable MODEL_CARD.md from a card."""
+    training, sparsity = card["training"], card["sparsity"]
+    dropped = ", ".join(f"{s} {p:g}" for s, p in sparsity.items() if p) or "none (ordinary training)"
+    val = card["validation"]
+    return f"""# {card["name"]}
+
+DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting glioblastoma into
+{", ".join(card["classes"])} from {", ".join(card["inputs"])} (missing sequences as zeros).
+
+- Training data: hospitals {", ".join(training["hospitals"])} of {_cohort_words(training)},
+  {training["n_train_cases"]} training cases{" with complete sequences only" if training["complete_only"] else ""},
+  {training["n_val_cases"]} validation cases.
+- Sparsified training (sequence dropout probability): {dropped}.
+- {card["iterations"]} iterations{_stopped_early(card)}, seed {card["seed"]},
+  {card["training_seconds"]:.0f} s on {card["device"]} (world size {card["world_size"]}).
+- Validation Dice (tumour core / whole tumour, {val["note"]}): {val["dice_tc_windows"]} / {val["dice_wt_windows"]}.
+- Normalisation: Nyul histogram standardisation + whitening; landmarks in `card.json`.
+- Weights: `weights.safetensors`, sha256 `{card["weights_sha256"]}`.
+{results_markdown(card.get("demo_results"))}
+Research and teaching use only; not a medical device.
+"""
+
+
+def _cohort_words(training: dict) -> str:
+    synthetic = training.get("synthetic")
+    if not synthetic:
+        return f"`{training['cohort']}`"
+    return (f"the synthetic `{synthetic['preset']}` cohort (scale {synthetic['scale']:g}, seed {synthetic['seed']}; "
+            "`python -m core synth` regenerates it)")  # fmt: skip
+
+
+def results_markdown(results: dict | None) -> str:
+    """The card's section on its evaluation results (``python -m core report --cards``)."""
+    if not results:
+        return ""
+    region = results["region"].upper()
+    store = f" (`{results['store']}`)" if results.get("store") else ""
+    lines = ["", f"## Results{store}", "", f"Median {region} Dice as acquired, per hospital:", "",
+             "| hospital | median | n |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {h} | {v['median']:.3f} | {v['n']} |" for h, v in results["median_dice_as_acquired"].items()]
+    if results["median_dice_simulated"]:
+        lines += ["", f"Median {region} Dice with sequences switched off ({results['simulated_patients']} complete "
+                  "cases):", "", "| missing | median |", "|---|---|"]  # fmt: skip
+        lines += [f"| {m} | {v:.3f} |" for m, v in results["median_dice_simulated"].items()]
+    significant = [t for t in results.get("tests", []) if t["significant"]]
+    if results.get("tests"):
+        lines += ["", f"Paired Wilcoxon against {', '.join(sorted({t['versus'] for t in results['tests']}))}: "
+                  f"{len(significant)} of {len(results['tests'])} combinations significant (Bonferroni over "
+                  f"{results['family_size']} tests)."]  # fmt: skip
+    for target in results.get("targets", []):
+        status = STATUS[target["met"]]
+        value = "" if target["value"] is None else f": {target['value']:.3f}"
+        if "p_adjusted" in target:
+            value += f", adjusted p {target['p_adjusted']:.3g}"
+        lines += ["", f"Target ({target['target']}){value}, n = {target['n']}: **{status}**."]
+    return "\n".join(lines) + "\n"
+
+
+def _stopped_early(card: dict) -> str:
+    planned = card.get("iterations_planned", card["iterations"])
+    return f" (of {planned} planned; stopped by the time limit)" if planned != card["iterations"] else ""

@@ -1,0 +1,73 @@
+"""Which device runs the networks, and how: choice, description, bfloat16 support, GPU share."""
+
+from __future__ import annotations
+
+import torch
+
+_gpu_share = 1.0  # fraction of the GPU this process may use (several sweep workers share one)
+
+
+def share_gpu(fraction: float, device: torch.device | str = "cuda") -> None:
+    """Let this process use at most ``fraction`` of the GPU's memory (tiles are sized to it)."""
+    global _gpu_share
+    _gpu_share = float(fraction)
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(_gpu_share, device.index or 0)
+
+
+def gpu_share() -> float:
+    """The fraction of the GPU this process may use (1 unless :func:`share_gpu` said less)."""
+    return _gpu_share
+
+
+def choose_device(preferred: str | None = None) -> torch.device:
+    """The best available device, or ``preferred`` ("cuda", "mps", "cpu") when it is available.
+
+    Raises:
+        ValueError: ``preferred`` names a device this machine does not have.
+    """
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if preferred:
+        if not available.get(preferred, False):
+            have = [k for k, ok in available.items() if ok]
+            raise ValueError(f"device {preferred!r} is not available here; available: {have}")
+        return torch.device(preferred)
+    for name in ("cuda", "mps"):
+        if available[name]:
+            return torch.device(name)
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device | None = None) -> str:
+    """Human-readable device name, e.g. "GPU: NVIDIA H200 (139 GiB)" or "CPU (2 threads)"."""
+    device = device or choose_device()
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB)"
+    if device.type == "mps":
+        return "GPU: Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def bf16_supported(device: torch.device | str) -> bool:
+    """Whether bfloat16 autocast runs natively here: CUDA with bf16, or a CPU with AVX-512 BF16
+    / AMX (oneDNN), where it is 2-3x faster than float32 for DeepMedic."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return bool(torch.backends.mkldnn.is_available() and check is not None and check())
+    return False
+
+
+def autocast(device: torch.device | str, amp: bool):
+    """A bfloat16 autocast context when ``amp`` is asked for and the device runs it natively,
+    else a no-op context (weights stay float32 either way)."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(amp) and bf16_supported(device))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
