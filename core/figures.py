@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.sequences import DISPLAY, ENHANCING, NECROSIS, OEDEMA, SEQUENCES
+from core.sequences import DISPLAY, ENHANCING, NECROSIS, OEDEMA, SEQUENCES, combination_label, order_combinations
 
 # Label colours (Okabe-Ito, readable with colour-vision deficiency).
 LABEL_COLOURS = {NECROSIS: (213, 94, 0), OEDEMA: (86, 180, 233), ENHANCING: (240, 228, 66)}
@@ -76,6 +76,14 @@ def tumour_box(mask: np.ndarray | None, margin: int = 12) -> tuple[tuple[int, in
         present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append((max(int(present[0]) - margin, 0), min(int(present[-1]) + margin, mask.shape[axis] - 1)))
     return tuple(box)
+
+
+def tumour_centre(labels: np.ndarray | None, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The voxel at the centre of mass of a label map's tumour (every non-zero label), rounded;
+    the centre of a volume of ``shape`` when there is no tumour (no labels, or all zero)."""
+    if labels is None or not labels.any():
+        return tuple(int(n) // 2 for n in shape)
+    return tuple(int(v) for v in np.round(np.argwhere(labels > 0).mean(0)))
 
 
 def _blend(rgb: np.ndarray, mask: np.ndarray, colour, opacity: float) -> None:
@@ -296,10 +304,7 @@ def case_montage(images: np.ndarray, available, labels: np.ndarray | None, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if labels is not None and labels.any():
-        centre = np.round(np.argwhere(labels > 0).mean(0)).astype(int)
-    else:
-        centre = np.array(images.shape[1:]) // 2
+    centre = tumour_centre(labels, images.shape[1:])
     fig, axes = plt.subplots(2, 5, figsize=(15, 6.6), facecolor="black")
     brain = images.any(0)
     for row, (plane, index) in enumerate((("axial", centre[2]), ("coronal", centre[1]))):
@@ -363,19 +368,6 @@ def training_curve_figure(log, title: str = ""):
 SIGNIFICANCE_MARK = "*"
 
 
-def _combination_order(names) -> list[str]:
-    from core.sequences import EXTENDED_COMBINATIONS, combination_name
-
-    order = [combination_name(m) for m in EXTENDED_COMBINATIONS]
-    return sorted(set(names), key=lambda n: order.index(n) if n in order else len(order))
-
-
-def _label(name: str) -> str:
-    from core.sequences import display_name, parse_combination
-
-    return display_name(parse_combination(name))
-
-
 # Axis titles with units, per metric column of the results table.
 METRIC_TITLES = {"dice": "Dice (0 to 1)", "sensitivity": "sensitivity (0 to 1)", "hd95": "HD95 (mm)",
                  "volume_diff_ml": "volume error, predicted - reference (mL)"}  # fmt: skip
@@ -405,8 +397,9 @@ def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str
     import plotly.express as px
 
     from core.sequences import REGION_DISPLAY
+    from core.stats import as_acquired
 
-    data = table[(table["region"] == region) & (table["missing"] == table["acquired_missing"])].copy()
+    data = as_acquired(table[table["region"] == region]).copy()
     order = [hospital_label(h) for h in hospital_order(data["hospital"])]
     data["hospital"] = data["hospital"].map(hospital_label)
     metric_title = METRIC_TITLES.get(metric, metric)
@@ -431,18 +424,19 @@ def missing_comparison_figure(table, model_a: str, model_b: str, comparison=None
     import plotly.graph_objects as go
 
     data = table[(table["region"] == region) & table["model"].isin([model_a, model_b])]
-    order = _combination_order(data["missing"])
+    order = order_combinations(data["missing"])
     figure = go.Figure()
     for model in (model_a, model_b):
         part = data[data["model"] == model]
-        figure.add_trace(go.Box(x=part["missing"].map(_label), y=part[metric], name=model, boxpoints="all",
-                                jitter=0.3, pointpos=0))  # fmt: skip
+        figure.add_trace(go.Box(x=part["missing"].map(combination_label), y=part[metric], name=model,
+                                boxpoints="all", jitter=0.3, pointpos=0))  # fmt: skip
     if comparison is not None:
         for _, row in comparison[comparison["significant"]].iterrows():
-            figure.add_annotation(x=_label(row["missing"]), y=1.05 if metric == "dice" else None,
+            figure.add_annotation(x=combination_label(row["missing"]), y=1.05 if metric == "dice" else None,
                                   text=SIGNIFICANCE_MARK, showarrow=False, font={"size": 20})  # fmt: skip
+    categories = [combination_label(n) for n in order]
     figure.update_layout(boxmode="group", height=440, title=title, margin={"t": 50, "b": 80},
-                         xaxis={"categoryorder": "array", "categoryarray": [_label(n) for n in order]})  # fmt: skip
+                         xaxis={"categoryorder": "array", "categoryarray": categories})  # fmt: skip
     if metric == "dice":
         figure.update_yaxes(range=[0, 1.1], title="Dice")
     return figure
@@ -454,8 +448,9 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
 
     data = table[table["region"] == region]
     pivot = data.pivot_table(index="model", columns="missing", values=metric, aggfunc="median")
-    pivot = pivot[_combination_order(pivot.columns)]
-    figure = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[_label(c) for c in pivot.columns], y=list(pivot.index),
+    pivot = pivot[order_combinations(pivot.columns)]
+    figure = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[combination_label(c) for c in pivot.columns],
+                                  y=list(pivot.index),
                                   colorscale="Viridis", zmin=0, zmax=1 if metric == "dice" else None,
                                   text=np.round(pivot.to_numpy(), 2), texttemplate="%{text}",
                                   colorbar={"title": f"median {metric}"}))  # fmt: skip

@@ -50,7 +50,13 @@ from core.labels import LabelError, to_canonical
 from core.sequences import ENHANCING, LABEL_SCHEMES, REFERENCE_SEQUENCE, SEQUENCES
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# The manifest: one case per row. Required columns, then the columns a written manifest
+# starts with (DESIGN.md section 4); any other column is kept in ``CaseSource.meta``.
+MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ("patient_id", "t1", "t1c", "t2", "flair")
+MANIFEST_HEAD = ("patient_id", "hospital", "split", "t1", "t1c", "t2", "flair", "seg", "missing", "label_scheme")
+# The hospital of a case whose manifest names none (or that has no manifest): the public set.
+DEFAULT_HOSPITAL = "public"
 SPACING_TOLERANCE_MM = 1e-3
 AFFINE_TOLERANCE_MM = 1e-3
 MAX_VOLUME_BYTES = 512 * 2**20  # voxel data of one file, as its header declares it
@@ -200,6 +206,75 @@ def find_case_files(folder: str | Path, root: str | Path | None = None) -> CaseS
     )
 
 
+def given_hospital(meta: dict) -> str:
+    """The hospital a case's manifest row names, or "" when it names none (no column, no manifest)."""
+    return str(meta.get("hospital", ""))
+
+
+def hospital_of(meta: dict) -> str:
+    """The hospital a case counts as when cases are chosen by hospital: the one its manifest row
+    names (an empty cell stays empty), DEFAULT_HOSPITAL without a hospital column or manifest."""
+    return str(meta.get("hospital", DEFAULT_HOSPITAL))
+
+
+def read_manifest_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns and rows (text, as written) of a manifest CSV.
+
+    Raises:
+        CaseError: the file cannot be read or lacks a required column (MANIFEST_COLUMNS).
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = list(reader.fieldnames or [])
+            rows = [{k: v for k, v in row.items() if k is not None} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CaseError(f"{path}: cannot read manifest ({exc})") from exc
+    absent = [c for c in MANIFEST_COLUMNS if c not in columns]
+    if absent:
+        raise CaseError(f"{path}: manifest lacks column(s) {absent}; it has {columns}")
+    return columns, rows
+
+
+def write_manifest(rows: list[dict], path: str | Path, leave_out: tuple[str, ...] = ()) -> None:
+    """Write manifest rows as CSV, MANIFEST_HEAD first, then every other key in the order met
+    (except ``leave_out``); the file is replaced whole, never left half written."""
+    path = Path(path)
+    columns = list(MANIFEST_HEAD)
+    for row in rows:
+        columns += [k for k in row if k not in columns and k not in leave_out]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def manifest_summary(folder: str | Path) -> list[dict[str, str]]:
+    """Per case of a cohort folder's manifest: patient_id, hospital (:func:`hospital_of`), split
+    ("" when not given) and missing (the manifest's column, else the combination of secondary
+    sequences with an empty path); [] without a manifest.
+
+    Raises:
+        CaseError: the manifest cannot be read or lacks a required column.
+    """
+    from core.sequences import SECONDARY, combination_name
+
+    manifest = Path(folder) / MANIFEST_NAME
+    if not manifest.is_file():
+        return []
+    columns, rows = read_manifest_rows(manifest)
+    out = []
+    for row in rows:
+        missing = row["missing"] if "missing" in columns else combination_name(
+            {s for s in SECONDARY if not (row.get(s) or "").strip()})  # fmt: skip
+        out.append({"patient_id": row["patient_id"], "hospital": hospital_of(row), "split": row.get("split", ""),
+                    "missing": missing})  # fmt: skip
+    return out
+
+
 def read_manifest(path: str | Path, root: str | Path | None = None) -> list[CaseSource]:
     """Read a manifest CSV: one case per row, paths relative to the manifest, empty = missing.
 
@@ -213,16 +288,7 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> list[Case
     """
     path, root = Path(path), _root(root)
     confine(path, root, "manifest")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CaseError(f"{path}: cannot read manifest ({exc})") from exc
-    absent = [c for c in MANIFEST_COLUMNS if c not in columns]
-    if absent:
-        raise CaseError(f"{path}: manifest lacks column(s) {absent}; it has {columns}")
+    _, rows = read_manifest_rows(path)
     base = path.parent
     sources, seen = [], {}
     for number, row in enumerate(rows, start=2):  # line 1 is the header
@@ -244,7 +310,7 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> list[Case
                 paths={s: resolve(row.get(s)) for s in SEQUENCES},
                 seg=resolve(row.get("seg")),
                 label_scheme=(row.get("label_scheme") or "").strip() or None,
-                meta={k: v for k, v in row.items() if k is not None},
+                meta=row,
                 origin=origin,
                 root=root,
             )
@@ -268,8 +334,8 @@ def find_cases(path: str | Path, root: str | Path | None = None) -> list[CaseSou
         raise CaseError(f"{path}: expected a manifest .csv, a case folder or a cohort folder")
     if not path.is_dir():
         raise CaseError(f"{path}: no such file or folder")
-    if (path / "manifest.csv").is_file():
-        return read_manifest(path / "manifest.csv", root)
+    if (path / MANIFEST_NAME).is_file():
+        return read_manifest(path / MANIFEST_NAME, root)
     if any(_FILE_PATTERN.match(p.name) for p in path.iterdir() if p.is_file() or p.is_symlink()):
         return [find_case_files(path, root)]
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -38,6 +38,17 @@ REGION_DISPLAY = {"tc": "tumour core", "wt": "whole tumour", "et": "enhancing tu
 REGIONS_BY_SCHEME = {"brats2020": ("tc", "wt", "et"), "brats2023": ("tc", "wt", "et"), "tc": ("tc",)}
 
 
+def scorable_regions(label_scheme: str | None, num_classes: int = 4,
+                     wanted: tuple[str, ...] = tuple(REGIONS)) -> tuple[str, ...]:  # fmt: skip
+    """The regions of ``wanted`` that can be scored for a case and a model, in ``wanted``'s order.
+
+    A binary tumour-core reference (label scheme ``tc``) and a two-class model (background /
+    tumour core) both leave only the tumour core; any other scheme (or none) allows all three.
+    """
+    allowed = REGIONS_BY_SCHEME.get(label_scheme, tuple(REGIONS)) if num_classes != 2 else ("tc",)
+    return tuple(r for r in wanted if r in allowed)
+
+
 def _all_subsets(items: tuple[str, ...]) -> list[frozenset[str]]:
     return [frozenset(c) for k in range(len(items) + 1) for c in combinations(items, k)]
 
@@ -84,6 +95,21 @@ def display_name(missing: frozenset[str] | set[str]) -> str:
 # extended 15 in which T1c can be missing too (all four missing is never a case).
 PAPER_COMBINATIONS: tuple[frozenset[str], ...] = tuple(_all_subsets(SECONDARY))
 EXTENDED_COMBINATIONS: tuple[frozenset[str], ...] = tuple(s for s in _all_subsets(SEQUENCES) if len(s) < len(SEQUENCES))
+
+
+COMBINATION_ORDER: tuple[str, ...] = tuple(combination_name(m) for m in EXTENDED_COMBINATIONS)
+
+
+def order_combinations(names) -> list[str]:
+    """Combination names in reading order, each once: complete first, then as EXTENDED_COMBINATIONS
+    lists them (fewest missing first); any other names last, alphabetically."""
+    present = set(names)
+    return [n for n in COMBINATION_ORDER if n in present] + sorted(present - set(COMBINATION_ORDER))
+
+
+def combination_label(name: str) -> str:
+    """The display name of a combination name: ``t1+flair`` -> ``missing T1 + FLAIR``."""
+    return display_name(parse_combination(name))
 
 
 def combinations_for(count: int) -> tuple[frozenset[str], ...]:

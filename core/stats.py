@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from core.sequences import EXTENDED_COMBINATIONS, combination_name
+from core.sequences import order_combinations
 
 EPSILON = np.finfo(float).eps
 
@@ -254,6 +254,11 @@ SCOPES = {
 }
 
 
+def as_acquired(results):
+    """The result rows of each case as it was acquired: the sequences switched off are the case's own."""
+    return results[results["missing"] == results["acquired_missing"]]
+
+
 def select_scope(results, scope: str = "simulated"):
     """The result rows a comparison uses.
 
@@ -269,7 +274,7 @@ def select_scope(results, scope: str = "simulated"):
     if scope == "all":
         return results
     if scope == "acquired":
-        return results[results["missing"] == results["acquired_missing"]]
+        return as_acquired(results)
     complete = results[results["acquired_missing"] == "none"]
     simulated = set(complete.loc[complete["missing"] != "none", "patient_id"])
     return complete[complete["patient_id"].isin(simulated)]
@@ -279,9 +284,7 @@ def _combinations(results, missing=None) -> list[str]:
     """The combination names to compare: ``missing``, or every one present, complete first."""
     if missing is not None:
         return list(missing)
-    order = [combination_name(m) for m in EXTENDED_COMBINATIONS]
-    present = set(results["missing"])
-    return [n for n in order if n in present] + sorted(present - set(order))
+    return order_combinations(results["missing"])
 
 
 def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust: str = "bonferroni", alpha=0.05):

@@ -300,3 +300,17 @@ def test_a_click_names_its_voxel_whether_customdata_is_a_list_or_a_typed_array()
     assert clicked_voxel({"x": 3, "y": 4, "customdata": [10, 20, 30]}) == (10, 20, 30)
     assert clicked_voxel({"customdata": {"0": 10, "1": 20, "2": 30}}) == (10, 20, 30)  # JSON of an Int64Array
     assert clicked_voxel({"x": 3, "y": 4}) is None and clicked_voxel({"customdata": [1, 2]}) is None
+
+
+def test_tumour_centre_is_the_rounded_centre_of_mass_or_the_volume_centre():
+    from core.figures import tumour_centre
+
+    labels = np.zeros((10, 12, 9), np.uint8)
+    labels[2:5, 3, 4] = 1  # x 2, 3, 4
+    labels[7, 3, 4] = 3  # mean x (2 + 3 + 4 + 7) / 4 = 4
+    labels[2:4, 8, 6] = 2  # the oedema counts: x 2, 3; y 8; z 6
+    # mean over 6 voxels: x (16 + 5) / 6 = 3.5 -> 4 (half to even), y (4 * 3 + 2 * 8) / 6 = 4.67 -> 5,
+    # z (4 * 4 + 2 * 6) / 6 = 4.67 -> 5
+    assert tumour_centre(labels, labels.shape) == (4, 5, 5)
+    assert tumour_centre(np.zeros_like(labels), labels.shape) == (5, 6, 4)
+    assert tumour_centre(None, (7, 8, 9)) == (3, 4, 4)

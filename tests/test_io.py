@@ -280,3 +280,34 @@ def test_label_map_read_alone_uses_topology(write_case):
     # An explicit scheme is taken literally.
     literal, _, _ = read_label_map(folder / "case_seg.nii.gz", scheme="brats2023")
     np.testing.assert_array_equal(literal == 3, labels == 2)
+
+
+def test_a_written_manifest_reads_back_with_hospital_split_and_missing(tmp_path):
+    from core.io import DEFAULT_HOSPITAL, MANIFEST_HEAD, manifest_summary, read_manifest_rows, write_manifest
+
+    rows = [
+        {"patient_id": "A", "hospital": "3", "split": "test", "t1": "", "t1c": "A/t1c.nii.gz", "t2": "A/t2.nii.gz",
+         "flair": "", "seg": "A/seg.nii.gz", "missing": "t1+flair", "extra": 7, "bias": [1, 2]},
+        {"patient_id": "B", "hospital": "public", "split": "train", "t1": "B/t1.nii.gz", "t1c": "B/t1c.nii.gz",
+         "t2": "B/t2.nii.gz", "flair": "B/flair.nii.gz", "seg": "", "more": "x"},
+    ]  # fmt: skip
+    write_manifest(rows, tmp_path / "manifest.csv", leave_out=("bias",))
+    columns, back = read_manifest_rows(tmp_path / "manifest.csv")
+    assert columns == [*MANIFEST_HEAD, "extra", "more"]  # the head first, then others as met
+    assert back[0]["extra"] == "7" and back[0]["more"] == "" and back[1]["t1"] == "B/t1.nii.gz"
+    assert not (tmp_path / "manifest.tmp").exists()
+    assert manifest_summary(tmp_path) == [
+        {"patient_id": "A", "hospital": "3", "split": "test", "missing": "t1+flair"},
+        {"patient_id": "B", "hospital": "public", "split": "train", "missing": ""},  # as written: empty
+    ]
+    # Without a missing column (nor hospital or split) it comes from the empty secondary paths.
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "manifest.csv").write_text("patient_id,t1,t1c,t2,flair\nC,,c.nii.gz,,c2.nii.gz\n")
+    assert manifest_summary(tmp_path / "plain") == [
+        {"patient_id": "C", "hospital": DEFAULT_HOSPITAL, "split": "", "missing": "t1+t2"}
+    ]
+    assert manifest_summary(tmp_path / "nowhere") == []
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.csv").write_text("patient_id,t1\nD,x\n")
+    with pytest.raises(CaseError, match="lacks column"):
+        manifest_summary(tmp_path / "bad")

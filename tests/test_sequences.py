@@ -73,3 +73,23 @@ def test_dropout_never_drops_everything_and_respects_availability():
         Sparsifier({"t1c": 0.2})
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         Sparsifier(1.0)
+
+
+def test_scorable_regions_follow_the_reference_and_the_model():
+    from core.sequences import scorable_regions
+
+    assert scorable_regions("brats2020") == ("tc", "wt", "et")
+    assert scorable_regions("brats2023", 4) == ("tc", "wt", "et")
+    assert scorable_regions(None) == ("tc", "wt", "et")  # scheme unknown: all three
+    assert scorable_regions("tc") == ("tc",)  # a binary tumour-core reference
+    assert scorable_regions("brats2020", num_classes=2) == ("tc",)  # a background / tumour-core model
+    assert scorable_regions("brats2020", 4, wanted=("et", "tc")) == ("et", "tc")  # wanted's order
+    assert scorable_regions("tc", 4, wanted=("wt", "et")) == ()
+
+
+def test_combinations_are_ordered_complete_first_then_unknown_names():
+    from core.sequences import combination_label, order_combinations
+
+    names = ["t2+flair", "weird", "none", "flair", "t1c", "t1", "flair", "abc"]
+    assert order_combinations(names) == ["none", "t1", "t1c", "flair", "t2+flair", "abc", "weird"]
+    assert combination_label("t1+flair") == "missing T1 + FLAIR" and combination_label("none") == "complete"

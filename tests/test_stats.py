@@ -362,3 +362,14 @@ def test_mixed_model_contrasts_equal_the_balanced_two_way_anova():
     assert result.formula == "dice ~ model * missing + (1 | patient)"
     with pytest.raises(ValueError, match="at least 2 models on 2 patients"):
         mixed_model(data[data["patient_id"] == "p0"], [("A", "B")])
+
+
+def test_as_acquired_keeps_each_case_with_its_own_missing_sequences():
+    import pandas as pd
+
+    from core.stats import as_acquired, select_scope
+
+    table = pd.DataFrame({"patient_id": ["a", "a", "b", "b"], "acquired_missing": ["none", "none", "t2", "t2"],
+                          "missing": ["none", "flair", "t2", "t2+flair"]})  # fmt: skip
+    assert as_acquired(table)["missing"].tolist() == ["none", "t2"]
+    assert select_scope(table, "acquired").equals(as_acquired(table))

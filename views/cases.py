@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core.figures import overlay_rgb, take_slice, window
-from core.sequences import DISPLAY, SEQUENCES, display_name, parse_combination
+from core.figures import overlay_rgb, take_slice, tumour_centre, window
+from core.sequences import DISPLAY, SEQUENCES, combination_label
 from ui.data import case_folder, demo_cohort, demo_patients, demo_store, load_case
 
 st.title("Cases")
@@ -13,7 +13,7 @@ if manifest.empty:
     st.stop()
 
 table = manifest[["patient_id", "hospital", "split", "missing", "source"]].copy()
-table["sequences"] = [display_name(parse_combination(m)) for m in table["missing"]]
+table["sequences"] = table["missing"].map(combination_label)
 st.caption(f"{len(table)} cases: the bundled demo files and the synthetic test cases of the demo results, "
            "which are regenerated bit for bit when opened.")  # fmt: skip
 st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch", height=240)
@@ -30,9 +30,7 @@ choice = c1.radio("Sequence", names, index=1, key="sequence")
 plane = c2.radio("Plane", ["axial", "coronal", "sagittal"], key="plane")
 show_labels = c2.checkbox("Reference labels", value=True, disabled=case.labels is None)
 axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
-default = (
-    int(case.labels.nonzero()[axis].mean()) if case.labels is not None and case.labels.any() else case.shape[axis] // 2
-)
+default = tumour_centre(case.labels, case.shape)[axis]
 index = c3.slider("Slice", 0, case.shape[axis] - 1, default, key=f"slice_{plane}_{case_id}")
 
 channel = names.index(choice)

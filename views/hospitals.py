@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.figures import METRIC_TITLES, hospital_boxplot, hospital_order
 from core.sequences import REGION_DISPLAY
+from core.stats import as_acquired
 from ui.cohort import pick_results
 from ui.data import demo_cohort, demo_patients, demo_store
 
@@ -16,7 +17,7 @@ metric = c2.selectbox("Metric", ["dice", "sensitivity", "hd95", "volume_diff_ml"
                       format_func=METRIC_TITLES.get)  # fmt: skip
 region = c3.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="hosp_region")
 which = st.radio("Cases", ["all", "complete only", "incomplete only"], horizontal=True, key="hosp_cases")
-data = table[table["model"].isin(models) & (table["missing"] == table["acquired_missing"])]
+data = as_acquired(table[table["model"].isin(models)])
 if which != "all":
     data = data[(data["acquired_missing"] == "none") == (which == "complete only")]
 if data.empty:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from core.io import Case, write_labels, write_volume
+from core.io import MANIFEST_NAME, Case, write_labels, write_manifest, write_volume
 from core.sequences import (
     ENHANCING,
     NECROSIS,
@@ -373,8 +373,6 @@ def make_case(preset: str = "paper", scale: float = 1.0, seed: int = 0, case_ind
 
 # --------------------------------------------------------------------------- writing a cohort
 
-MANIFEST_HEAD = ["patient_id", "hospital", "split", "t1", "t1c", "t2", "flair", "seg", "missing", "label_scheme"]
-
 
 def _relative_paths(plan: CasePlan) -> dict[str, str]:
     folder = plan.patient_id
@@ -428,21 +426,6 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def write_manifest(rows: list[dict], path: Path) -> None:
-    """Write rows as CSV with the DESIGN.md columns first."""
-    import csv
-
-    columns = list(MANIFEST_HEAD)
-    for row in rows:
-        columns += [k for k in row if k not in columns and k != "bias"]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def write_cohort(
     out: str | Path,
     preset: str = "paper",
@@ -493,8 +476,8 @@ def write_cohort(
                 if on_progress:
                     on_progress(done, len(jobs), job[3].patient_id)
         rows = rendered_rows(out, preset, scale, seed)  # this call's cases and those rendered before
-    manifest = out / "manifest.csv"
-    write_manifest(rows, manifest)
+    manifest = out / MANIFEST_NAME
+    write_manifest(rows, manifest, leave_out=("bias",))  # the bias coefficients stay in each case.json
     return manifest
 
 
