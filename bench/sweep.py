@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.store import ResultStore  # noqa: E402
-from core.sweep import run_sweep  # noqa: E402
+from core.sweep import SweepConfig, run_sweep  # noqa: E402
 
 
 def random_model(folder: Path, cohort: Path) -> str:
@@ -47,7 +47,7 @@ def main() -> None:
         for label, options in (("local pool", {"workers": args.workers}), ("dask", {"dask": f"local:{args.workers}"})):
             with ResultStore(Path(tmp) / f"{label}.sqlite") as store:
                 start = time.perf_counter()
-                summary = run_sweep(store, [model], args.cohort, "acquired", splits=(), **options)
+                summary = run_sweep(store, SweepConfig((model,), str(args.cohort), "acquired", splits=(), **options))
                 timings[label] = (time.perf_counter() - start, summary.results_written)
             seconds, n = timings[label]
             print(f"{label} ({args.workers} workers): {n} cases in {seconds:.1f} s = {n / seconds:.3f} cases/s")
@@ -60,11 +60,8 @@ def main() -> None:
 def summarise_store(path: Path) -> None:
     """Per device: predictions, inference time each, and the wall time from first to last result."""
     with ResultStore(path) as store:
-        rows = store.db.execute(
-            "SELECT device, COUNT(*), AVG(seconds), MIN(created), MAX(created) FROM (SELECT DISTINCT model_sha256, "
-            "case_key, missing, device, seconds, created FROM results) GROUP BY device"
-        ).fetchall()
-    for device, count, seconds, first, last in rows:
+        rows = store.timing_by_device()
+    for device, (count, seconds, first, last) in rows.items():
         wall = last - first
         rate = count / max(wall, 1e-9)
         print(f"{path} on {device}: {count} predictions, {seconds:.2f} s each in a worker; "

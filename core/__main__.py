@@ -137,11 +137,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from core.device import choose_device
+    from core.external import load_any_model as load_model  # DeepMedic or ONNX model folder
     from core.infer import predict_volume
     from core.io import find_cases, read_case, scoring_grid_words, scoring_reference, write_labels
     from core.metrics import evaluate
-    from core.model import load_model
-    from core.sequences import parse_combination
+    from core.sequences import parse_combination, scorable_regions
 
     if args.case.exists():
         case = read_case(args.case)
@@ -157,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "missing": prediction.missing_name, "seconds": round(prediction.seconds, 2), "device": prediction.device,
               "tile": list(prediction.tile)}  # fmt: skip
     if case.labels is not None:  # scored before anything is written: a failure leaves no label file
-        regions = ("tc",) if case.label_scheme == "tc" or model.config.num_classes == 2 else ("tc", "wt", "et")
+        regions = scorable_regions(case.label_scheme, model.config.num_classes)
         reference, spacing = scoring_reference(case)
         scores = evaluate(prediction.labels, reference, spacing, regions)
         report["metrics"] = {r: m.to_dict() for r, m in scores.items()}
@@ -184,18 +184,26 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.device import choose_device
     from core.store import ResultStore
-    from core.sweep import default_workers, run_sweep
+    from core.sweep import SweepConfig, default_workers, run_sweep
 
-    models = _names(args.models)
-    splits = tuple(_names(args.splits)) if args.splits != "all" else ()
-    hospitals = tuple(_names(args.hospitals)) or None
+    config = SweepConfig(
+        model_paths=tuple(_names(args.models)),
+        cohort=str(args.cohort),
+        mode=args.mode,
+        combinations=args.combinations,
+        splits=tuple(_names(args.splits)) if args.splits != "all" else (),
+        hospitals=tuple(_names(args.hospitals)) or None,
+        regions=tuple(_names(args.regions)),
+        empty_policy=args.empty,
+        workers=args.workers or default_workers(),
+        dask=args.dask,
+        keep_predictions=not args.no_predictions,
+        device=str(choose_device(args.device or "cpu")),
+        amp=args.amp,
+        per_hospital=args.max_per_hospital,
+    )
     with ResultStore(args.store) as store:
-        summary = run_sweep(store, models, args.cohort, args.mode, args.combinations, splits, hospitals,
-                            tuple(_names(args.regions)), args.empty, args.workers or default_workers(),
-                            args.dask, on_progress=_progress("evaluate", unit="unit"),
-                            keep_predictions=not args.no_predictions,
-                            device=str(choose_device(args.device or "cpu")), amp=args.amp,
-                            per_hospital=args.max_per_hospital)  # fmt: skip
+        summary = run_sweep(store, config, on_progress=_progress("evaluate", unit="unit"))
         counts = store.counts()
     _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
     return 0 if not summary.errors else 1
@@ -563,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     realism.add_argument("--out", type=Path, help="folder for realism.json/.md/.csv and montage.png")
     realism.add_argument("--max-cases", type=int, default=0, help="at most N cases per side, evenly spread")
     realism.set_defaults(func=cmd_realism)
+    from core.convert import add_commands  # convert (DeepMedic to ONNX), import-model (an ONNX file in)
+
+    add_commands(commands, _print_json)
     return parser
 
 

@@ -13,6 +13,7 @@ Database errors are raised as :class:`StoreError`, naming the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import sqlite3
@@ -25,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 import core
+from core.io import CaseSource
 from core.metrics import RegionMetrics
+from core.sequences import SEQUENCES, combination_name
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -100,6 +103,35 @@ def case_key(patient_id: str, digest: str) -> str:
     return f"{patient_id}@{digest}"
 
 
+def files_hash(source: CaseSource, store: ResultStore | None = None) -> str:
+    """Content hash of a case's files (the bytes on disk, no decoding).
+
+    With a store, the digest is remembered under the files' paths, sizes and modification
+    times, so a file is read again only when it changed.
+    """
+    paths = [source.paths.get(s) for s in SEQUENCES] + [source.seg]
+    present = [Path(p) if p is not None and Path(p).is_file() else None for p in paths]
+    signature = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p else None for p in present])
+    if store is not None:
+        remembered = store.remembered_digest(signature)
+        if remembered is not None:
+            return remembered
+    digest = hashlib.blake2b(digest_size=8)
+    for path in present:
+        digest.update(b"|")
+        if path is not None:
+            digest.update(path.read_bytes())
+    value = digest.hexdigest()
+    if store is not None:
+        store.remember_digest(signature, value)
+    return value
+
+
+def source_key(source: CaseSource, store: ResultStore | None = None) -> str:
+    """Store key of the case at ``source``: :func:`case_key` of its id and :func:`files_hash`."""
+    return case_key(source.case_id, files_hash(source, store))
+
+
 class StoreError(RuntimeError):
     """A results store cannot be opened, migrated or written; the message names the file."""
 
@@ -108,6 +140,15 @@ def _statements(script: str) -> list[str]:
     """The SQL statements of a migration, to run one by one inside a transaction
     (``executescript`` would commit the transaction first)."""
     return [part.strip() for part in script.split(";") if part.strip()]
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A label map cached by a sweep, with how long it took and where."""
+
+    labels: np.ndarray  # (X, Y, Z) uint8 canonical labels
+    seconds: float
+    device: str
 
 
 @dataclass(frozen=True)
@@ -207,12 +248,21 @@ class ResultStore:
     def add_model(self, sha256: str, name: str, card: dict) -> None:
         self.db.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?)", (sha256, name, json.dumps(card)))
 
-    def add_case(self, key: str, patient_id: str, digest: str, hospital: str, split: str, acquired_missing: str,
-                 meta: dict | None = None) -> None:  # fmt: skip
+    def add_case(self, key: str, patient_id: str, digest: str, hospital: str, split: str,
+                 acquired_missing: frozenset[str], meta: dict | None = None) -> None:  # fmt: skip
+        """Record a case once (a case already there is left as it is); ``hospital`` "" = not given."""
         self.db.execute(
             "INSERT OR IGNORE INTO cases VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, patient_id, digest, hospital, split, acquired_missing, json.dumps(meta or {})),
+            (key, patient_id, digest, hospital, split, combination_name(acquired_missing), json.dumps(meta or {})),
         )
+
+    def add_source(self, source: CaseSource, hospital: str, split: str, acquired_missing: frozenset[str],
+                   meta: dict | None = None) -> str:  # fmt: skip
+        """Record the case at ``source`` (its files hashed, or their remembered digest) and return its key."""
+        digest = files_hash(source, self)
+        key = case_key(source.case_id, digest)
+        self.add_case(key, source.case_id, digest, hospital, split, acquired_missing, meta)
+        return key
 
     def write(self, key: ResultKey, metrics: dict[str, RegionMetrics], seconds: float, device: str,
               labels: np.ndarray | tuple[str, bytes] | None = None) -> bool:  # fmt: skip
@@ -319,6 +369,37 @@ class ResultStore:
         ).fetchone()
         return None if row is None else decode_labels(*row)
 
+    def stored_prediction(self, model_sha256: str, key: str, missing: frozenset[str],
+                          code_version: str = CODE_VERSION) -> StoredPrediction | None:  # fmt: skip
+        """A cached label map with the seconds and device of its result, or None."""
+        labels = self.prediction(model_sha256, key, combination_name(missing), code_version)
+        if labels is None:
+            return None
+        row = self.db.execute(
+            "SELECT seconds, device FROM results WHERE model_sha256=? AND case_key=? AND missing=? AND code_version=? "
+            "LIMIT 1",
+            (model_sha256, key, combination_name(missing), code_version),
+        ).fetchone()
+        seconds, device = row if row else (0.0, "")
+        return StoredPrediction(labels, float(seconds or 0.0), device or "")
+
+    def case_records(self) -> list[dict]:
+        """Every case: patient_id, hospital ("" = not given), split, acquired_missing (a name) and
+        meta (a dict; ``synthetic`` holds preset, scale, seed and case_index of a generated case)."""
+        rows = self.db.execute("SELECT patient_id, hospital, split, acquired_missing, meta FROM cases").fetchall()
+        return [{"patient_id": patient, "hospital": hospital, "split": split, "acquired_missing": missing,
+                 "meta": json.loads(meta or "{}")} for patient, hospital, split, missing, meta in rows]  # fmt: skip
+
+    def first_patient_with_predictions(self, count: int) -> str | None:
+        """The first patient (by id) with cached label maps of one model for at least ``count``
+        combinations of missing sequences, or None."""
+        row = self.db.execute(
+            "SELECT c.patient_id FROM predictions p JOIN cases c USING (case_key) "
+            "GROUP BY p.model_sha256, c.patient_id HAVING COUNT(DISTINCT p.missing) >= ? ORDER BY c.patient_id LIMIT 1",
+            (count,),
+        ).fetchone()
+        return row[0] if row else None
+
     def table(self):
         """The long results table (EXPORT_COLUMNS) as a DataFrame."""
         import pandas as pd
@@ -332,6 +413,14 @@ class ResultStore:
             ORDER BY m.name, c.hospital, c.patient_id, r.missing, r.region
         """
         return pd.read_sql_query(query, self.db)
+
+    def timing_by_device(self) -> dict[str, tuple[int, float, float, float]]:
+        """Per device: (predictions, mean seconds each, first and last ``created`` time in s since the epoch)."""
+        rows = self.db.execute(
+            "SELECT device, COUNT(*), AVG(seconds), MIN(created), MAX(created) FROM (SELECT DISTINCT model_sha256, "
+            "case_key, missing, device, seconds, created FROM results) GROUP BY device"
+        ).fetchall()
+        return {device: (count, seconds, first, last) for device, count, seconds, first, last in rows}
 
     def counts(self) -> dict[str, int]:
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]

@@ -11,34 +11,94 @@ sequences to the complete cases.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import multiprocessing
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from core.io import CaseError, CaseSource, check_source, find_cases, read_case, scoring_reference
+from core.io import (
+    CaseError,
+    CaseSource,
+    check_source,
+    find_cases,
+    given_hospital,
+    hospital_of,
+    read_case,
+    scoring_reference,
+)
 from core.metrics import evaluate
 from core.model import read_card
-from core.sequences import SEQUENCES, combination_name, combinations_for
-from core.store import CODE_VERSION, SCORED_ON, ResultKey, ResultStore, case_key, encode_labels
+from core.sequences import SEQUENCES, combination_name, combinations_for, scorable_regions
+from core.store import CODE_VERSION, SCORED_ON, ResultKey, ResultStore, encode_labels
+
+# The split a sweep gives a case whose manifest names none (or that has no manifest): evaluation
+# data. Training reads such a case as training data instead (core.train).
+DEFAULT_SPLIT = "test"
+MODES = ("acquired", "simulated")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep evaluates, and how.
+
+    ``splits`` / ``hospitals``: keep only cases of these (empty / None: all); a case without a
+    split counts as DEFAULT_SPLIT, one without a hospital as ``core.io.DEFAULT_HOSPITAL``.
+    ``per_hospital``: only the first that many cases of each hospital, in the manifest's order
+    (a quick, balanced first pass; 0: all). ``root`` confines every case file (links resolved)
+    to that folder: a case with a file outside it, or a broken link, is rejected before any of
+    its files is read or hashed. ``dask``: a scheduler address, or ``local:N``; else ``workers``
+    local processes.
+    """
+
+    model_paths: tuple[str, ...]
+    cohort: str
+    mode: str = "acquired"
+    combinations: int = 8
+    splits: tuple[str, ...] = (DEFAULT_SPLIT,)
+    hospitals: tuple[str, ...] | None = None
+    regions: tuple[str, ...] = ("tc", "wt", "et")
+    empty_policy: str = "nan"
+    workers: int = 1
+    dask: str | None = None
+    keep_predictions: bool = True
+    device: str = "cpu"
+    amp: bool = False
+    per_hospital: int = 0
+    root: str | None = None
+
+    def __post_init__(self):
+        # Paths and sequences of any kind in, plain hashable values kept.
+        object.__setattr__(self, "model_paths", tuple(str(p) for p in self.model_paths))
+        object.__setattr__(self, "cohort", str(self.cohort))
+        object.__setattr__(self, "splits", tuple(self.splits or ()))
+        object.__setattr__(self, "hospitals", tuple(self.hospitals) if self.hospitals else None)
+        object.__setattr__(self, "regions", tuple(self.regions))
+        object.__setattr__(self, "root", None if self.root is None else str(self.root))
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be 'acquired' or 'simulated', got {self.mode!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SweepConfig:
+        return cls(**data)
 
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One model on one case, for one or more missing sets (names of simulated sets)."""
+    """One model on one case, for one or more missing sets (the simulated ones)."""
 
     model_path: str
     model_sha256: str
     source: CaseSource
     case_key: str
-    missing: tuple[str, ...]  # combination names; the case's own missing sequences are added
+    missing: tuple[frozenset[str], ...]  # the case's own missing sequences are added
     regions: tuple[str, ...] = ("tc", "wt", "et")
     empty_policy: str = "nan"
     keep_predictions: bool = True  # cache the label maps in the store
@@ -49,32 +109,8 @@ class WorkUnit:
 @dataclass
 class UnitResult:
     unit: WorkUnit
-    results: list[dict] = field(default_factory=list)  # per missing set: name, metrics, seconds, labels
+    results: list[dict] = field(default_factory=list)  # per missing set: missing, metrics, seconds, labels
     error: str = ""
-
-
-def files_hash(source: CaseSource, store: ResultStore | None = None) -> str:
-    """Content hash of a case's files (the bytes on disk, no decoding).
-
-    With a store, the digest is remembered under the files' paths, sizes and modification
-    times, so a file is read again only when it changed.
-    """
-    paths = [source.paths.get(s) for s in SEQUENCES] + [source.seg]
-    present = [Path(p) if p is not None and Path(p).is_file() else None for p in paths]
-    signature = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p else None for p in present])
-    if store is not None:
-        remembered = store.remembered_digest(signature)
-        if remembered is not None:
-            return remembered
-    digest = hashlib.blake2b(digest_size=8)
-    for path in present:
-        digest.update(b"|")
-        if path is not None:
-            digest.update(path.read_bytes())
-    value = digest.hexdigest()
-    if store is not None:
-        store.remember_digest(signature, value)
-    return value
 
 
 @lru_cache(maxsize=4)
@@ -87,7 +123,6 @@ def _model(path: str, sha256: str, device: str = "cpu"):
 def run_unit(unit: WorkUnit) -> UnitResult:
     """Evaluate one work unit (in a worker process). Errors are returned, not raised."""
     from core.infer import normalise_case, predict_volume
-    from core.sequences import parse_combination
 
     out = UnitResult(unit)
     try:
@@ -95,14 +130,14 @@ def run_unit(unit: WorkUnit) -> UnitResult:
         case = read_case(unit.source)
         if case.labels is None:
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
-        regions = tuple(r for r in unit.regions if case.label_scheme != "tc" or r == "tc")
+        regions = scorable_regions(case.label_scheme, model.config.num_classes, unit.regions)
         reference, spacing = scoring_reference(case)  # the grid predictions come back on
         normalised = normalise_case(case, model.card["normalisation"]["landmarks"])  # once for every missing set
-        for name in unit.missing:
-            prediction = predict_volume(model, case, parse_combination(name), amp=unit.amp, normalised=normalised)
+        for missing in unit.missing:
+            prediction = predict_volume(model, case, missing, amp=unit.amp, normalised=normalised)
             metrics = evaluate(prediction.labels, reference, spacing, regions, unit.empty_policy)
             out.results.append({
-                "missing": prediction.missing_name,
+                "missing": prediction.missing,
                 "metrics": metrics,
                 "seconds": prediction.seconds,
                 "device": prediction.device,
@@ -132,36 +167,27 @@ class SweepPlan:
     rejected: list[str] = field(default_factory=list)  # why a case was left out before reading it
 
 
-def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
-               combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
-               empty_policy: str = "nan", keep_predictions: bool = True, device: str = "cpu",
-               amp: bool = False, per_hospital: int = 0, root: str | Path | None = None) -> SweepPlan:  # fmt: skip
-    """Work units not yet in the store (with ``per_hospital``, only the first that many cases
-    of each hospital, in the manifest's order: a quick, balanced first pass).
-
-    ``root`` confines every case file (links resolved) to that folder: a case with a file
-    outside it, or a broken link, is rejected before any of its files is read or hashed.
+def plan_sweep(store: ResultStore, config: SweepConfig) -> SweepPlan:
+    """Work units of ``config`` not yet in the store; records each model and case in the store.
 
     Raises:
-        ValueError: unknown mode, or a model folder without a readable card.
-        CaseError: the cohort itself cannot be read or leaves ``root``.
+        ValueError: a model folder without a readable card.
+        CaseError: the cohort itself cannot be read or leaves ``config.root``.
     """
-    if mode not in ("acquired", "simulated"):
-        raise ValueError(f"mode must be 'acquired' or 'simulated', got {mode!r}")
     models = []
-    for path in model_paths:
+    for path in config.model_paths:
         card = read_card(path)
         store.add_model(card["weights_sha256"], card.get("name", Path(path).name), card)
         models.append((str(path), card["weights_sha256"]))
     units, done_count, skipped, rejected, taken = [], 0, [], [], Counter()
-    for source in find_cases(cohort, root):
+    for source in find_cases(config.cohort, config.root):
         meta = source.meta
-        hospital = str(meta.get("hospital", "public"))
-        if splits and meta.get("split", "test") not in splits:
+        hospital = hospital_of(meta)
+        if config.splits and meta.get("split", DEFAULT_SPLIT) not in config.splits:
             continue
-        if hospitals and hospital not in hospitals:
+        if config.hospitals and hospital not in config.hospitals:
             continue
-        if per_hospital and taken[hospital] >= per_hospital:
+        if config.per_hospital and taken[hospital] >= config.per_hospital:
             continue
         if not source.paths:  # a folder that is not a case; inspect reports why
             skipped.append(source.case_id)
@@ -173,29 +199,32 @@ def plan_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, m
             rejected.append(f"{source.case_id}: {exc}")
             continue
         own = frozenset(s for s in SEQUENCES if source.paths.get(s) is None)
-        if mode == "acquired":
-            wanted = [combination_name(own)]
+        if config.mode == "acquired":
+            wanted = [own]
         elif own:
             skipped.append(source.case_id)  # simulated combinations need a complete case
             continue
         else:
-            wanted = [combination_name(m) for m in combinations_for(combinations)]
+            wanted = list(combinations_for(config.combinations))
         taken[hospital] += 1
-        digest = files_hash(source, store)
-        key = case_key(source.case_id, digest)
         synthetic = {k: meta[k] for k in ("preset", "scale", "seed", "case_index") if meta.get(k, "") != ""}
         case_meta = {"origin": source.origin} | ({"synthetic": synthetic} if synthetic else {})
-        store.add_case(key, source.case_id, digest, str(meta.get("hospital", "")), str(meta.get("split", "")),
-                       combination_name(own), case_meta)  # fmt: skip
+        # The row keeps the hospital as given: a case without one is chosen as DEFAULT_HOSPITAL
+        # above but shows as "not given" (core.store.NO_HOSPITAL), never mixed into the public set.
+        key = store.add_source(source, given_hospital(meta), str(meta.get("split", "")), own, case_meta)
         for path, sha in models:
-            keys = [ResultKey(sha, key, name, empty_policy, CODE_VERSION) for name in wanted]
-            done = store.done(keys)
+            keys = {m: _result_key(sha, key, m, config.empty_policy) for m in wanted}
+            done = store.done(keys.values())
             done_count += len(done)
-            todo = tuple(k.missing for k in keys if k not in done)
+            todo = tuple(m for m, k in keys.items() if k not in done)
             if todo:
-                units.append(WorkUnit(path, sha, source, key, todo, tuple(regions), empty_policy, keep_predictions,
-                                      device, amp))  # fmt: skip
+                units.append(WorkUnit(path, sha, source, key, todo, config.regions, config.empty_policy,
+                                      config.keep_predictions, config.device, config.amp))  # fmt: skip
     return SweepPlan(units, done_count, skipped, rejected)
+
+
+def _result_key(model_sha256: str, key: str, missing: frozenset[str], empty_policy: str) -> ResultKey:
+    return ResultKey(model_sha256, key, combination_name(missing), empty_policy, CODE_VERSION)
 
 
 def _local_results(units: list[WorkUnit], workers: int, device: str = "cpu") -> Iterator[UnitResult]:
@@ -245,26 +274,24 @@ class SweepSummary:
     scored_on: str = SCORED_ON
 
 
-def run_sweep(store: ResultStore, model_paths: list[str], cohort: str | Path, mode: str = "acquired",
-              combinations: int = 8, splits=("test",), hospitals=None, regions=("tc", "wt", "et"),
-              empty_policy: str = "nan", workers: int = 1, dask: str | None = None,
-              on_progress: Callable[[int, int, str], None] | None = None,
-              keep_predictions: bool = True, device: str = "cpu", amp: bool = False,
-              per_hospital: int = 0, root: str | Path | None = None) -> SweepSummary:  # fmt: skip
+def run_sweep(store: ResultStore, config: SweepConfig,
+              on_progress: Callable[[int, int, str], None] | None = None) -> SweepSummary:  # fmt: skip
     """Evaluate what the store lacks and write it, result by result, from this process only.
 
     ``results_written`` counts what this sweep wrote: a result another writer stored first is
-    left as it is. ``root``: see :func:`plan_sweep`.
+    left as it is.
     """
     start = time.perf_counter()
-    plan = plan_sweep(store, model_paths, cohort, mode, combinations, splits, hospitals, regions, empty_policy,
-                      keep_predictions, device, amp, per_hospital, root)  # fmt: skip
-    results = _dask_results(plan.units, dask, device) if dask else _local_results(plan.units, workers, device)
+    plan = plan_sweep(store, config)
+    if config.dask:
+        results = _dask_results(plan.units, config.dask, config.device)
+    else:
+        results = _local_results(plan.units, config.workers, config.device)
     written, errors = 0, list(plan.rejected)
     for done, result in enumerate(results, start=1):
         unit = result.unit
         for item in result.results:
-            key = ResultKey(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy, CODE_VERSION)
+            key = _result_key(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy)
             written += store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"])
         if result.error:
             errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {result.error}")

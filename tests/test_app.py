@@ -167,7 +167,7 @@ def results_store(tmp_path, monkeypatch):
             store.add_model(f"sha-{name}", name, {"name": name})
         for k in range(12):
             key = f"H1_{k:02d}@abc"
-            store.add_case(key, f"H1_{k:02d}", "abc", "1", "test", "none")
+            store.add_case(key, f"H1_{k:02d}", "abc", "1", "test", frozenset())
             for missing in ("none", "flair"):
                 base = rng.uniform(0.7, 0.9)
                 for name in ("BraTS", "BraTSst"):
@@ -239,13 +239,13 @@ def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path,
     import os
 
     from core.store import ResultStore
-    from core.sweep import run_sweep
+    from core.sweep import SweepConfig, run_sweep
 
     monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
     monkeypatch.setenv("GBM_DEMO_STORE", str(tmp_path / "absent.sqlite"))
     with ResultStore(tmp_path / "user.sqlite") as store:
         model = os.path.join(os.environ["GBM_MODELS"], "TinyBraTS")
-        run_sweep(store, [model], os.environ["GBM_DEMO_COHORT"], "simulated", splits=())
+        run_sweep(store, SweepConfig([model], os.environ["GBM_DEMO_COHORT"], "simulated", splits=()))
     at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120).run()
     assert not at.exception
     run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
@@ -259,8 +259,7 @@ def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path,
 @pytest.mark.slow
 def test_a_demo_results_case_is_regenerated_bit_for_bit_when_opened(tmp_path, monkeypatch):
     from core.io import find_cases
-    from core.store import ResultStore, case_key
-    from core.sweep import files_hash
+    from core.store import ResultStore, case_key, files_hash
     from core.synth.cohort import plan_cohort, write_cohort
 
     plan = next(p for p in plan_cohort("paper", 0.03, 0) if p.split == "test" and p.hospital == "1")
@@ -269,7 +268,7 @@ def test_a_demo_results_case_is_regenerated_bit_for_bit_when_opened(tmp_path, mo
     key = case_key(plan.patient_id, digest)
     with ResultStore(tmp_path / "demo.sqlite") as store:  # what a sweep of that cohort records
         synthetic = {"preset": "paper", "scale": "0.03", "seed": "0", "case_index": str(plan.case_index)}
-        store.add_case(key, plan.patient_id, digest, "1", "test", "none", {"synthetic": synthetic})
+        store.add_case(key, plan.patient_id, digest, "1", "test", frozenset(), {"synthetic": synthetic})
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("GBM_DEMO_COHORT", str(tmp_path / "empty"))
     monkeypatch.setenv("GBM_DEMO_STORE", str(tmp_path / "demo.sqlite"))

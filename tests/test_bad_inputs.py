@@ -27,7 +27,7 @@ from core.io import CaseError, find_cases, read_case
 from core.model import ModelError, build_model, load_model, save_model
 from core.preprocess import fit_landmarks
 from core.store import ResultStore, StoreError
-from core.sweep import run_sweep
+from core.sweep import SweepConfig, run_sweep
 from tests.conftest import NAMES, SHAPE, phantom, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +220,7 @@ def world(tmp_path_factory):
                        {"name": "Tiny", "normalisation": {"landmarks": landmarks}})  # fmt: skip
     store = base / "user.sqlite"
     with ResultStore(store) as results:
-        summary = run_sweep(results, [str(model)], good, splits=(), root=root)
+        summary = run_sweep(results, SweepConfig([str(model)], good, splits=(), root=root))
         assert summary.results_written == 1 and not summary.errors
     return {"root": root.resolve(), "outside": outside, "model": str(model), "store": store}
 
@@ -257,7 +257,7 @@ def your_data(world, text: str, store: Path, monkeypatch) -> tuple[list[str], ob
     if report.get("error"):
         return problems, None
     with ResultStore(store) as results:
-        summary = run_sweep(results, [world["model"]], path, splits=(), root=data_root())
+        summary = run_sweep(results, SweepConfig([world["model"]], path, splits=(), root=data_root()))
     return problems, summary
 
 
@@ -389,7 +389,8 @@ def test_bad_model(world, tmp_path, capsys, name, build, fragment):
     before = store_rows(store)
     try:
         with ResultStore(store) as results:  # what Your data's Evaluate button runs
-            summary = run_sweep(results, [str(folder)], world["root"] / "good2", splits=(), root=world["root"])
+            config = SweepConfig([str(folder)], world["root"] / "good2", splits=(), root=world["root"])
+            summary = run_sweep(results, config)
         assert summary.results_written == 0 and any(fragment in e for e in summary.errors), summary
     except ModelError as error:  # an unreadable card stops the plan (the page lists only readable cards)
         assert fragment in str(error)
@@ -475,7 +476,8 @@ def test_ten_sessions_switch_flair_off_on_a_stored_prediction_at_once(tmp_path, 
     model = save_model(build_model("deepmedic-lite"), tmp_path / "models" / "TinyBraTS", card)
     store = tmp_path / "demo.sqlite"
     with ResultStore(store) as results:
-        summary = run_sweep(results, [str(model)], manifest, "simulated", splits=("train",), per_hospital=1)
+        config = SweepConfig([str(model)], manifest, "simulated", splits=("train",), per_hospital=1)
+        summary = run_sweep(results, config)
         assert summary.results_written == 8 and not summary.errors  # P0 with every combination
     monkeypatch.setenv("GBM_DEMO_COHORT", str(manifest.parent))
     monkeypatch.setenv("GBM_MODELS", str(tmp_path / "models"))

@@ -39,13 +39,13 @@ def demo_and_copy(explorer_data, tmp_path, monkeypatch):  # noqa: F811
     """Demo results of the phantom cohort (P0 and P1, hospital public) and a data root holding a
     copy of P0's folder (same content, no manifest, so no hospital)."""
     from core.store import ResultStore
-    from core.sweep import run_sweep
+    from core.sweep import SweepConfig, run_sweep
     from ui.data import results_table
 
     demo = tmp_path / "demo.sqlite"
     with ResultStore(demo) as store:
-        run_sweep(store, [os.path.join(os.environ["GBM_MODELS"], "TinyBraTS")], os.environ["GBM_DEMO_COHORT"],
-                  "acquired", splits=(), workers=1)  # fmt: skip
+        run_sweep(store, SweepConfig([os.path.join(os.environ["GBM_MODELS"], "TinyBraTS")],
+                                     os.environ["GBM_DEMO_COHORT"], "acquired", splits=(), workers=1))  # fmt: skip
         store.compact()
     root = tmp_path / "root"
     shutil.copytree(Path(os.environ["GBM_DEMO_COHORT"]) / "P0", root / "copy" / "P0")

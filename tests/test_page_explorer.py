@@ -51,7 +51,7 @@ def fixed_metrics(explorer_data, monkeypatch):  # noqa: F811
         case = ui.data.load_case(cohort, case_id)
         return Prediction(case.labels, None, frozenset(missing), 1.0, "test", (0, 0, 0))
 
-    def metrics_table(prediction, case):
+    def metrics_table(prediction, case, num_classes=4):
         flair = "flair" in prediction.missing
         return {r: RegionMetrics(r, 0.80 if flair else 0.90, 0.9, 5.02 if flair else 5.0, 30.0 if flair else 41.6,
                                  41.6) for r in ("tc", "wt", "et")}  # fmt: skip

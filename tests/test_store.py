@@ -19,7 +19,7 @@ from core.io import read_case
 from core.model import build_model, save_model
 from core.preprocess import fit_landmarks
 from core.store import MIGRATIONS, NO_HOSPITAL, SCHEMA_VERSION, ResultStore, combine_sources
-from core.sweep import run_sweep
+from core.sweep import SweepConfig, run_sweep
 from tests.conftest import write_phantom_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,12 +45,12 @@ def grid(tmp_path_factory):
 def test_acquired_and_simulated_sweeps_fill_the_store_once(grid, tmp_path):
     manifest, models = grid
     with ResultStore(tmp_path / "r.sqlite") as store:
-        summary = run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        summary = run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS))
         assert summary.units == 6 and summary.results_written == 6 and not summary.errors
         assert store.counts()["results"] == 6 * 3  # three regions each
-        again = run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        again = run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS))
         assert again.units == 0 and again.skipped_done == 6
-        simulated = run_sweep(store, models, manifest, "simulated", combinations=8, splits=SPLITS)
+        simulated = run_sweep(store, SweepConfig(models, manifest, "simulated", combinations=8, splits=SPLITS))
         # "none" is already there from the acquired sweep (same key), 7 new combinations each.
         assert simulated.results_written == 2 * 3 * 7 and simulated.skipped_done == 6
         table = store.table()
@@ -65,10 +65,10 @@ def test_dask_local_cluster_gives_the_same_results(grid, tmp_path):
     pytest.importorskip("dask.distributed")
     manifest, models = grid
     with ResultStore(tmp_path / "local.sqlite") as store:
-        run_sweep(store, models[:1], manifest, "acquired", splits=SPLITS)
+        run_sweep(store, SweepConfig(models[:1], manifest, "acquired", splits=SPLITS))
         local = store.table()
     with ResultStore(tmp_path / "dask.sqlite") as store:
-        summary = run_sweep(store, models[:1], manifest, "acquired", splits=SPLITS, dask="local:2")
+        summary = run_sweep(store, SweepConfig(models[:1], manifest, "acquired", splits=SPLITS, dask="local:2"))
         remote = store.table()
     assert summary.results_written == 3 and not summary.errors
     cols = ["patient_id", "missing", "region", "dice", "hd95", "volume_pred_ml"]
@@ -125,7 +125,7 @@ def test_export_round_trip_and_stats_cli(grid, tmp_path):
     manifest, models = grid
     path = tmp_path / "r.sqlite"
     with ResultStore(path) as store:
-        run_sweep(store, models, manifest, "simulated", splits=SPLITS)
+        run_sweep(store, SweepConfig(models, manifest, "simulated", splits=SPLITS))
         expected = store.table()
     for suffix in (".csv", ".parquet"):
         out = tmp_path / f"results{suffix}"
@@ -155,7 +155,7 @@ def test_file_digests_are_remembered_until_a_file_changes(grid, tmp_path):
     import os
 
     from core.io import find_cases
-    from core.sweep import files_hash
+    from core.store import files_hash
 
     manifest, _ = grid
     source = find_cases(manifest)[0]
@@ -193,9 +193,9 @@ def test_prediction_encoding_round_trips_and_reads_old_rows():
 def test_a_first_pass_takes_the_first_cases_of_each_hospital(grid, tmp_path):
     manifest, models = grid
     with ResultStore(tmp_path / "r.sqlite") as store:
-        first = run_sweep(store, models, manifest, "acquired", splits=SPLITS, per_hospital=2)
+        first = run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS, per_hospital=2))
         assert first.units == 2 * 2 and set(store.table()["patient_id"]) == {"P0", "P1"}
-        rest = run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        rest = run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS))
         assert rest.units == 2 and rest.skipped_done == 4 and set(store.table()["patient_id"]) == {"P0", "P1", "P2"}
 
 
@@ -203,7 +203,7 @@ def test_trim_keeps_the_first_patients_label_maps_and_every_metric(grid, tmp_pat
     manifest, models = grid
     path = tmp_path / "r.sqlite"
     with ResultStore(path) as store:
-        run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS))
         results = store.counts()["results"]
         assert store.trim_predictions(keep_per_hospital=2) == 2  # 3 patients of one hospital, 2 models: drop P2's
         kept = {row[0] for row in store.db.execute("SELECT DISTINCT c.patient_id FROM predictions JOIN cases c "
@@ -216,7 +216,7 @@ def test_trim_keep_models_drops_the_results_of_other_weights(grid, tmp_path):
     manifest, models = grid
     path = tmp_path / "r.sqlite"
     with ResultStore(path) as store:
-        run_sweep(store, models, manifest, "acquired", splits=SPLITS)
+        run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS))
         per_model = dict(store.db.execute("SELECT m.name, COUNT(*) FROM results r JOIN models m "
                                           "ON m.sha256 = r.model_sha256 GROUP BY m.name"))  # fmt: skip
         maps = dict(store.db.execute("SELECT m.name, COUNT(*) FROM predictions p JOIN models m "
@@ -318,7 +318,7 @@ def test_two_sweeps_and_the_app_writing_one_store_lose_no_row_and_write_none_twi
     sweeps = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]  # fmt: skip
     with ResultStore(path) as store:  # the app's Your data page, in this process, at the same time
-        app = run_sweep(store, models, manifest, "simulated", splits=SPLITS, root=manifest.parent)
+        app = run_sweep(store, SweepConfig(models, manifest, "simulated", splits=SPLITS, root=manifest.parent))
     outputs = [sweep.communicate(timeout=600) for sweep in sweeps]
     for sweep, (_, err) in zip(sweeps, outputs):
         assert sweep.returncode == 0, err
@@ -328,3 +328,68 @@ def test_two_sweeps_and_the_app_writing_one_store_lose_no_row_and_write_none_twi
     units = 2 * 3 * 8  # models x cases x combinations
     assert written == units and not app.errors  # each result written by exactly one writer
     assert len(table) == units * 3 and not table.duplicated(["model", "patient_id", "missing", "region"]).any()
+
+
+def test_the_store_answers_what_the_app_asks(grid, tmp_path):
+    from core.io import find_cases
+    from core.store import case_key, files_hash, source_key
+
+    manifest, models = grid
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        assert store.first_patient_with_predictions(1) is None and store.case_records() == []
+        run_sweep(store, SweepConfig(models[:1], manifest, "simulated", combinations=8, splits=("val",)))
+        run_sweep(store, SweepConfig(models[:1], manifest, "acquired", splits=("train",), keep_predictions=False))
+        source = next(s for s in find_cases(manifest) if s.case_id == "P2")  # the validation case
+        key = source_key(source)
+        assert key == case_key("P2", files_hash(source)) == f"P2@{files_hash(source, store)}"
+        found = store.stored_prediction(store.table()["model_sha256"][0], key, frozenset({"t1", "flair"}))
+        table = store.table()
+        row = table[(table["case_key"] == key) & (table["missing"] == "t1+flair")].iloc[0]
+        assert found.seconds == pytest.approx(row["seconds"]) and found.device == row["device"]
+        assert np.array_equal(found.labels, store.prediction(row["model_sha256"], key, "t1+flair"))
+        assert store.stored_prediction(row["model_sha256"], key, frozenset({"t1c"})) is None  # never evaluated
+        # P2 has all 8 combinations cached; P0 and P1 only their metrics.
+        assert store.first_patient_with_predictions(8) == "P2" and store.first_patient_with_predictions(9) is None
+        records = sorted(store.case_records(), key=lambda r: r["patient_id"])
+        assert [(r["patient_id"], r["hospital"], r["split"], r["acquired_missing"]) for r in records] == [
+            ("P0", "public", "train", "none"),
+            ("P1", "public", "train", "none"),
+            ("P2", "public", "val", "none"),
+        ]
+        assert records[0]["meta"]["origin"] == "manifest.csv line 2"
+        ((device, (count, seconds, first, last)),) = store.timing_by_device().items()
+        assert device == row["device"] and count == 8 + 2 and seconds > 0 and last >= first
+
+
+def test_a_two_class_model_is_scored_on_the_tumour_core_only(grid, tmp_path):
+    manifest, models = grid
+    case = read_case(manifest.parent / "P0")
+    landmarks = fit_landmarks([(case.images, case.available)])
+    folder = save_model(build_model("deepmedic-lite", num_classes=2), tmp_path / "TC",
+                        {"name": "TC", "normalisation": {"landmarks": landmarks}})  # fmt: skip
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = run_sweep(store, SweepConfig([str(folder)], manifest, splits=("val",)))
+        assert summary.results_written == 1 and not summary.errors
+        assert store.table()["region"].tolist() == ["tc"]
+
+
+def test_a_case_without_a_manifest_counts_as_public_but_is_stored_without_a_hospital(grid, tmp_path):
+    import shutil
+
+    manifest, models = grid
+    shutil.copytree(manifest.parent / "P0", tmp_path / "loose" / "P0")
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        # No split: a sweep's DEFAULT_SPLIT (test); no hospital: chosen as DEFAULT_HOSPITAL (public).
+        summary = run_sweep(store, SweepConfig(models[:1], tmp_path / "loose", hospitals=("public",)))
+        assert summary.results_written == 1
+        assert [(r["hospital"], r["split"]) for r in store.case_records()] == [("", "")]  # as given: nothing
+        assert combine_sources({"user": store.table()}, "user")["hospital"].unique().tolist() == [NO_HOSPITAL]
+
+
+def test_a_sweep_config_round_trips_and_refuses_an_unknown_mode():
+    config = SweepConfig(["m/A", Path("m/B")], Path("cohort"), "simulated", 15, splits=["test"], hospitals=["1"])
+    assert config.model_paths == ("m/A", "m/B") and config.cohort == "cohort" and config.hospitals == ("1",)
+    assert SweepConfig.from_dict(config.to_dict()) == config
+    assert hash(config) == hash(SweepConfig.from_dict(json.loads(json.dumps(config.to_dict()))))
+    with pytest.raises(ValueError, match="mode must be"):
+        SweepConfig(("m",), "cohort", "sometimes")

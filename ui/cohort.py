@@ -1,10 +1,12 @@
-"""The "Results" picker every cohort page opens with: demo results, your data, or both."""
+"""What the cohort pages share: the "Results" picker (demo results, your data, or both) and the
+statistics, cached by the content of the results they are given and the choices."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from core.stats import MixedModelResult, comparison_table, mixed_model
 from core.store import RESULT_SOURCES
 from ui.data import cohort_results, user_store
 
@@ -27,3 +29,21 @@ def pick_results(page: str) -> tuple[str, pd.DataFrame]:
         st.info(EMPTY[source].format(store=user_store()))
         st.stop()
     return source, table
+
+
+@st.cache_data(max_entries=16, show_spinner="Testing...")
+def comparisons(results: pd.DataFrame, pairs: list, metric: str = "dice", missing: list | None = None,
+                adjust: str = "bonferroni") -> pd.DataFrame:  # fmt: skip
+    """``core.stats.comparison_table``, computed once per results table (by content) and choices."""
+    return comparison_table(results, pairs, metric=metric, missing=missing, adjust=adjust)
+
+
+@st.cache_data(max_entries=8, show_spinner="Fitting the mixed-effects model...")
+def mixed_effects(results: pd.DataFrame, pairs: list, metric: str = "dice",
+                  adjust: str = "bonferroni") -> MixedModelResult:  # fmt: skip
+    """``core.stats.mixed_model``, computed once per results table (by content) and choices.
+
+    Raises:
+        ValueError: as mixed_model (not cached: raised again on the next run).
+    """
+    return mixed_model(results, pairs, metric=metric, adjust=adjust)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 from pathlib import Path
 
@@ -34,21 +34,10 @@ def models_root() -> Path:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def load_manifest(path: str) -> pd.DataFrame:
-    """The manifest of a cohort folder (hospital as text; ``missing`` derived from empty paths
-    when the manifest has no such column), or an empty table."""
-    from core.sequences import SECONDARY, combination_name
+    """The manifest of a cohort folder (``core.io.manifest_summary``), or an empty table."""
+    from core.io import manifest_summary
 
-    manifest = Path(path) / "manifest.csv"
-    if not manifest.is_file():
-        return pd.DataFrame(columns=["patient_id", "hospital", "split", "missing"])
-    table = pd.read_csv(manifest, dtype={"hospital": str}, keep_default_na=False)
-    if "missing" not in table.columns:
-        table["missing"] = [combination_name({s for s in SECONDARY if not str(row.get(s, "")).strip()})
-                            for row in table.to_dict("records")]  # fmt: skip
-    for column, default in (("hospital", "public"), ("split", "")):
-        if column not in table.columns:
-            table[column] = default
-    return table
+    return pd.DataFrame(manifest_summary(path), columns=["patient_id", "hospital", "split", "missing"])
 
 
 def case_cache() -> Path:
@@ -70,15 +59,15 @@ def demo_patients(cohort: str, store: str) -> pd.DataFrame:
     rows = load_manifest(cohort)[columns].assign(source="bundled files", preset="", scale=1.0, seed=0)
     if Path(store).is_file():
         with ResultStore(store) as results:
-            query = "SELECT patient_id, hospital, split, acquired_missing, meta FROM cases"
-            cases = results.db.execute(query).fetchall()
+            cases = results.case_records()
         extra, bundled = [], set(rows["patient_id"])
-        for patient, hospital, split, missing, meta in cases:
-            synthetic = json.loads(meta or "{}").get("synthetic")
-            if synthetic and patient not in bundled:
+        for case in cases:
+            synthetic = case["meta"].get("synthetic")
+            if synthetic and case["patient_id"] not in bundled:
                 preset, scale, seed = synthetic["preset"], float(synthetic["scale"]), int(float(synthetic["seed"]))
                 source = f"regenerated ({preset} preset, scale {scale:g}, seed {seed})"
-                extra.append((patient, hospital, split, missing, source, preset, scale, seed))
+                extra.append((case["patient_id"], case["hospital"], case["split"], case["acquired_missing"], source,
+                              preset, scale, seed))  # fmt: skip
         extra = pd.DataFrame(sorted(set(extra)), columns=rows.columns)
         rows = pd.concat([rows, extra], ignore_index=True).drop_duplicates("patient_id")
     order = {h: i for i, h in enumerate(["public", "1", "2", "3", "4", "5", "6"])}
@@ -96,12 +85,7 @@ def showcase_patient(store: str) -> str | None:
     if not Path(store).is_file():
         return None
     with ResultStore(store) as results:
-        row = results.db.execute(
-            "SELECT c.patient_id FROM predictions p JOIN cases c USING (case_key) "
-            "GROUP BY p.model_sha256, c.patient_id HAVING COUNT(DISTINCT p.missing) >= ? ORDER BY c.patient_id LIMIT 1",
-            (len(PAPER_COMBINATIONS),),
-        ).fetchone()
-    return row[0] if row else None
+        return results.first_patient_with_predictions(len(PAPER_COMBINATIONS))
 
 
 def case_folder(case_id: str) -> str:
@@ -176,34 +160,26 @@ def _predictions() -> dict:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _case_store_key(cohort: str, case_id: str) -> str | None:
-    """The results-store key (patient@files hash) of a case of the cohort."""
-    from core.store import case_key
-    from core.sweep import files_hash
+    """The results-store key of a case of the cohort (``core.store.source_key``), or None."""
+    from core.store import source_key
 
     source = next((s for s in find_cases(cohort) if s.case_id == case_id), None)
-    return case_key(case_id, files_hash(source)) if source is not None else None
+    return source_key(source) if source is not None else None
 
 
 def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str, ...]) -> Prediction | None:
     """A prediction precomputed by a sweep (demo or user store), or None."""
-    from core.sequences import combination_name
     from core.store import ResultStore
 
     key = _case_store_key(cohort, case_id)
-    name = combination_name(missing)
     for path in (user_store(), demo_store()):
         if key is None or not path.is_file():
             continue
         with ResultStore(path) as store:
-            labels = store.prediction(sha256, key, name)
-            if labels is None:
-                continue
-            row = store.db.execute(
-                "SELECT seconds, device FROM results WHERE model_sha256=? AND case_key=? AND missing=? LIMIT 1",
-                (sha256, key, name),
-            ).fetchone()
-        seconds, device = row if row else (0.0, "")
-        return Prediction(labels, None, frozenset(missing), float(seconds or 0.0), f"precomputed ({device})", (0, 0, 0))
+            found = store.stored_prediction(sha256, key, frozenset(missing))
+        if found is not None:
+            return Prediction(found.labels, None, frozenset(missing), found.seconds, f"precomputed ({found.device})",
+                              (0, 0, 0))  # fmt: skip
     return None
 
 
@@ -247,39 +223,47 @@ def case_view(cohort: str, case_id: str) -> dict:
     ``limits`` {sequence: (min, max, low, high)} window limits of each acquired sequence;
     ``centre`` the tumour's centre voxel (the volume's centre without a reference tumour);
     ``box`` the tumour's bounding box widened by 12 voxels (inclusive ranges), or None."""
-    from core.figures import intensity_limits, tumour_box
+    from core.figures import intensity_limits, tumour_box, tumour_centre
     from core.sequences import SEQUENCES
 
     case = load_case(cohort, case_id)
     limits = {s: intensity_limits(case.images[i]) for i, s in enumerate(SEQUENCES) if case.available[i]}
     tumour = case.labels > 0 if case.labels is not None else None
-    tight = tumour_box(tumour, margin=0)
-    centre = tuple(n // 2 for n in case.shape) if tight is None else tuple((a + b) // 2 for a, b in tight)
-    return {"limits": limits, "centre": centre, "box": tumour_box(tumour, margin=12)}
+    return {"limits": limits, "centre": tumour_centre(case.labels, case.shape), "box": tumour_box(tumour, margin=12)}
 
 
-def metrics_table(prediction: Prediction, case: Case) -> dict:
-    """{region: RegionMetrics} of a prediction against the case's reference (memoised per prediction),
-    scored on the case's own grid as in its files (``core.io.scoring_grid_words`` says which)."""
+def _digest(array: np.ndarray) -> str:
+    """A short content hash of an array (a cache key: about 10 ms for a brain's label map)."""
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+
+
+@st.cache_data(max_entries=48, show_spinner=False)
+def _scores(case_id: str, labels_digest: str, num_classes: int, _labels: np.ndarray, _case: Case) -> dict:
     from core.io import scoring_reference
+    from core.sequences import scorable_regions
 
-    cached = getattr(prediction, "_metrics", None)
-    if cached is None:
-        regions = ("tc",) if case.label_scheme == "tc" else ("tc", "wt", "et")
-        cached = evaluate(prediction.labels, *scoring_reference(case), regions)
-        prediction._metrics = cached  # predictions are shared read-only; this only adds a derived value
-    return cached
+    regions = scorable_regions(_case.label_scheme, num_classes)
+    return evaluate(_labels, *scoring_reference(_case), regions)
+
+
+def metrics_table(prediction: Prediction, case: Case, num_classes: int = 4) -> dict:
+    """{region: RegionMetrics} of a prediction against the case's reference, for the regions a
+    ``num_classes`` model and the case's labels allow (``core.sequences.scorable_regions``),
+    scored on the case's own grid as in its files (``core.io.scoring_grid_words`` says which).
+    Cached by case and the prediction's content."""
+    return _scores(case.case_id, _digest(prediction.labels), num_classes, prediction.labels, case)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _nifti(case_id: str, labels_digest: str, _labels: np.ndarray, _case: Case) -> bytes:
+    from core.io import label_nifti_bytes
+
+    return label_nifti_bytes(_labels, _case)
 
 
 def prediction_nifti(prediction: Prediction, case: Case) -> bytes:
-    """The prediction as .nii.gz bytes for download (memoised per prediction)."""
-    from core.io import label_nifti_bytes
-
-    cached = getattr(prediction, "_nifti", None)
-    if cached is None:
-        cached = label_nifti_bytes(prediction.labels, case)
-        prediction._nifti = cached
-    return cached
+    """The prediction as .nii.gz bytes for download, cached by case and the prediction's content."""
+    return _nifti(case.case_id, _digest(prediction.labels), prediction.labels, case)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -380,7 +364,7 @@ def resolve_in_root(text: str) -> Path:
     """A user-typed path resolved inside the data root (links resolved).
 
     Only the path itself is checked here: pass ``root=data_root()`` to ``core.io.inspect_path``
-    and ``core.sweep.run_sweep`` so that every file they read (a folder's links, a manifest's
+    and ``core.sweep.SweepConfig`` so that every file they read (a folder's links, a manifest's
     paths) is confined too.
 
     Raises:

@@ -22,12 +22,12 @@ from core.sequences import (
     DISPLAY,
     LABEL_NAMES,
     REGION_DISPLAY,
-    REGIONS_BY_SCHEME,
     SECONDARY,
     SEQUENCES,
     combination_name,
     display_name,
     run_phrase,
+    scorable_regions,
 )
 from ui.data import (
     cached_prediction,
@@ -110,7 +110,8 @@ one, two, three = st.columns([3.1, 1.15, 0.8], vertical_alignment="bottom")
 overlay = one.radio("Overlay", OVERLAYS, key="overlay", horizontal=True,
                     help="Filled labels of the prediction or the reference; outlines of both; the error map; "
                          "none. Outlines and errors are of the region chosen beside.")  # fmt: skip
-regions = REGIONS_BY_SCHEME.get(case.label_scheme, ("tc", "wt", "et"))
+num_classes = card["architecture"]["num_classes"]
+regions = scorable_regions(case.label_scheme, num_classes)
 region = two.selectbox("Region (outlines, errors)", regions, format_func=lambda r: REGION_DISPLAY[r],
                        key="view_region", disabled=overlay not in ("outlines", "errors"))  # fmt: skip
 if overlay in ("prediction", "reference"):
@@ -204,8 +205,8 @@ if prediction is not None:
     if case.labels is None:
         st.write("No reference segmentation for this case.")
     else:
-        now = metrics_table(prediction, case)
-        before = metrics_table(complete, case) if complete is not None and complete is not prediction else None
+        now = metrics_table(prediction, case, num_classes)
+        before = None if complete is None or complete is prediction else metrics_table(complete, case, num_classes)
         for region_name, m in now.items():
             was = before[region_name] if before else None
             st.markdown(f"**{REGION_DISPLAY[region_name].capitalize()}**")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.figures import outline, overlay_rgb, take_slice, window
+from core.figures import outline, overlay_rgb, take_slice, tumour_centre, window
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, run_phrase
 from ui.data import (
     cached_prediction,
@@ -145,8 +145,7 @@ plane = v2.radio("Plane", list(PLANES), index=1, horizontal=True, key="lab_plane
                  help="Slices are acquired axially: thicker slices blur along the head-foot axis, "
                       "so they show in the coronal and sagittal planes, not the axial one.")  # fmt: skip
 axis = PLANES[plane]
-centre = np.argwhere(case.labels > 0).mean(0).round() if case.labels is not None and case.labels.any() else None
-default = int(centre[axis]) if centre is not None else case.shape[axis] // 2
+default = tumour_centre(case.labels, case.shape)[axis]
 index = v3.slider(f"{plane.capitalize()} slice ({case.spacing[axis]:g} mm apart)", 0, case.shape[axis] - 1, default,
                   format="slice %d", key=f"lab_index_{case_id}_{plane}")  # fmt: skip
 channel = SEQUENCES.index(view)
@@ -192,7 +191,9 @@ for name, (baseline, prediction) in shown.items():
                 caption=f"{name} · shifted · {prediction.seconds:.1f} s on {prediction.device}")  # fmt: skip
     if case.labels is None:
         continue
-    before_metrics, after_metrics = metrics_table(baseline, case), metrics_table(prediction, case)
+    num_classes = models[name]["architecture"]["num_classes"]
+    before_metrics = metrics_table(baseline, case, num_classes)
+    after_metrics = metrics_table(prediction, case, num_classes)
     for region, m in after_metrics.items():
         b = before_metrics[region]
         delta = f"{m.dice - b.dice:+.3f}"
@@ -206,8 +207,6 @@ for name, (baseline, prediction) in shown.items():
                      "volume mL": with_change(m.volume_pred_ml, b.volume_pred_ml, 1)})  # fmt: skip
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    references = ", ".join(
-        f"{REGION_DISPLAY[r]} {m.volume_ref_ml:.1f} mL" for r, m in metrics_table(prediction, case).items()
-    )
+    references = ", ".join(f"{REGION_DISPLAY[r]} {m.volume_ref_ml:.1f} mL" for r, m in after_metrics.items())
     st.caption("Each metric on the shifted case (in brackets: the change from the case as acquired, same model, "
                f"same sequences off). HD95 in mm, lower is better. Reference volumes: {references}.")  # fmt: skip

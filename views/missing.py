@@ -8,9 +8,9 @@ from core.card import paper_pairs
 from core.figures import hospital_label, hospital_order, median_heatmap, missing_comparison_figure
 from core.report import extended_evaluation_command
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
-from core.stats import SCOPES, comparison_table, select_scope
+from core.stats import SCOPES, select_scope
 from core.store import RESULT_SOURCES
-from ui.cohort import pick_results
+from ui.cohort import comparisons, pick_results
 from ui.data import ROOT, demo_cohort, demo_patients, demo_store, list_models, models_root, user_store
 
 st.title("Missing sequences")
@@ -56,9 +56,8 @@ if data.empty:
     st.stop()
 hospitals = ", ".join(hospital_label(h) for h in hospital_order(data["hospital"]))
 st.caption(f"{data['patient_id'].nunique()} patients ({hospitals}); results: {RESULT_SOURCES[source]}.")
-comparison = comparison_table(
-    data[data["model"].isin(pair)], [pair], missing=[n for n in names if n in set(data["missing"])]
-)
+shown = [n for n in names if n in set(data["missing"])]
+comparison = comparisons(data[data["model"].isin(pair)], [pair], missing=shown)
 st.plotly_chart(missing_comparison_figure(data, pair[0], pair[1], comparison, region), width="stretch")
 left_out = int((~comparison["tested"]).sum())
 st.caption(

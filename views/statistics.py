@@ -6,23 +6,16 @@ import streamlit as st
 from core.card import STATUS, paper_pairs, site_pairs, sparsified_pairs
 from core.figures import bland_altman_figure
 from core.report import COMPUTE, paper_targets
-from core.sequences import EXTENDED_COMBINATIONS, REGION_DISPLAY, combination_name, display_name, parse_combination
+from core.sequences import REGION_DISPLAY, combination_label, order_combinations
 from core.stats import (
     ADJUSTMENT_NAMES,
     ADJUSTMENTS,
     MIN_NONZERO_PAIRS,
     SCOPES,
-    comparison_table,
-    mixed_model,
     select_scope,
     untested_reasons,
 )
-from ui.cohort import pick_results
-
-
-def _label(name: str) -> str:
-    return display_name(parse_combination(name))
-
+from ui.cohort import comparisons, mixed_effects, pick_results
 
 st.title("Statistics")
 source, table = pick_results("stat")
@@ -51,7 +44,7 @@ if scoped.empty:
     st.warning(f"No results for these choices ({SCOPES[scope]}).")
     st.stop()
 rows = scoped[scoped["region"] == region]
-result = comparison_table(rows, pairs, metric=metric, adjust=adjust)
+result = comparisons(rows, pairs, metric=metric, adjust=adjust)
 tested = result[result["tested"]].drop(columns=["tested"]).reset_index(drop=True)
 # p-values in significant digits: rounded to 4 decimals, every significant one would read 0.
 p_columns = {"p_value": "{:.2g}", "p_adjusted": "{:.2g}"}
@@ -72,7 +65,7 @@ st.download_button("Download CSV (every comparison, with a tested column)", resu
 
 st.subheader("One mixed-effects model over every combination")
 try:
-    mixed = mixed_model(rows, pairs, metric=metric, adjust=adjust)
+    mixed = mixed_effects(rows, pairs, metric=metric, adjust=adjust)
 except ValueError as error:
     st.info(f"No mixed-effects model: {error}.")
 else:
@@ -102,14 +95,12 @@ st.caption("BraTS accurate on the public data; sparsified training helps most wi
 st.subheader("Volume agreement (Bland-Altman)")
 c1, c2 = st.columns(2)
 model = c1.selectbox("Model", sorted(scoped["model"].unique()), key="stat_ba")
-present = set(scoped["missing"])
-combinations = [n for n in map(combination_name, EXTENDED_COMBINATIONS) if n in present]
-combinations += sorted(present - set(combinations))
-combination = c2.selectbox("Missing sequences", combinations, format_func=_label, key="stat_ba_missing",
+combinations = order_combinations(scoped["missing"])
+combination = c2.selectbox("Missing sequences", combinations, format_func=combination_label, key="stat_ba_missing",
                            help="One combination at a time: the 95 % limits assume independent points, and "
                            "one patient's results under several combinations are not")  # fmt: skip
 agreement = scoped[(scoped["model"] == model) & (scoped["region"] == region) & (scoped["missing"] == combination)]
-title = f"{model}, {_label(combination)}: volume agreement ({agreement['patient_id'].nunique()} patients)"
+title = f"{model}, {combination_label(combination)}: volume agreement ({agreement['patient_id'].nunique()} patients)"
 st.plotly_chart(bland_altman_figure(agreement, model, region, title=title), width="stretch")
 st.caption(f"{len(agreement)} results of {agreement['patient_id'].nunique()} patients: the cases chosen above "
-           f"({SCOPES[scope]}), {_label(combination)}.")  # fmt: skip
+           f"({SCOPES[scope]}), {combination_label(combination)}.")  # fmt: skip

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.io import inspect_path
 from core.store import ResultStore, StoreError
-from core.sweep import run_sweep
+from core.sweep import SweepConfig, run_sweep
 from ui.data import MAX_UPLOAD_MB, data_root, list_models, models_root, resolve_in_root, results_table, user_store
 
 st.title("Your data")
@@ -99,8 +99,9 @@ if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
     try:
         with ResultStore(user_store()) as store:
             progress = lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})")  # noqa: E731
-            summary = run_sweep(store, [models[m]["path"] for m in chosen], path, mode, splits=(), workers=1,
-                                root=root, on_progress=progress)  # fmt: skip
+            config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1,
+                                 root=str(root))  # fmt: skip
+            summary = run_sweep(store, config, on_progress=progress)
     except StoreError as error:
         st.error(str(error))
         st.stop()
