@@ -18,10 +18,11 @@ from itertools import product
 
 import numpy as np
 import torch
+from torch.nn import functional as nn_functional
 
 from core.device import autocast, bf16_supported, describe_device, gpu_share, model_device
 from core.io import Case, resample_to_original
-from core.model import CONTEXT, SUBSAMPLE
+from core.model import CONTEXT, NORMAL_CONTEXT, SUBSAMPLE, DeepMedic
 from core.preprocess import brain_crop, brain_mask, normalise
 from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name
 
@@ -117,6 +118,123 @@ def tiled_outputs(
         if on_progress:
             on_progress(done, len(origins), "tiles")
     return out
+
+
+def _even_split(start: int, stop: int, largest: int) -> list[tuple[int, int]]:
+    """[start, stop) cut into the fewest pieces of at most ``largest`` voxels, each a multiple
+    of 3 long (the last may reach past ``stop``) and starting ``start`` + a multiple of 3."""
+    count = int(np.ceil((stop - start) / largest))
+    edge = int(np.ceil((stop - start) / count / SUBSAMPLE)) * SUBSAMPLE
+    return [(a, a + edge) for a in range(start, stop, edge)]
+
+
+def brain_boxes(inside: np.ndarray, largest: tuple[int, int, int]) -> list[tuple[tuple[int, int], ...]]:
+    """Output boxes that cover every True voxel of ``inside`` (the brain, in its crop).
+
+    Slabs along the last axis, each cut to the brain's extent within it and split where an
+    edge would pass ``largest``. Every box starts on the x3 grid of the crop, so the
+    subsampled pathway samples the same voxels as tiles and windows do.
+    """
+    boxes = []
+    for z0, z1 in _even_split(0, inside.shape[2], largest[2]):
+        plane = inside[:, :, z0:z1].any(2)
+        if not plane.any():
+            continue
+        xs, ys = np.flatnonzero(plane.any(1)), np.flatnonzero(plane.any(0))
+        x0, y0 = xs[0] // SUBSAMPLE * SUBSAMPLE, ys[0] // SUBSAMPLE * SUBSAMPLE
+        for bx in _even_split(int(x0), int(xs[-1]) + 1, largest[0]):
+            for by in _even_split(int(y0), int(ys[-1]) + 1, largest[1]):
+                if inside[bx[0] : bx[1], by[0] : by[1], z0:z1].any():
+                    boxes.append((bx, by, (z0, z1)))
+    return boxes
+
+
+def box_edges(model: torch.nn.Module, shape, device: torch.device) -> tuple[int, int, int]:
+    """Largest output box for :func:`brain_outputs`: the whole brain in-plane and as many
+    slices as the memory budget holds (CPU 1.5 GB, CUDA half its free share). Peak memory
+    is about the two widest activations of the normal pathway's first layers, plus the head
+    on the box's brain voxels."""
+    config = model.config
+    per_voxel = 4 * (2 * max(config.feature_maps) + 2 * max(config.fc) + config.num_classes)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        budget = min(free, total * gpu_share()) / 2
+    else:
+        budget = 1.5e9
+    x, y = (int(np.ceil(n / SUBSAMPLE)) * SUBSAMPLE for n in shape[:2])
+    depth = int(budget / per_voxel / ((x + 16) * (y + 16))) - 16
+    if depth < 3 * SUBSAMPLE:  # a very large plane: square boxes instead of whole slabs
+        edge = tile_size(model, device)
+        return edge, edge, edge
+    return x, y, depth - depth % SUBSAMPLE
+
+
+def _head(net, normal: torch.Tensor, low: torch.Tensor, flat: torch.Tensor, low_flat: torch.Tensor) -> torch.Tensor:
+    """Class scores of the chosen voxels: DeepMedic's 1x1x1 layers as matrix products on those
+    voxels only. The first layer's weights are split between the two pathways, so the
+    subsampled pathway's share is computed once per low-resolution voxel, not 27 times."""
+    channels = normal.shape[1]
+    rows = normal.permute(0, 2, 3, 4, 1).reshape(-1, channels)[flat]
+    low_rows = low.permute(0, 2, 3, 4, 1).reshape(-1, channels)
+    hidden = None
+    for block in net.fc:
+        conv, norm, act = block
+        weight = conv.weight.flatten(1)
+        if hidden is None:
+            shared = nn_functional.linear(low_rows, weight[:, channels:])
+            hidden = nn_functional.linear(rows, weight[:, :channels], conv.bias) + shared[low_flat]
+        else:
+            hidden = nn_functional.linear(hidden, weight, conv.bias)
+        if isinstance(norm, torch.nn.BatchNorm3d):  # a network as trained (fusing folds it away)
+            hidden = nn_functional.batch_norm(hidden, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                              eps=norm.eps)  # fmt: skip
+        hidden = nn_functional.prelu(hidden, act.weight)
+    return nn_functional.linear(hidden, net.classifier.weight.flatten(1), net.classifier.bias)
+
+
+@torch.inference_mode()
+def brain_outputs(
+    net: DeepMedic,
+    volume: np.ndarray,
+    inside: np.ndarray,
+    largest: tuple[int, int, int],
+    amp: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> np.ndarray:
+    """Class scores (N, classes) of the True voxels of ``inside`` (C order), box by box.
+
+    Each box runs both pathways once (the subsampled one for the whole box, not per tile)
+    and the 1x1x1 layers only on its brain voxels. Equals :func:`tiled_outputs` at those
+    voxels to float rounding: outputs depend only on the input, which is zero outside the
+    volume, and every box starts on the x3 grid.
+    """
+    if any(n % SUBSAMPLE for n in largest):
+        raise ValueError(f"box edges {largest} must be multiples of {SUBSAMPLE}")
+    device = model_device(net)
+    order = np.cumsum(inside.ravel()).reshape(inside.shape) - 1  # row of each brain voxel in the result
+    out = torch.empty((int(inside.sum()), net.config.num_classes), dtype=torch.float32)
+    boxes = brain_boxes(inside, largest)
+    c = HALF - NORMAL_CONTEXT // 2
+    for done, box in enumerate(boxes, start=1):
+        sizes = [b - a for a, b in box]
+        window = extract(volume, [a - HALF for a, _ in box], [n + CONTEXT for n in sizes])
+        x = torch.from_numpy(window)[None].to(device)
+        if getattr(net, "fused", False):
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        region = tuple(slice(a, min(b, n)) for (a, b), n in zip(box, inside.shape))
+        voxels = np.argwhere(inside[region])
+        if not len(voxels):
+            continue
+        flat = np.ravel_multi_index(voxels.T, sizes)
+        low_flat = np.ravel_multi_index((voxels // SUBSAMPLE).T, [n // SUBSAMPLE for n in sizes])
+        with autocast(device, amp):
+            normal = net.normal(x[:, :, c : c + sizes[0] + 16, c : c + sizes[1] + 16, c : c + sizes[2] + 16])
+            low = net.subsampled(x[:, :, 1::SUBSAMPLE, 1::SUBSAMPLE, 1::SUBSAMPLE])
+            scores = _head(net, normal, low, torch.from_numpy(flat).to(device), torch.from_numpy(low_flat).to(device))
+        out[torch.from_numpy(order[region][inside[region]])] = scores.float().cpu()
+        if on_progress:
+            on_progress(done, len(boxes), "boxes")
+    return out.numpy()
 
 
 @torch.inference_mode()
@@ -217,24 +335,33 @@ def predict_volume(
         ValueError: the model is in training mode, the missing set is unknown or would
             leave no sequence.
     """
+    if not isinstance(model, torch.nn.Module):  # an ONNX model (core.external) runs itself
+        return model.predict_volume(case, missing, tile, amp, probabilities, on_progress, normalised)
     if model.training:
         raise ValueError("model is in training mode; call .eval() first (load_model does)")
     start = time.perf_counter()
     device = model_device(model)
     images, mask, effective = prepare_input(case, model.card["normalisation"]["landmarks"], missing, normalised)
     crop = brain_crop(mask, margin=0)
-    tile = tile_shape(crop.apply(mask).shape, tile or tile_size(model, device))
+    inside, volume = crop.apply(mask), crop.apply(images)
     classes = model.config.num_classes
-    fill = np.full(classes, -1e4, np.float32)
-    fill[0] = 0.0
-    inside = crop.apply(mask)
-    outputs = tiled_outputs(model, crop.apply(images), tile, classes, skip=inside, fill=fill, amp=amp,
-                            on_progress=on_progress)  # fmt: skip
-    labels = crop.undo(np.where(inside, _labels_from_outputs(outputs), 0).astype(np.uint8))
+    if isinstance(model, DeepMedic):  # one pass per slab of brain; the 1x1x1 layers on brain voxels only
+        tile = (tile,) * 3 if tile else box_edges(model, inside.shape, device)
+        scores = brain_outputs(model, volume, inside, tile, amp=amp, on_progress=on_progress).T
+    else:  # any network mapping T + 48 to T voxels
+        tile = tile_shape(inside.shape, tile or tile_size(model, device))
+        fill = np.full(classes, -1e4, np.float32)
+        fill[0] = 0.0
+        outputs = tiled_outputs(model, volume, tile, classes, skip=inside, fill=fill, amp=amp, on_progress=on_progress)
+        scores = outputs[:, inside]
+    cropped = np.zeros(inside.shape, np.uint8)
+    cropped[inside] = _labels_from_outputs(scores)
+    labels = crop.undo(cropped)
     probs = None
     if probabilities:
-        soft = torch.softmax(torch.from_numpy(outputs), 0).numpy()
-        soft[:, ~inside] = (fill == 0)[:, None]  # background probability 1 outside the brain
+        soft = np.zeros((classes, *inside.shape), np.float32)
+        soft[0] = 1.0  # background probability 1 outside the brain
+        soft[:, inside] = torch.softmax(torch.from_numpy(scores), 0).numpy()
         probs = np.zeros((classes, *case.shape), np.float32)
         probs[0] = 1.0
         probs[(slice(None), *crop.slices)] = soft
@@ -255,6 +382,8 @@ def predict_slice(model: torch.nn.Module, case: Case, index: int, missing=(), pr
     ``prepared`` may pass a cached :func:`prepare_input` result (normalising is the rest of
     the cost).
     """
+    if not isinstance(model, torch.nn.Module):  # an ONNX model (core.external) runs itself
+        return model.predict_slice(case, index, missing, prepared, amp)
     if model.training:
         raise ValueError("model is in training mode; call .eval() first (load_model does)")
     if not 0 <= index < case.shape[2]:

@@ -15,6 +15,8 @@ import torch
 
 from core.device import bf16_supported, choose_device
 from core.infer import (
+    brain_boxes,
+    brain_outputs,
     normalise_case,
     predict_slice,
     predict_volume,
@@ -24,7 +26,7 @@ from core.infer import (
     windowed_outputs,
 )
 from core.io import read_case
-from core.model import build_model, save_model
+from core.model import build_model, fuse_for_inference, save_model
 from core.preprocess import fit_landmarks
 from tests.conftest import save, write_phantom_cohort
 
@@ -188,3 +190,28 @@ def test_predict_cli_writes_labels_on_the_input_grid(tmp_path, phantom_case):
     reference = nib.load(str(manifest.parent / "P0" / "P0_t1ce.nii.gz"))
     np.testing.assert_array_equal(image.affine, reference.affine)
     assert image.shape == reference.shape and image.get_data_dtype() == np.uint8
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual):
+    # An irregular "brain": the head only runs on its voxels, boxes follow its extent per slab.
+    torch.manual_seed(7)
+    model = build_model("deepmedic-lite", residual=residual).eval()
+    rng = np.random.default_rng(2)
+    volume = rng.standard_normal((4, 31, 26, 29)).astype(np.float32)
+    grid = np.indices(volume.shape[1:])
+    inside = ((grid[0] - 15) ** 2 / 140 + (grid[1] - 12) ** 2 / 90 + (grid[2] - 14) ** 2 / 160) < 1
+    inside[20:, :, :6] = True  # a second piece, apart from the ellipsoid
+    tiled = tiled_outputs(model, volume, 12, 4)  # the reference engine, as trained (batch norm unfolded)
+    for net in (model, fuse_for_inference(model)):
+        for largest in ((9, 12, 6), (33, 27, 30)):
+            scores = brain_outputs(net, volume, inside, largest)
+            np.testing.assert_allclose(scores, tiled[:, inside].T, atol=1e-5, rtol=0)
+    boxes = brain_boxes(inside, (9, 12, 6))
+    covered = np.zeros_like(inside)
+    for box in boxes:
+        assert all(a % 3 == 0 and (b - a) % 3 == 0 and b - a <= n for (a, b), n in zip(box, (9, 12, 6)))
+        covered[tuple(slice(a, b) for a, b in box)] = True
+    assert covered[inside].all()
+    with pytest.raises(ValueError, match="multiples of 3"):
+        brain_outputs(model, volume, inside, (10, 12, 6))
