@@ -175,6 +175,7 @@ def count_parameters(model: nn.Module) -> int:
 
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
+ONNX = "model.onnx"  # a model from another framework (core.external)
 
 
 def sha256_file(path: Path) -> str:
@@ -244,7 +245,7 @@ def read_card(folder: str | Path) -> dict:
         raise ModelError(f"{folder}: model folder not found")
     path = folder / CARD
     if not path.is_file():
-        raise ModelError(f"{folder}: no {CARD}; a model folder holds {WEIGHTS} and {CARD}")
+        raise ModelError(f"{folder}: no {CARD}; a model folder holds {WEIGHTS} (or {ONNX}) and {CARD}")
     try:
         card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -271,6 +272,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool 
     folder = Path(path)
     card = read_card(folder)
     weights = folder / WEIGHTS
+    if (folder / ONNX).is_file() and not weights.is_file():  # a layer above this one runs ONNX models
+        raise ModelError(f"{folder}: an ONNX model folder ({ONNX}); load it with core.external.load_any_model")
     if not weights.is_file():
         raise ModelError(f"{folder}: no {WEIGHTS}")
     digest = sha256_file(weights)

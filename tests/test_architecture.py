@@ -33,8 +33,8 @@ LAYERS = [
     {"core", "core.sequences", "core.model", "core.device", "core.augment"},
     {"core.labels", "core.io", "core.preprocess", "core.metrics", "core.stats", "core.card"},
     {"core.sampling", "core.synth"},
-    {"core.infer", "core.train", "core.sweep", "core.store"},
-    {"core.report", "core.zoo", "core.figures", "core.realism"},
+    {"core.infer", "core.train", "core.sweep", "core.store", "core.external"},
+    {"core.report", "core.zoo", "core.figures", "core.realism", "core.convert"},
     {"core.__main__"},
 ]
 SQL = re.compile(
