@@ -112,13 +112,15 @@ def parse_card(card: dict, where: str | Path = CARD) -> ExternalCard:
     if not isinstance(card, dict):
         raise CardError(f"{where}: not a JSON object")
     inputs = card.get("inputs")
-    if not isinstance(inputs, list) or not inputs or len(set(map(str, inputs))) != len(inputs):
-        _fail(where, "inputs", f"{inputs!r} is not a non-empty list of distinct sequences ({', '.join(SEQUENCES)})")
+    if not isinstance(inputs, list) or not inputs:
+        _fail(where, "inputs", f"{inputs!r} is not a non-empty list of sequences ({', '.join(SEQUENCES)})")
     for name in inputs:
         if name not in SEQUENCES:
             _fail(
                 where, "inputs", f"{name!r} is not a sequence; expected some of {', '.join(SEQUENCES)} in input order"
             )
+    if len(set(inputs)) != len(inputs):
+        _fail(where, "inputs", f"{inputs} names a sequence twice")
     norm = card.get("normalisation") or {}
     method = norm.get("method") if isinstance(norm, dict) else None
     if method not in NORMALISATIONS:

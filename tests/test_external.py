@@ -131,6 +131,7 @@ def test_skipped_windows_are_not_run():
     [
         ({"inputs": ["t1", "pd"]}, "field 'inputs': 'pd' is not a sequence"),
         ({"inputs": []}, "field 'inputs'"),
+        ({"inputs": ["t1c", "t1c"]}, "field 'inputs': ['t1c', 't1c'] names a sequence twice"),
         ({"normalisation": {"method": "minmax"}}, "field 'normalisation.method': 'minmax' is unknown"),
         ({"normalisation": {"method": "nyul+whitening", "landmarks": {}}}, "normalisation.landmarks.t1"),
         ({"missing": {"policy": "impute"}}, "field 'missing.policy'"),
@@ -233,6 +234,19 @@ def test_missing_policies(tmp_path, write_case):
 def test_load_model_points_onnx_folders_to_the_right_loader(tmp_path):
     with pytest.raises(ModelError, match="an ONNX model folder"):
         load_model(fake_folder(tmp_path))
+
+
+def test_cli_predict_and_import_model(tmp_path, write_case, capsys):
+    from core.__main__ import main
+
+    folder = fake_folder(tmp_path)
+    case_folder = write_case()[0]
+    out = tmp_path / "p.nii.gz"
+    assert main(["predict", "--model", str(folder), "--case", str(case_folder), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "Fake" and set(report["metrics"]) == {"tc", "wt", "et"}
+    assert main(["import-model", "--onnx", str(folder / "model.onnx"), "--out", str(tmp_path / "In")]) == 0
+    assert "field 'inputs'" in json.loads(capsys.readouterr().out)["validation"]["error"]
 
 
 @pytest.mark.slow
