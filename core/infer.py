@@ -188,7 +188,7 @@ def _head(net, normal: torch.Tensor, low: torch.Tensor, flat: torch.Tensor, low_
         if isinstance(norm, torch.nn.BatchNorm3d):  # a network as trained (fusing folds it away)
             hidden = nn_functional.batch_norm(hidden, norm.running_mean, norm.running_var, norm.weight, norm.bias,
                                               eps=norm.eps)  # fmt: skip
-        hidden = nn_functional.prelu(hidden, act.weight)
+        hidden = act(hidden)
     return nn_functional.linear(hidden, net.classifier.weight.flatten(1), net.classifier.bias)
 
 

@@ -147,8 +147,22 @@ def build_model(preset: str | ModelConfig = "deepmedic", in_channels: int = 4, n
     return DeepMedic(config)
 
 
+class InferencePReLU(nn.PReLU):
+    """PReLU computed in place as max(x, 0) + a * min(x, 0): the same values (bit for bit in
+    float32; in bfloat16 it stays in bfloat16 where autocast would compute PReLU in float32)
+    in about 40 % of the time of torch's kernel on channels-last CPU tensors, where PReLU
+    cost as much as the convolutions. For inference only: it overwrites its input, which is
+    a convolution's fresh output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        negative = torch.clamp(x, max=0).mul_(self.weight.to(x.dtype).view(shape))
+        return x.clamp_(min=0).add_(negative)
+
+
 def fuse_for_inference(model: DeepMedic) -> DeepMedic:
-    """A copy for inference: batch norm folded into the convolutions, channels-last layout.
+    """A copy for inference: batch norm folded into the convolutions, PReLU in place,
+    channels-last layout.
 
     Conv then eval-mode BN is one affine map, so folding it changes outputs only by float
     rounding (about 1e-7) and saves a full pass over every activation. The copy cannot be
@@ -163,6 +177,10 @@ def fuse_for_inference(model: DeepMedic) -> DeepMedic:
                 conv.weight.mul_(scale.view(-1, 1, 1, 1, 1))
                 conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
                 block[1] = nn.Identity()
+            if isinstance(block, ConvBlock) and type(block[2]) is nn.PReLU:
+                fast = InferencePReLU(block[2].num_parameters)
+                fast.weight.copy_(block[2].weight)
+                block[2] = fast
     fused.fused = True
     return fused.to(memory_format=torch.channels_last_3d)
 

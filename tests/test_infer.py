@@ -215,3 +215,23 @@ def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual):
     assert covered[inside].all()
     with pytest.raises(ValueError, match="multiples of 3"):
         brain_outputs(model, volume, inside, (10, 12, 6))
+
+
+def test_inference_prelu_equals_torchs_prelu():
+    from core.model import InferencePReLU
+
+    torch.manual_seed(0)
+    reference = torch.nn.PReLU(6)
+    with torch.no_grad():
+        reference.weight.copy_(torch.tensor([0.25, -0.5, 0.0, 1.0, 1.7, 0.01]))
+    fast = InferencePReLU(6)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 6, 5, 4, 3).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(fast(x.clone()).numpy(), reference(x).numpy())
+        # bfloat16 (under autocast torch computes PReLU in float32): within bfloat16's rounding
+        half = x.to(torch.bfloat16)
+        np.testing.assert_allclose(fast(half.clone()).float().numpy(), reference(half.float()).numpy(),
+                                   rtol=2**-7, atol=0)  # fmt: skip
+        rows = torch.randn(7, 6)
+        np.testing.assert_array_equal(fast(rows.clone()).numpy(), reference(rows).numpy())
