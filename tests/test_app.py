@@ -84,7 +84,9 @@ def explorer_data(tmp_path, monkeypatch):
 
 
 def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
-    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
+    at.session_state["live_run"] = False  # the Run button (live switches: tests/test_page_explorer.py)
+    at.run()
     assert not at.exception
     assert at.selectbox(key="model").value == "TinyBraTS" and at.selectbox(key="patient").value == "P0"
     assert any("Run the model" in i.value for i in at.info)
@@ -248,8 +250,7 @@ def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path,
         run_sweep(store, SweepConfig([model], os.environ["GBM_DEMO_COHORT"], "simulated", splits=()))
     at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120).run()
     assert not at.exception
-    run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
-    assert run.disabled  # nothing to run: the sweep's prediction is shown
+    assert any("computed already" in c.value for c in at.caption)  # nothing to run: the sweep's prediction
     assert [m.label for m in at.metric].count("Dice") == 3
     assert any("precomputed" in m.value for m in at.markdown)
     at.toggle(key="use_flair_P0").set_value(False).run()
@@ -306,5 +307,6 @@ def test_explorer_opens_on_the_showcase_case_or_the_one_another_page_chose():
     assert [m.label for m in at.metric].count("Dice") == 3  # precomputed, shown at once
     at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
     at.session_state["hospital"], at.session_state["patient"] = "all", "SYN_H2_0003"  # as the Hospitals page does
+    at.session_state["live_run"] = False  # opening is what is tested here, not a whole-brain run
     at.run()
     assert not at.exception and not at.warning and at.selectbox(key="patient").value == "SYN_H2_0003"

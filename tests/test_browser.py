@@ -96,23 +96,13 @@ def metric_values(page) -> list[str]:
     return page.locator("[data-testid='stMetricValue']").all_inner_texts()
 
 
-def run_if_needed(page, label: str) -> None:
-    """Press the explorer's Run button unless a precomputed prediction is already shown."""
-    button = page.get_by_role("button", name=label)
-    button.wait_for()
-    if button.is_enabled():
-        button.click()
-
-
 def test_explorer_switching_flair_off_changes_the_metrics(app_url, page):
     page.goto(app_url + "/explorer")
     page.get_by_role("heading", name="Patient explorer").wait_for()
-    run_if_needed(page, "Run BraTS (all sequences)")
-    page.get_by_text("Dice").first.wait_for(timeout=300_000)
+    page.get_by_text("Dice").first.wait_for(timeout=300_000)  # live: the model ran (or its run was stored)
     complete = metric_values(page)
     assert len(complete) == 12  # Dice, sensitivity, HD95, volume for three regions
     page.locator("label").filter(has_text="FLAIR").first.click()
-    run_if_needed(page, "Run BraTS (missing FLAIR)")
     page.get_by_text("Complete vs current").wait_for(timeout=300_000)
     without_flair = metric_values(page)
     assert without_flair != complete
@@ -187,14 +177,22 @@ def test_home_and_models_text_is_not_cut_at_1280_px(app_url, page):
         assert cut == [], (path, cut)
 
 
-def test_explorer_preview_and_run_on_a_patient_without_stored_predictions(app_url, page):
+def test_explorer_live_switch_and_run_button_on_a_patient_without_stored_predictions(app_url, page):
     page.goto(app_url + "/explorer")
     page.get_by_role("heading", name="Patient explorer").wait_for()
     wait_idle(page)
     choose(page, "Hospital", "2")
     choose(page, "Patient", "SYN_H2_0003")  # T2 not acquired; no stored prediction without FLAIR
-    page.get_by_test_id("stCheckbox").filter(has_text="FLAIR").click()
-    run = page.get_by_role("button", name="Run BraTS (missing T2 + FLAIR)")
+    wait_idle(page)
+    page.get_by_test_id("stCheckbox").filter(has_text="FLAIR").click()  # live: preview, then the whole brain
+    page.get_by_text("Complete vs current").wait_for(timeout=300_000)
+    wait_idle(page)
+    assert len(metric_values(page)) == 12
+    assert "missing T2 + FLAIR" in " ".join(page.get_by_test_id("stMarkdown").all_inner_texts())
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.get_by_test_id("stCheckbox").filter(has_text="Live").click()  # off: the Run button and the quick preview
+    page.get_by_test_id("stCheckbox").filter(has_text=re.compile(r"^T1$")).click()
+    run = page.get_by_role("button", name="Run BraTS (missing T1 + T2 + FLAIR)")
     run.wait_for()
     wait_idle(page)
     assert run.is_enabled()

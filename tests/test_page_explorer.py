@@ -16,8 +16,11 @@ from tests.test_app import ROOT, demo_cohort, explorer_data  # noqa: F401 (fixtu
 PAGE = str(ROOT / "views" / "explorer.py")
 
 
-def explorer() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120).run()
+def explorer(live: bool = False) -> AppTest:
+    """The page as a user opens it; ``live`` off: the model runs only when Run is pressed."""
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["live_run"] = live
+    at.run()
     assert not at.exception, at.exception
     return at
 
@@ -135,3 +138,19 @@ def test_viewer_is_one_linked_tri_planar_figure(explorer_data):  # noqa: F811
     state = at.session_state._state.filtered_state
     assert not any(isinstance(v, np.ndarray) for v in state.values())
     assert max(len(pickle.dumps(v)) for v in state.values()) < 1000
+
+
+def test_live_switches_run_the_model_without_a_button(explorer_data):  # noqa: F811
+    at = explorer(live=True)
+    assert not any(b.label.startswith("Run TinyBraTS") for b in at.button)
+    assert not any("Run the model" in i.value for i in at.info)
+    assert [m.label for m in at.metric].count("Dice") == 3  # the case as acquired, computed on opening
+    assert not any(m.delta for m in at.metric if m.label == "Dice")
+    at.toggle(key="use_flair_P0").set_value(False).run()
+    assert not at.exception, at.exception
+    dice = [m for m in at.metric if m.label == "Dice"]
+    assert len(dice) == 3 and all(m.delta for m in dice)  # compared with the complete-data run
+    assert any("missing FLAIR" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 1  # the preview was replaced, not stacked
+    at.toggle(key="use_flair_P0").set_value(True).run()  # back: the stored run, no new computation
+    assert any("computed already" in c.value for c in at.caption)

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.device import choose_device
-from core.infer import Prediction, predict_slice, predict_volume, prepare_input
+from core.infer import Prediction, normalise_case, predict_slice, predict_volume, prepare_input
 from core.io import Case, find_cases, read_case
 from core.metrics import evaluate
 from core.model import DeepMedic, ModelError, load_model, model_folders, read_card
@@ -147,10 +147,19 @@ def load_model_cached(path: str, sha256: str) -> DeepMedic:
 
 
 @st.cache_resource(max_entries=3, show_spinner="Normalising the case...")
+def normalised_case(cohort: str, case_id: str, model_path: str, sha256: str):
+    """The case normalised with the model's landmarks, and its brain mask: the same for every
+    missing set, so a switch pays only for the network (shared, read-only)."""
+    model = load_model_cached(model_path, sha256)
+    return normalise_case(load_case(cohort, case_id), model.card["normalisation"]["landmarks"])
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
 def prepared_input(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
     """Normalised input with the missing sequences zeroed (shared, read-only)."""
     model = load_model_cached(model_path, sha256)
-    return prepare_input(load_case(cohort, case_id), model.card["normalisation"]["landmarks"], missing)
+    return prepare_input(load_case(cohort, case_id), model.card["normalisation"]["landmarks"], missing,
+                         normalised_case(cohort, case_id, model_path, sha256))  # fmt: skip
 
 
 @st.cache_resource(max_entries=24, show_spinner=False)
@@ -205,8 +214,10 @@ def _remember(key: tuple, compute) -> Prediction:
 def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:
     """Predict (or take from the cache) the whole volume; kept for the switches to reuse."""
     model = load_model_cached(model_path, sha256)
+    normalised = normalised_case(cohort, case_id, model_path, sha256)
     return _remember((cohort, case_id, model_path, sha256, missing), lambda: predict_volume(
-        model, load_case(cohort, case_id), frozenset(missing), amp=AMP, on_progress=on_progress))  # fmt: skip
+        model, load_case(cohort, case_id), frozenset(missing), amp=AMP, on_progress=on_progress,
+        normalised=normalised))  # fmt: skip
 
 
 @st.cache_data(max_entries=16, show_spinner="Predicting one slice...")

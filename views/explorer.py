@@ -84,12 +84,26 @@ args = (cohort, case_id, card["path"], card["weights_sha256"])
 
 prediction = cached_prediction(*args, missing)
 complete = cached_prediction(*args, tuple(sorted(case.missing, key=SEQUENCES.index)))
-run = st.button(f"Run {name} ({run_phrase(frozenset(missing))})", type="primary",
-                disabled=prediction is not None)  # fmt: skip
-if run:
-    bar = st.progress(0.0, text="Predicting...")
-    prediction = run_prediction(*args, missing, on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} {d}/{t}"))
-    bar.empty()
+action, mode = st.columns([3, 1], vertical_alignment="center")
+st.session_state.setdefault("live_run", True)
+live = mode.toggle("Live", key="live_run",
+                   help="Run the model on every switch: the axial slice at once, then the whole brain. "
+                        "Off: run it with the button.")  # fmt: skip
+progress = st.empty()
+
+
+def predict_with_progress():
+    bar = progress.progress(0.0, text="Predicting the whole brain...")
+    done = run_prediction(*args, missing, on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} {d}/{t}"))
+    progress.empty()
+    return done
+
+
+if live:
+    action.caption(f"{name} runs on every switch ({run_phrase(frozenset(missing))})"
+                   + (": this combination is computed already." if prediction is not None else "."))  # fmt: skip
+elif action.button(f"Run {name} ({run_phrase(frozenset(missing))})", type="primary", disabled=prediction is not None):
+    prediction = predict_with_progress()
 
 names = [DISPLAY[s] for s in SEQUENCES]
 view = case_view(cohort, case_id)  # window limits, tumour centre and box: computed once per case
@@ -125,7 +139,7 @@ with three.popover("Opacity", disabled=not classes, width="stretch"):
                for key, words in classes.items()}  # fmt: skip
 
 preview = None
-if prediction is None:
+if prediction is None and not live:
     note, button = st.columns([2.3, 1.2], vertical_alignment="center")
     note.caption("No prediction yet: run the model, or preview the axial slice alone (a few seconds).")
     axial = st.session_state.get(f"slice_axial_{case_id}", view["centre"][2])
@@ -153,16 +167,24 @@ def move_crosshair() -> None:
             st.session_state[f"slice_{plane}_{case_id}"] = min(max(int(voxel[axis]), 0), case.shape[axis] - 1)
 
 
-slices = tri_planar_slices(case.images[SEQUENCES.index(sequence)], point, lo, hi,
-                           None if prediction is None else prediction.labels, case.labels, overlay, region, opacity,
-                           axial_pred=preview)  # fmt: skip
-titles = {plane: f"{plane} {point[PLANE_AXES[plane][2]]}" for plane in PLANES}
-figure = tri_planar_figure(slices, point, case.shape, view["box"] if zoom else None, titles)
+def viewer_figure(labels, preview=None):
+    slices = tri_planar_slices(case.images[SEQUENCES.index(sequence)], point, lo, hi, labels, case.labels, overlay,
+                               region, opacity, axial_pred=preview)  # fmt: skip
+    titles = {plane: f"{plane} {point[PLANE_AXES[plane][2]]}" for plane in PLANES}
+    return tri_planar_figure(slices, point, case.shape, view["box"] if zoom else None, titles)
+
+
 off = " (switched off: the model does not see it)" if sequence in missing and sequence not in case.missing else ""
 if sequence in case.missing:
     viewer.info(f"{DISPLAY[sequence]} was not acquired for this case: there is no image to show, only the overlay.")
-viewer.plotly_chart(figure, key="viewer", on_select=move_crosshair, selection_mode="points", width="stretch",
-                    config={"displaylogo": False})  # fmt: skip
+chart = viewer.empty()
+if prediction is None and live:  # the axial slice at once, then the whole brain in its place
+    chart.plotly_chart(viewer_figure(None, preview_slice(*args, missing, point[2])), width="stretch",
+                       config={"displaylogo": False})  # fmt: skip
+    prediction = predict_with_progress()
+chart.plotly_chart(viewer_figure(None if prediction is None else prediction.labels, preview), key="viewer",
+                   on_select=move_crosshair, selection_mode="points", width="stretch",
+                   config={"displaylogo": False})  # fmt: skip
 if overlay in ("prediction", "reference"):
     items = [(LABEL_COLOURS[label], LABEL_NAMES[label]) for label in LABEL_COLOURS]
     heading = f"{overlay.capitalize()} labels"
