@@ -32,9 +32,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.cases import find_cases  # noqa: E402
 from core.device import bf16_supported  # noqa: E402
 from core.infer import predict_volume  # noqa: E402
-from core.io import CaseError, find_cases, read_case  # noqa: E402
+from core.io import CaseError, read_case  # noqa: E402
 from core.metrics import evaluate  # noqa: E402
 from core.model import load_model, model_folders  # noqa: E402
 from core.sequences import combination_name, parse_combination  # noqa: E402

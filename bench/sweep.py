@@ -24,7 +24,8 @@ from core.sweep import SweepConfig, run_sweep  # noqa: E402
 
 def random_model(folder: Path, cohort: Path) -> str:
     """A random-weights lite model with landmarks from the cohort (speed does not depend on weights)."""
-    from core.io import find_cases, read_case
+    from core.cases import find_cases
+    from core.io import read_case
     from core.model import build_model, save_model
     from core.preprocess import fit_landmarks
 

@@ -28,10 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core  # noqa: E402
+from core.cases import find_cases  # noqa: E402
 from core.convert import export_onnx, write_external_folder  # noqa: E402
 from core.external import load_external  # noqa: E402
 from core.infer import predict_volume  # noqa: E402
-from core.io import find_cases, read_case  # noqa: E402
+from core.io import read_case  # noqa: E402
 from core.metrics import evaluate  # noqa: E402
 from core.preprocess import brain_crop, fit_landmarks, normalise  # noqa: E402
 from core.sequences import SEQUENCES  # noqa: E402

@@ -93,7 +93,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from core.io import inspect_path
+    from core.cases import inspect_path
 
     report = inspect_path(args.path, on_progress=_progress("inspect"))
     _print_json(report)
@@ -136,10 +136,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from core.cases import find_cases
     from core.device import choose_device
     from core.external import load_any_model as load_model  # DeepMedic or ONNX model folder
     from core.infer import predict_volume
-    from core.io import find_cases, read_case, scoring_grid_words, scoring_reference, write_labels
+    from core.io import read_case, scoring_grid_words, scoring_reference, write_labels
     from core.metrics import evaluate
     from core.sequences import parse_combination, scorable_regions
 

@@ -464,7 +464,8 @@ def cohort_features(
         CaseError: no cases at the path, a case cannot be read, or a case has no labels
             (the message names the folder or manifest row).
     """
-    from core.io import CaseError, find_cases, read_case
+    from core.cases import find_cases
+    from core.io import CaseError, read_case
 
     sources = find_cases(path)
     if max_cases and len(sources) > max_cases:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from core.augment import Randomisation, randomise_window
-from core.io import Case, find_cases, read_case
+from core.cases import find_cases
+from core.io import Case, read_case
 from core.model import CONTEXT
 from core.preprocess import brain_crop, brain_mask, normalise
 from core.sequences import REGIONS, SEQUENCES, Sparsifier

@@ -21,16 +21,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from core.io import (
-    CaseError,
-    CaseSource,
-    check_source,
-    find_cases,
-    given_hospital,
-    hospital_of,
-    read_case,
-    scoring_reference,
-)
+from core.cases import find_cases, given_hospital, hospital_of
+from core.io import CaseError, CaseSource, check_source, read_case, scoring_reference
 from core.metrics import evaluate
 from core.model import read_card
 from core.sequences import SEQUENCES, combination_name, combinations_for, scorable_regions

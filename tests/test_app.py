@@ -259,7 +259,7 @@ def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path,
 
 @pytest.mark.slow
 def test_a_demo_results_case_is_regenerated_bit_for_bit_when_opened(tmp_path, monkeypatch):
-    from core.io import find_cases
+    from core.cases import find_cases
     from core.store import ResultStore, case_key, files_hash
     from core.synth.cohort import plan_cohort, write_cohort
 

@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from core.__main__ import main
-from core.io import CaseError, find_cases, read_case
+from core.cases import find_cases
+from core.io import CaseError, read_case
 from core.model import ModelError, build_model, load_model, save_model
 from core.preprocess import fit_landmarks
 from core.store import ResultStore, StoreError
@@ -249,7 +250,7 @@ def your_data(world, text: str, store: Path, monkeypatch) -> tuple[list[str], ob
         path = resolve_in_root(text)
     except ValueError as error:
         return [str(error)], None
-    from core.io import inspect_path
+    from core.cases import inspect_path
 
     report = inspect_path(path, root=data_root())
     problems = [report["error"]] if report.get("error") else []

@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from core.io import CaseError, inspect_path, read_case, read_manifest, write_labels
+from core.cases import inspect_path, read_manifest
+from core.io import CaseError, read_case, write_labels
 from tests.conftest import REFERENCE_CASE, SHAPE, phantom, save
 
 
@@ -283,7 +284,7 @@ def test_label_map_read_alone_uses_topology(write_case):
 
 
 def test_a_written_manifest_reads_back_with_hospital_split_and_missing(tmp_path):
-    from core.io import DEFAULT_HOSPITAL, MANIFEST_HEAD, manifest_summary, read_manifest_rows, write_manifest
+    from core.cases import DEFAULT_HOSPITAL, MANIFEST_HEAD, manifest_summary, read_manifest_rows, write_manifest
 
     rows = [
         {"patient_id": "A", "hospital": "3", "split": "test", "t1": "", "t1c": "A/t1c.nii.gz", "t2": "A/t2.nii.gz",

@@ -154,7 +154,7 @@ def test_export_round_trip_and_stats_cli(grid, tmp_path):
 def test_file_digests_are_remembered_until_a_file_changes(grid, tmp_path):
     import os
 
-    from core.io import find_cases
+    from core.cases import find_cases
     from core.store import files_hash
 
     manifest, _ = grid
@@ -331,7 +331,7 @@ def test_two_sweeps_and_the_app_writing_one_store_lose_no_row_and_write_none_twi
 
 
 def test_the_store_answers_what_the_app_asks(grid, tmp_path):
-    from core.io import find_cases
+    from core.cases import find_cases
     from core.store import case_key, files_hash, source_key
 
     manifest, models = grid

@@ -149,7 +149,7 @@ def test_written_cohort_reads_back_and_regenerates_alone(tmp_path):
     torch.set_num_threads(threads)
     plans = {p.patient_id: p for p in plan_cohort("paper", 0.05, 0)}
     for patient_id in ("SYN_H2_0001", "SYN_H6_0002"):
-        from core.io import find_cases
+        from core.cases import find_cases
 
         source = next(s for s in find_cases(manifest) if s.case_id == patient_id)
         case = read_case(source)

@@ -180,7 +180,8 @@ def test_ddp_with_two_gloo_processes(phantom_cohort, tmp_path):
 
 
 def test_a_batch_holds_the_sampled_windows_with_dropped_sequences_zeroed(phantom_cohort):
-    from core.io import find_cases, read_case
+    from core.cases import find_cases
+    from core.io import read_case
     from core.preprocess import fit_landmarks
     from core.sampling import extract_window, load_volumes, sample_batch, sample_centre
     from core.sequences import SEQUENCES, Sparsifier

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.cases import find_cases
 from core.device import choose_device
 from core.infer import Prediction, normalise_case, predict_slice, predict_volume, prepare_input
-from core.io import Case, find_cases, read_case
+from core.io import Case, read_case
 from core.metrics import evaluate
 from core.model import DeepMedic, ModelError, load_model, model_folders, read_card
 
@@ -35,7 +36,7 @@ def models_root() -> Path:
 @st.cache_data(max_entries=4, show_spinner=False)
 def load_manifest(path: str) -> pd.DataFrame:
     """The manifest of a cohort folder (``core.io.manifest_summary``), or an empty table."""
-    from core.io import manifest_summary
+    from core.cases import manifest_summary
 
     return pd.DataFrame(manifest_summary(path), columns=["patient_id", "hospital", "split", "missing"])
 
@@ -374,7 +375,7 @@ def data_root() -> Path:
 def resolve_in_root(text: str) -> Path:
     """A user-typed path resolved inside the data root (links resolved).
 
-    Only the path itself is checked here: pass ``root=data_root()`` to ``core.io.inspect_path``
+    Only the path itself is checked here: pass ``root=data_root()`` to ``core.cases.inspect_path``
     and ``core.sweep.SweepConfig`` so that every file they read (a folder's links, a manifest's
     paths) is confined too.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.io import inspect_path
+from core.cases import inspect_path
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
 from ui.data import MAX_UPLOAD_MB, data_root, list_models, models_root, resolve_in_root, results_table, user_store

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from core.io import MANIFEST_NAME, Case, write_labels, write_manifest, write_volume
+from core.cases import MANIFEST_NAME, write_manifest
+from core.io import Case, write_labels, write_volume
 from core.sequences import (
     ENHANCING,
     NECROSIS,
