@@ -226,12 +226,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from core.stats import comparison_table, select_scope, untested_reasons
+    from core.stats import comparison_table, not_applicable_count, select_scope, untested_reasons
     from core.store import ResultStore
 
     with ResultStore(args.store) as store:
-        table = store.table()
-    table = select_scope(table[(table["region"] == args.region) & (table["empty_policy"] == args.empty)], args.scope)
+        everything = store.table()
+    everything = everything[(everything["region"] == args.region) & (everything["empty_policy"] == args.empty)]
+    table = select_scope(everything, args.scope)
     if hospitals := _names(args.hospitals):
         table = table[table["hospital"].isin(hospitals)]
     if table.empty:
@@ -253,6 +254,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     # The family is the testable comparisons only (core.stats.comparison_table); the others stay in
     # the CSV with tested = False and are named here.
     _print_json({"out": str(args.out), "scope": args.scope, "tests": int(result["tested"].sum()),
+                 "not_applicable_left_out": not_applicable_count(everything),
                  "left_out": untested_reasons(result), "significant": int(result["significant"].sum()),
                  "rows": result.to_dict(orient="records")})  # fmt: skip
     return 0
@@ -274,8 +276,8 @@ def _weights_in(folder: Path) -> dict[str, str]:
 def cmd_trim(args: argparse.Namespace) -> int:
     from core.store import ResultStore
 
-    if args.keep_per_hospital is None and args.keep_models is None:
-        raise ValueError("trim needs --keep-per-hospital N, --keep-models DIR, or both")
+    if args.keep_per_hospital is None and args.keep_models is None and not args.forget_file_hashes:
+        raise ValueError("trim needs --keep-per-hospital N, --keep-models DIR or --forget-file-hashes")
     keep = _weights_in(args.keep_models) if args.keep_models else None
     before = args.store.stat().st_size
     out = {"store": str(args.store)}
@@ -283,6 +285,8 @@ def cmd_trim(args: argparse.Namespace) -> int:
         if keep is not None:
             out["models_kept"] = sorted(keep.values())
             out["dropped_with_other_weights"] = store.keep_models(keep)
+        if args.forget_file_hashes:
+            out["file_hashes_forgotten"] = store.forget_file_hashes()
         if args.keep_per_hospital is not None:
             out["predictions_dropped"] = store.trim_predictions(args.keep_per_hospital)
         else:
@@ -295,6 +299,7 @@ def cmd_trim(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from core.report import build_report, paper_targets, update_cards
+    from core.stats import not_applicable_count
     from core.store import ResultStore
 
     with ResultStore(args.store) as store:
@@ -304,6 +309,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     pairs = _pairs(args.pairs) or None
     args.out.write_text(build_report(table, args.region, pairs, args.adjust), encoding="utf-8")
     summary = {"out": str(args.out), "bytes": args.out.stat().st_size, "rows": len(table),
+               "not_applicable": not_applicable_count(table),
                "targets": paper_targets(table, args.region, args.adjust)}  # fmt: skip
     if args.cards:
         summary["cards_updated"] = update_cards(table, args.cards, args.region, args.adjust, source=str(args.store))
@@ -505,21 +511,16 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--hospitals", help="comma-separated hospitals (default: all)")
     stats.set_defaults(func=cmd_stats)
 
-    trim = commands.add_parser(
-        "trim", help="drop cached label maps (metrics stay) and the results of retrained or removed models"
-    )
+    trim = commands.add_parser("trim", help="drop cached label maps (metrics stay), results of removed models")
     trim.add_argument("--store", type=Path, required=True)
-    trim.add_argument(
-        "--keep-per-hospital",
-        type=int,
-        help="keep the label maps of this many patients per hospital (the first by id)",
-    )
+    trim.add_argument("--keep-per-hospital", type=int, help="keep the label maps of the first N patients per hospital")
     trim.add_argument(
         "--keep-models",
         type=Path,
         help="a model folder, or a folder of them: drop the results of every other set of weights "
         "(e.g. a model's before it was retrained)",
     )
+    trim.add_argument("--forget-file-hashes", action="store_true", help="forget remembered case-file hashes")
     trim.set_defaults(func=cmd_trim)
 
     report = commands.add_parser("report", help="self-contained HTML: Figures 2, 4, 5 and the Wilcoxon tables")

@@ -517,6 +517,35 @@ def load_any_model(path: str | Path, device: str | torch.device = "cpu"):
     return load_external(path, device) if is_external(path) else load_model(path, device=device)
 
 
+def normalise_for(model, case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """The case normalised as ``model`` needs (an ONNX model as its card says, a DeepMedic with
+    its landmarks) and the brain mask: the same for every missing set, computed once per case."""
+    if isinstance(model, ExternalModel):
+        return model.normalise_case(case)
+    from core.infer import normalise_case
+
+    return normalise_case(case, model.card["normalisation"]["landmarks"])
+
+
+def prepare_for(model, case: Case, missing=(), normalised=None) -> tuple[np.ndarray, np.ndarray, frozenset]:
+    """Normalised input with the missing sequences fed as ``model`` takes them, the brain mask and
+    the effective missing set (``normalised``: :func:`normalise_for`'s result).
+
+    Raises:
+        NotApplicable: an ONNX model whose card says it cannot run without a missing sequence.
+    """
+    if isinstance(model, ExternalModel):
+        return model.prepare_input(case, missing, normalised)
+    from core.infer import prepare_input
+
+    return prepare_input(case, model.card["normalisation"]["landmarks"], missing, normalised)
+
+
+def runtime_of(model) -> str:
+    """The runtime that runs ``model``: ONNX Runtime with its provider, or the native engine ("torch")."""
+    return getattr(model, "runtime", "torch")
+
+
 def combination_applicable(card: dict, missing) -> bool:
     """Whether a model with this card runs with these sequences missing (``cannot-run`` cards
     do not when one of their inputs is missing; no model runs with all its inputs missing)."""

@@ -399,7 +399,7 @@ def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str
     from core.sequences import REGION_DISPLAY
     from core.stats import as_acquired
 
-    data = as_acquired(table[table["region"] == region]).copy()
+    data = as_acquired(table[table["region"] == region]).copy()  # not-applicable rows left out
     order = [hospital_label(h) for h in hospital_order(data["hospital"])]
     data["hospital"] = data["hospital"].map(hospital_label)
     metric_title = METRIC_TITLES.get(metric, metric)
@@ -423,6 +423,9 @@ def missing_comparison_figure(table, model_a: str, model_b: str, comparison=None
     """
     import plotly.graph_objects as go
 
+    from core.stats import applicable_rows
+
+    table = applicable_rows(table)  # a combination a model cannot run has no box, not a Dice of 0
     data = table[(table["region"] == region) & table["model"].isin([model_a, model_b])]
     order = order_combinations(data["missing"])
     figure = go.Figure()
@@ -446,7 +449,10 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
     """The paper's Figure 5: median of a metric, models x combinations of missing sequences."""
     import plotly.graph_objects as go
 
-    data = table[table["region"] == region]
+    from core.stats import applicable_rows
+
+    data = applicable_rows(table)  # not applicable: an empty cell, not a median of 0
+    data = data[data["region"] == region]
     pivot = data.pivot_table(index="model", columns="missing", values=metric, aggfunc="median")
     pivot = pivot[order_combinations(pivot.columns)]
     figure = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[combination_label(c) for c in pivot.columns],
@@ -466,6 +472,9 @@ def bland_altman_figure(table, model: str, region: str = "tc", title: str = ""):
     """
     import plotly.graph_objects as go
 
+    from core.stats import applicable_rows
+
+    table = applicable_rows(table)
     data = table[(table["model"] == model) & (table["region"] == region)].dropna(subset=["volume_pred_ml"])
     mean = (data["volume_pred_ml"] + data["volume_ref_ml"]) / 2
     diff = data["volume_pred_ml"] - data["volume_ref_ml"]

@@ -254,8 +254,37 @@ SCOPES = {
 }
 
 
+def applicable_rows(results):
+    """The rows with metrics: rows of a combination the model cannot run on (``applicable`` 0 in
+    the store: its card says ``cannot-run``) are not results and are left out, never read as Dice 0."""
+    if "applicable" not in results.columns:
+        return results
+    return results[results["applicable"].fillna(1).astype(bool)]
+
+
+def not_applicable_count(results) -> int:
+    """How many (model, case, combination) results are not applicable (each has one row per region)."""
+    if "applicable" not in results.columns:
+        return 0
+    skipped = results[~results["applicable"].fillna(1).astype(bool)]
+    return int(len(skipped.drop_duplicates(["model", "patient_id", "missing"])))
+
+
+def not_applicable_words(results) -> str:
+    """A caption for the results left out as not applicable ("" when none): how many, of which models."""
+    count = not_applicable_count(results)
+    if not count:
+        return ""
+    skipped = results[~results["applicable"].fillna(1).astype(bool)]
+    models = ", ".join(sorted(skipped["model"].astype(str).unique()))
+    return (f"{count} result{'s' * (count != 1)} not applicable left out ({models}: the model's card says it cannot "
+            "run without a sequence that was missing; not counted as Dice 0).")  # fmt: skip
+
+
 def as_acquired(results):
-    """The result rows of each case as it was acquired: the sequences switched off are the case's own."""
+    """The result rows of each case as it was acquired: the sequences switched off are the case's own
+    (not-applicable rows left out)."""
+    results = applicable_rows(results)
     return results[results["missing"] == results["acquired_missing"]]
 
 
@@ -266,11 +295,14 @@ def select_scope(results, scope: str = "simulated"):
     every combination is compared on the same patients; ``acquired``: each case once, as it
     was acquired; ``all``: both (a combination then pools simulated and acquired cases).
 
+    Not-applicable rows (:func:`applicable_rows`) are left out in every scope.
+
     Raises:
         ValueError: an unknown scope.
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {sorted(SCOPES)}, got {scope!r}")
+    results = applicable_rows(results)
     if scope == "all":
         return results
     if scope == "acquired":
@@ -308,6 +340,7 @@ def comparison_table(results, pairs, metric: str = "dice", missing=None, adjust:
 
     if adjust not in ADJUSTMENT_METHODS:
         raise ValueError(f"adjust must be one of {sorted(ADJUSTMENT_METHODS)}, got {adjust!r}")
+    results = applicable_rows(results)  # a model that cannot run a combination has no pair there
     combos = _combinations(results, missing)
     wide = results.pivot_table(index=["missing", "patient_id"], columns="model", values=metric, aggfunc="first")
     rows = []
@@ -380,6 +413,7 @@ def mixed_model(results, pairs, metric: str = "dice", missing=None, adjust: str 
     import statsmodels.formula.api as smf
 
     models = sorted({m for pair in pairs for m in pair})
+    results = applicable_rows(results)
     data = results[results["model"].isin(models)][["patient_id", "model", "missing", metric]].dropna()
     combos = _combinations(data, missing)
     cells = data.groupby("missing")["model"].nunique()

@@ -63,13 +63,22 @@ MIGRATIONS: dict[int, str] = {
     3: """
         CREATE TABLE file_hashes (signature TEXT PRIMARY KEY, digest TEXT NOT NULL);
     """,
+    # Version 4: the runtime that computed each result (rows before it are the native engine's:
+    # "torch", the column default, so old rows are not rewritten), and not-applicable rows: a
+    # combination of missing sequences a model's card says it cannot run on, kept without metrics
+    # (applicable 0) so that it is counted as not applicable, never read as Dice 0.
+    4: """
+        ALTER TABLE results ADD COLUMN runtime TEXT NOT NULL DEFAULT 'torch';
+        ALTER TABLE results ADD COLUMN applicable INTEGER NOT NULL DEFAULT 1;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 SCORED_ON = "each case's own grid, as in its files (the reference is never resampled)"
 CODE_VERSION = core.__version__
 EXPORT_COLUMNS = ["model", "patient_id", "hospital", "split", "acquired_missing", "missing", "region", "dice",
                   "sensitivity", "hd95", "volume_pred_ml", "volume_ref_ml", "volume_diff_ml", "seconds", "device",
-                  "empty_policy", "code_version", "model_sha256", "case_key"]  # fmt: skip
+                  "empty_policy", "code_version", "model_sha256", "case_key", "runtime", "applicable"]  # fmt: skip
+NATIVE_RUNTIME = "torch"  # the runtime of DeepMedic's own engine (core.infer)
 
 
 def encode_labels(labels: np.ndarray) -> tuple[str, bytes]:
@@ -265,7 +274,7 @@ class ResultStore:
         return key
 
     def write(self, key: ResultKey, metrics: dict[str, RegionMetrics], seconds: float, device: str,
-              labels: np.ndarray | tuple[str, bytes] | None = None) -> bool:  # fmt: skip
+              labels: np.ndarray | tuple[str, bytes] | None = None, runtime: str = NATIVE_RUNTIME) -> bool:  # fmt: skip
         """All regions of one result (and its label map, or its :func:`encode_labels`) in one
         transaction, unless another writer (a second sweep, the app) wrote it first.
 
@@ -276,9 +285,21 @@ class ResultStore:
         now = time.time()
         rows = [
             (key.model_sha256, key.case_key, key.missing, region, key.empty_policy, key.code_version, m.dice,
-             m.sensitivity, m.hd95, m.volume_pred_ml, m.volume_ref_ml, seconds, device, now)
+             m.sensitivity, m.hd95, m.volume_pred_ml, m.volume_ref_ml, seconds, device, now, runtime, 1)
             for region, m in metrics.items()
         ]  # fmt: skip
+        return self._insert(key, rows, encoded)
+
+    def write_not_applicable(self, key: ResultKey, regions: Iterable[str], runtime: str = "") -> bool:
+        """Record that the model cannot run on this combination (its card says ``cannot-run``):
+        one row per region without metrics, ``applicable`` 0, so statistics and figures skip it
+        and say so, and a sweep does not try it again. Returns True when written."""
+        now = time.time()
+        rows = [(key.model_sha256, key.case_key, key.missing, region, key.empty_policy, key.code_version, None, None,
+                 None, None, None, None, "", now, runtime, 0) for region in regions]  # fmt: skip
+        return self._insert(key, rows, None)
+
+    def _insert(self, key: ResultKey, rows: list[tuple], encoded: tuple[str, bytes] | None) -> bool:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             there = self.db.execute(
@@ -291,8 +312,9 @@ class ResultStore:
                 return False
             self.db.executemany(
                 "INSERT OR REPLACE INTO results (model_sha256, case_key, missing, region, empty_policy, code_version, "
-                "dice, sensitivity, hd95, volume_pred_ml, volume_ref_ml, seconds, device, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "dice, sensitivity, hd95, volume_pred_ml, volume_ref_ml, seconds, device, created, runtime, "
+                "applicable) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             if encoded is not None:
@@ -336,6 +358,11 @@ class ResultStore:
             self.db.execute("ROLLBACK")
             raise
         return dropped
+
+    def forget_file_hashes(self) -> int:
+        """Forget the remembered content hashes of case files (they name paths of this machine: a
+        store to share needs none; a sweep hashes the files again). Returns how many were forgotten."""
+        return self.db.execute("DELETE FROM file_hashes").rowcount
 
     def compact(self) -> None:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -401,14 +428,15 @@ class ResultStore:
         return row[0] if row else None
 
     def table(self):
-        """The long results table (EXPORT_COLUMNS) as a DataFrame."""
+        """The long results table (EXPORT_COLUMNS) as a DataFrame; rows with ``applicable`` 0 are
+        combinations the model cannot run on (no metrics: skip them, ``core.stats.applicable_rows``)."""
         import pandas as pd
 
         query = """
             SELECT m.name AS model, c.patient_id, c.hospital, c.split, c.acquired_missing, r.missing, r.region,
                    r.dice, r.sensitivity, r.hd95, r.volume_pred_ml, r.volume_ref_ml,
                    r.volume_pred_ml - r.volume_ref_ml AS volume_diff_ml, r.seconds, r.device, r.empty_policy,
-                   r.code_version, r.model_sha256, r.case_key
+                   r.code_version, r.model_sha256, r.case_key, r.runtime, r.applicable
             FROM results r JOIN models m ON m.sha256 = r.model_sha256 JOIN cases c ON c.case_key = r.case_key
             ORDER BY m.name, c.hospital, c.patient_id, r.missing, r.region
         """
@@ -418,9 +446,21 @@ class ResultStore:
         """Per device: (predictions, mean seconds each, first and last ``created`` time in s since the epoch)."""
         rows = self.db.execute(
             "SELECT device, COUNT(*), AVG(seconds), MIN(created), MAX(created) FROM (SELECT DISTINCT model_sha256, "
-            "case_key, missing, device, seconds, created FROM results) GROUP BY device"
+            "case_key, missing, device, seconds, created FROM results WHERE applicable = 1) GROUP BY device"
         ).fetchall()
         return {device: (count, seconds, first, last) for device, count, seconds, first, last in rows}
+
+    def timing_by_runtime(self) -> dict[tuple[str, str], tuple[int, float, float]]:
+        """Per (model name, runtime): (predictions, mean and median seconds each), not-applicable rows left out."""
+        rows = self.db.execute(
+            "SELECT m.name, r.runtime, r.seconds FROM (SELECT DISTINCT model_sha256, case_key, missing, runtime, "
+            "seconds FROM results WHERE applicable = 1 AND seconds IS NOT NULL) r "
+            "JOIN models m ON m.sha256 = r.model_sha256"
+        ).fetchall()
+        groups: dict[tuple[str, str], list[float]] = {}
+        for name, runtime, seconds in rows:
+            groups.setdefault((name, runtime), []).append(float(seconds))
+        return {key: (len(v), float(np.mean(v)), float(np.median(v))) for key, v in sorted(groups.items())}
 
     def counts(self) -> dict[str, int]:
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]

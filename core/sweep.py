@@ -107,14 +107,16 @@ class UnitResult:
 
 @lru_cache(maxsize=4)
 def _model(path: str, sha256: str, device: str = "cpu"):
-    from core.model import load_model
+    from core.external import load_any_model  # a DeepMedic or an ONNX model folder
 
-    return load_model(path, device=device)
+    return load_any_model(path, device=device)
 
 
 def run_unit(unit: WorkUnit) -> UnitResult:
-    """Evaluate one work unit (in a worker process). Errors are returned, not raised."""
-    from core.infer import normalise_case, predict_volume
+    """Evaluate one work unit (in a worker process). Errors are returned, not raised; a
+    combination the model's card says it cannot run on comes back as not applicable (no metrics)."""
+    from core.external import NotApplicable, normalise_for, runtime_of
+    from core.infer import predict_volume
 
     out = UnitResult(unit)
     try:
@@ -124,15 +126,22 @@ def run_unit(unit: WorkUnit) -> UnitResult:
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
         regions = scorable_regions(case.label_scheme, model.config.num_classes, unit.regions)
         reference, spacing = scoring_reference(case)  # the grid predictions come back on
-        normalised = normalise_case(case, model.card["normalisation"]["landmarks"])  # once for every missing set
+        normalised = normalise_for(model, case)  # once for every missing set
         for missing in unit.missing:
-            prediction = predict_volume(model, case, missing, amp=unit.amp, normalised=normalised)
+            try:
+                prediction = predict_volume(model, case, missing, amp=unit.amp, normalised=normalised)
+            except NotApplicable as exc:  # recorded as not applicable, never as Dice 0
+                out.results.append({"missing": frozenset(missing) | case.missing, "applicable": False,
+                                    "regions": regions, "runtime": runtime_of(model), "reason": str(exc)})  # fmt: skip
+                continue
             metrics = evaluate(prediction.labels, reference, spacing, regions, unit.empty_policy)
             out.results.append({
                 "missing": prediction.missing,
+                "applicable": True,
                 "metrics": metrics,
                 "seconds": prediction.seconds,
                 "device": prediction.device,
+                "runtime": runtime_of(model),
                 "labels": encode_labels(prediction.labels) if unit.keep_predictions else None,
             })  # fmt: skip
     except Exception as exc:  # a bad case or model must not stop the sweep
@@ -264,6 +273,7 @@ class SweepSummary:
     errors: list[str]
     seconds: float
     scored_on: str = SCORED_ON
+    not_applicable: int = 0  # combinations written as not applicable (the model's card: cannot-run)
 
 
 def run_sweep(store: ResultStore, config: SweepConfig,
@@ -279,18 +289,23 @@ def run_sweep(store: ResultStore, config: SweepConfig,
         results = _dask_results(plan.units, config.dask, config.device)
     else:
         results = _local_results(plan.units, config.workers, config.device)
-    written, errors = 0, list(plan.rejected)
+    written, errors, not_applicable = 0, list(plan.rejected), 0
     for done, result in enumerate(results, start=1):
         unit = result.unit
         for item in result.results:
             key = _result_key(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy)
-            written += store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"])
+            if not item["applicable"]:
+                wrote = store.write_not_applicable(key, item["regions"], item["runtime"])
+                written, not_applicable = written + wrote, not_applicable + wrote
+                continue
+            written += store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"],
+                                   item["runtime"])  # fmt: skip
         if result.error:
             errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {result.error}")
         if on_progress:
             on_progress(done, len(plan.units), unit.source.case_id)
     return SweepSummary(len(plan.units), written, plan.skipped_done, plan.skipped_cases, errors,
-                        time.perf_counter() - start)  # fmt: skip
+                        time.perf_counter() - start, not_applicable=not_applicable)  # fmt: skip
 
 
 def default_workers() -> int:

@@ -314,3 +314,27 @@ def test_tumour_centre_is_the_rounded_centre_of_mass_or_the_volume_centre():
     assert tumour_centre(labels, labels.shape) == (4, 5, 5)
     assert tumour_centre(np.zeros_like(labels), labels.shape) == (5, 6, 4)
     assert tumour_centre(None, (7, 8, 9)) == (3, 4, 4)
+
+
+def test_figures_leave_not_applicable_rows_out():
+    import pandas as pd
+
+    from core.figures import bland_altman_figure, hospital_boxplot, median_heatmap, missing_comparison_figure
+
+    rows = []
+    for patient in range(4):
+        for missing in ("none", "flair"):
+            for model in ("A", "B"):
+                usable = not (model == "B" and missing == "flair")
+                rows.append({"model": model, "patient_id": f"P{patient}", "hospital": "1", "acquired_missing": "none",
+                             "missing": missing, "region": "tc", "dice": 0.8 if usable else None,
+                             "volume_pred_ml": 10.0 if usable else None, "volume_ref_ml": 11.0,
+                             "applicable": int(usable)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    heatmap = median_heatmap(table)
+    z = np.asarray(heatmap.data[0].z, float)
+    assert np.isnan(z[1, 1]) and np.nanmin(z) == 0.8  # B without FLAIR: an empty cell, never 0
+    boxes = missing_comparison_figure(table, "A", "B")
+    assert [len(trace.y) for trace in boxes.data] == [8, 4]
+    assert sum(len(trace.y) for trace in hospital_boxplot(table).data) == 8
+    assert len(bland_altman_figure(table[table["missing"] == "flair"], "B").data[0].x) == 0

@@ -373,3 +373,28 @@ def test_as_acquired_keeps_each_case_with_its_own_missing_sequences():
                           "missing": ["none", "flair", "t2", "t2+flair"]})  # fmt: skip
     assert as_acquired(table)["missing"].tolist() == ["none", "t2"]
     assert select_scope(table, "acquired").equals(as_acquired(table))
+
+
+def test_not_applicable_rows_are_left_out_and_counted():
+    from core.stats import applicable_rows, not_applicable_count, not_applicable_words, select_scope
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for patient in range(6):
+        for missing in ("none", "flair"):
+            for model in ("A", "B"):
+                usable = not (model == "B" and missing == "flair")  # B's card: cannot run without FLAIR
+                rows.append({"model": model, "patient_id": f"P{patient}", "hospital": "1", "acquired_missing": "none",
+                             "missing": missing, "region": "tc", "dice": rng.uniform(0.5, 0.9) if usable else np.nan,
+                             "applicable": int(usable)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    assert len(applicable_rows(table)) == 18 and not_applicable_count(table) == 6
+    assert "6 results not applicable" in not_applicable_words(table) and "B" in not_applicable_words(table)
+    assert not_applicable_words(applicable_rows(table)) == ""
+    assert len(select_scope(table, "simulated")) == 18 and len(select_scope(table, "all")) == 18
+    result = comparison_table(table, [("A", "B")])
+    flair = result[result["missing"] == "flair"].iloc[0]
+    assert flair["n"] == 0 and not flair["tested"]  # no pair: not a comparison with Dice 0
+    assert result[result["missing"] == "none"].iloc[0]["n"] == 6
+    fit = mixed_model(table, [("A", "B")])
+    assert fit.left_out == ("flair",)

@@ -115,7 +115,7 @@ def test_schema_migration_keeps_old_rows(tmp_path):
     db.execute("INSERT INTO results VALUES ('abc', 'p@1', 'none', 'tc', 'nan', '0.1.0', 0.8, 0.9, 3.0, 10, 11)")
     db.close()
     with ResultStore(path) as store:
-        assert store.version == SCHEMA_VERSION == 3
+        assert store.version == SCHEMA_VERSION == 4
         table = store.table()
         assert table.loc[0, "dice"] == 0.8 and pd.isna(table.loc[0, "seconds"])
         assert store.counts()["predictions"] == 0
@@ -393,3 +393,37 @@ def test_a_sweep_config_round_trips_and_refuses_an_unknown_mode():
     assert hash(config) == hash(SweepConfig.from_dict(json.loads(json.dumps(config.to_dict()))))
     with pytest.raises(ValueError, match="mode must be"):
         SweepConfig(("m",), "cohort", "sometimes")
+
+
+def test_a_version_3_store_gains_the_runtime_and_not_applicable_rows(tmp_path):
+    from core.metrics import RegionMetrics
+    from core.store import ResultKey
+
+    path = tmp_path / "v3.sqlite"
+    db = sqlite3.connect(str(path), isolation_level=None)
+    script = " ".join(MIGRATIONS[v] for v in (1, 2, 3))
+    db.executescript(f"BEGIN; {script} PRAGMA user_version = 3; COMMIT;")
+    db.execute("INSERT INTO models VALUES ('abc', 'BraTS', '{}')")
+    db.execute("INSERT INTO models VALUES ('def', 'Onnx', '{}')")
+    db.execute("INSERT INTO cases VALUES ('p@1', 'p', '1', '1', 'test', 'none', '{}')")
+    db.execute("INSERT INTO results VALUES ('abc', 'p@1', 'none', 'tc', 'nan', '0.1.0', 0.8, 0.9, 3.0, 10, 11, 2.0, "
+               "'CPU', 1.0)")  # fmt: skip
+    db.close()
+    with ResultStore(path) as store:
+        assert store.version == 4
+        old = store.table()
+        # Rows before version 4 are the native engine's, without rewriting them.
+        assert old.loc[0, "runtime"] == "torch" and old.loc[0, "applicable"] == 1 and old.loc[0, "dice"] == 0.8
+        metrics = {"tc": RegionMetrics("tc", 0.7, 0.8, 4.0, 9.0, 11.0)}
+        assert store.write(ResultKey("def", "p@1", "none"), metrics, 3.0, "CPU", runtime="onnxruntime 1 (CPU)")
+        key = ResultKey("def", "p@1", "flair")
+        assert store.write_not_applicable(key, ["tc", "wt"], "onnxruntime 1 (CPU)")
+        assert not store.write_not_applicable(key, ["tc", "wt"])  # written once, like any result
+        assert store.done([key]) == {key}  # a rerun does not try it again
+        table = store.table()
+        skipped = table[table["missing"] == "flair"]
+        assert len(skipped) == 2 and (skipped["applicable"] == 0).all() and skipped["dice"].isna().all()
+        assert table.loc[table["model"] == "Onnx", "runtime"].eq("onnxruntime 1 (CPU)").all()
+        timing = store.timing_by_runtime()
+        assert timing == {("BraTS", "torch"): (1, 2.0, 2.0), ("Onnx", "onnxruntime 1 (CPU)"): (1, 3.0, 3.0)}
+        assert store.forget_file_hashes() == 0
