@@ -9,6 +9,7 @@ writes (``card.json``) and its human-readable MODEL_CARD.md, with the evaluation
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,15 @@ class ModelSpec:
     @property
     def name(self) -> str:
         return model_name(self.hospitals, self.complete_only, self.sparsify)
+
+
+PAPER_NAME = re.compile(r"c?(H[0-9-]+)?BraTS(st)?")
+
+
+def other_models(models) -> list[str]:
+    """Models not named as the paper names its DeepMedic models (another architecture, a model of
+    your own), in order: compared with the paper's models, not paired by name."""
+    return [m for m in sorted(models) if not PAPER_NAME.fullmatch(str(m))]
 
 
 def sparsified_pairs(models) -> list[tuple[str, str]]:
@@ -135,7 +145,10 @@ def training_card(config, landmarks: dict, rows: list[dict], train_sources, val_
 
 
 def model_card_markdown(card: dict) -> str:
-    """A human-readable MODEL_CARD.md from a card."""
+    """A human-readable MODEL_CARD.md from a card (a DeepMedic's, or an ONNX model's:
+    :func:`external_card_markdown`)."""
+    if is_onnx_card(card):
+        return external_card_markdown(card)
     training, sparsity = card["training"], card["sparsity"]
     dropped = ", ".join(f"{s} {p:g}" for s, p in sparsity.items() if p) or "none (ordinary training)"
     val = card["validation"]
@@ -156,6 +169,96 @@ DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting gli
 {results_markdown(card.get("demo_results"))}
 Research and teaching use only; not a medical device.
 """
+
+
+DISCLAIMER = "Research and teaching use only; not a medical device."
+RESULTS_HEADING = "\n## Results"
+
+
+def is_onnx_card(card: dict) -> bool:
+    """Whether a card is an ONNX model folder's (``format`` onnx), not a DeepMedic's."""
+    return card.get("format") == "onnx"
+
+
+def num_classes_of(card: dict) -> int:
+    """Output classes of a model from its card: the architecture's (DeepMedic), else 2 for an ONNX
+    model whose labels map to background and tumour core only, 4 otherwise."""
+    classes = (card.get("architecture") or {}).get("num_classes")
+    if isinstance(classes, int):
+        return classes
+    labels = ((card.get("output") or {}).get("labels") or {}).values()
+    return 2 if labels and set(labels) <= {0, 1} else 4
+
+
+def model_summary(card: dict) -> str:
+    """A model in a few words for captions: its training data and sparsity, and its runtime."""
+    hospitals = ", ".join((card.get("training") or {}).get("hospitals") or []) or "data not stated"
+    sparsity = card.get("sparsity") or {}
+    sparsified = "on" if any(sparsity.values()) else "off" if sparsity else "not stated"
+    family = (card.get("architecture") or {}).get("family", "ONNX")
+    runtime = f"; {family} in ONNX Runtime" if is_onnx_card(card) else ""
+    return f"trained on {hospitals}; sparsified training {sparsified}{runtime}"
+
+
+def onnx_card_facts(card: dict) -> dict[str, str]:
+    """What an ONNX model's card says about how it runs, in words: inputs, normalisation, missing
+    sequences, inference, output, runtime (for the Models page and MODEL_CARD.md)."""
+    norm = (card.get("normalisation") or {}).get("method", "?")
+    policy = (card.get("missing") or {}).get("policy", "?")
+    inference = card.get("inference") or {}
+    if inference.get("mode") == "sliding-window":
+        patch = "x".join(str(n) for n in inference.get("patch_size") or [])
+        mode = (f"sliding window {patch}, overlap {inference.get('overlap', 0.5):g}, "
+                f"{inference.get('blend', 'gaussian')} blending")  # fmt: skip
+        if inference.get("context"):
+            mode += f", +{inference['context']} voxels of context"
+    else:
+        mode = "one window over the brain"
+    output = card.get("output") or {}
+    labels = output.get("labels") or {}
+    return {
+        "inputs": ", ".join(card.get("inputs") or []),
+        "normalisation": {"nyul+whitening": "Nyul histogram standardisation + whitening (landmarks in card.json)",
+                          "zscore": "z-score per sequence inside the brain", "none": "none (raw intensities)"}
+        .get(norm, norm),
+        "missing sequence": {"zeros": "fed as zeros after normalisation (as the paper)",
+                             "mean": "fed as the sequence's mean after normalisation",
+                             "cannot-run": "cannot run: such combinations are recorded as not applicable"}
+        .get(policy, policy),
+        "inference": mode,
+        "output": f"{output.get('kind', '?')} for canonical labels {sorted(set(labels.values()))}",
+        "runtime": "ONNX Runtime (CPU, or its CUDA provider where present)",
+    }  # fmt: skip
+
+
+def external_card_markdown(card: dict) -> str:
+    """MODEL_CARD.md of an ONNX model folder from its card: what it is, how it runs, its training
+    as far as the card tells, and its results (``python -m core report --cards``)."""
+    architecture = card.get("architecture") or {}
+    parameters = card.get("parameters")
+    facts = "\n".join(f"- {key.capitalize()}: {value}." for key, value in onnx_card_facts(card).items())
+    training = card.get("training") or {}
+    hospitals = ", ".join(training.get("hospitals") or []) or "not stated"
+    dropped = ", ".join(f"{s} {p:g}" for s, p in (card.get("sparsity") or {}).items() if p) or "none stated"
+    cases = training.get("n_train_cases")
+    size = f" ({parameters:,} parameters)" if parameters else ""
+    return f"""# {card.get("name", "model")}
+
+{architecture.get("family", "A")} model{size} in ONNX, run by ONNX Runtime.
+
+{facts}
+- Training data: hospitals {hospitals}{f", {cases} training cases" if cases else ""}; sequence dropout: {dropped}.
+- Weights: `model.onnx`, sha256 `{card.get("weights_sha256", "?")}`.
+{results_markdown(card.get("demo_results"))}
+{DISCLAIMER}
+"""
+
+
+def replace_results(markdown: str, results: dict | None) -> str:
+    """A MODEL_CARD.md with its Results section replaced by ``results`` (kept otherwise: an ONNX
+    model's card text is its authors', only the results are ours to write)."""
+    body = markdown.split(RESULTS_HEADING)[0].replace(DISCLAIMER, "").rstrip() + "\n"
+    return f"{body}{results_markdown(results)}\n{DISCLAIMER}\n"
 
 
 def _cohort_words(training: dict) -> str:

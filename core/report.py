@@ -7,9 +7,16 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.card import STATUS, model_card_markdown, paper_pairs, results_markdown
+from core.card import STATUS, is_onnx_card, model_card_markdown, paper_pairs, replace_results, results_markdown
 from core.figures import hospital_boxplot, median_heatmap, missing_comparison_figure
-from core.stats import MIN_NONZERO_PAIRS, SCOPES, comparison_table, select_scope, untested_reasons
+from core.stats import (
+    MIN_NONZERO_PAIRS,
+    SCOPES,
+    comparison_table,
+    not_applicable_words,
+    select_scope,
+    untested_reasons,
+)
 
 # The paper's findings, as targets on the synthetic cohort (median tumour-core Dice, paired
 # Wilcoxon with Bonferroni over the paper's family of tests present in the store).
@@ -122,11 +129,17 @@ def update_cards(table, folder: str | Path, region: str = "tc", adjust: str = "b
         results = model_results(table, name, region, adjust, family, targets)
         card["demo_results"] = results | ({"store": source} if source else {})
         card_path.write_text(json.dumps(card, indent=2))
-        # A card written by training gets its whole MODEL_CARD.md; any other only the results.
-        text = (
-            model_card_markdown(card) if "training" in card else f"# {name}\n{results_markdown(card['demo_results'])}"
-        )
-        (card_path.parent / "MODEL_CARD.md").write_text(text)
+        # A card written by training gets its whole MODEL_CARD.md; an ONNX model's keeps its text with
+        # the results section replaced; any other gets only the results.
+        markdown = card_path.parent / "MODEL_CARD.md"
+        if is_onnx_card(card):
+            text = replace_results(markdown.read_text() if markdown.is_file() else model_card_markdown(card),
+                                   card["demo_results"])  # fmt: skip
+        elif "training" in card:
+            text = model_card_markdown(card)
+        else:
+            text = f"# {name}\n{results_markdown(card['demo_results'])}"
+        markdown.write_text(text)
         updated.append(name)
     return updated
 
@@ -196,7 +209,8 @@ def build_report(table, region: str = "tc", pairs=None, adjust: str = "bonferron
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px}}</style></head>
 <body><h1>{title}</h1><p>{len(models)} models, {table["patient_id"].nunique()} cases, {len(table)} result rows;
-generated {stamp}. Asterisk: adjusted p &lt; 0.05. Research and teaching use only.</p>{"".join(parts)}</body></html>"""
+generated {stamp}. Asterisk: adjusted p &lt; 0.05. {html.escape(not_applicable_words(table))}
+Research and teaching use only.</p>{"".join(parts)}</body></html>"""
 
 
 def extended_evaluation_command(model_folders, patients, preset: str = "paper", scale: float = 1.0, seed: int = 0,

@@ -338,3 +338,32 @@ def test_figures_leave_not_applicable_rows_out():
     assert [len(trace.y) for trace in boxes.data] == [8, 4]
     assert sum(len(trace.y) for trace in hospital_boxplot(table).data) == 8
     assert len(bland_altman_figure(table[table["missing"] == "flair"], "B").data[0].x) == 0
+
+
+def test_report_cards_of_an_onnx_model_keep_its_text_and_replace_its_results(tmp_path):
+    import json
+
+    from core.card import model_card_markdown
+    from core.report import update_cards
+
+    folder = tmp_path / "UNet"
+    folder.mkdir()
+    card = {"name": "UNet", "format": "onnx", "architecture": {"family": "MONAI UNet"}, "parameters": 1000,
+            "inputs": ["t1c", "flair"], "normalisation": {"method": "zscore"}, "missing": {"policy": "cannot-run"},
+            "inference": {"mode": "sliding-window", "patch_size": [64, 64, 64], "overlap": 0.5},
+            "output": {"kind": "scores", "labels": {"0": 0, "1": 1}}, "training": {"hospitals": ["public"]},
+            "sparsity": {}, "weights_sha256": "sha-unet"}  # fmt: skip
+    (folder / "card.json").write_text(json.dumps(card))
+    text = model_card_markdown(card)  # an ONNX card has none of a DeepMedic card's training fields
+    assert text.startswith("# UNet") and "cannot run" in text and "zscore" not in text and "z-score" in text
+    (folder / "MODEL_CARD.md").write_text("# UNet\n\nTrained by its authors on their data.\n\n"
+                                          "Research and teaching use only; not a medical device.\n")  # fmt: skip
+    table = targets_table()
+    table.loc[table["model"] == "BraTSst", "model"] = "UNet"
+    table.loc[table["model"] == "UNet", "model_sha256"] = "sha-unet"
+    for _ in range(2):  # a second report replaces the results section, never stacks it
+        assert update_cards(table, tmp_path, source="results.sqlite") == ["UNet"]
+    markdown = (folder / "MODEL_CARD.md").read_text()
+    assert "Trained by its authors on their data." in markdown and markdown.count("## Results") == 1
+    assert markdown.rstrip().endswith("not a medical device.") and "| flair |" in markdown
+    assert json.loads((folder / "card.json").read_text())["demo_results"]["median_dice_simulated"]
