@@ -10,12 +10,16 @@ complete: the fields marked ``TODO`` are what only its authors know, and validat
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
+import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -174,6 +178,84 @@ def validate_folder(folder: str | Path) -> dict:
     except (CardError, ModelError) as exc:
         return {"ok": False, "error": str(exc)}
     return {"ok": True, "inputs": list(model.spec.inputs), "runtime": model.runtime}
+
+
+MODEL_FILES = (ONNX_FILE, CARD, "MODEL_CARD.md")  # what an uploaded model folder may hold
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def unpack_model_upload(files: dict[str, bytes], max_bytes: int) -> dict[str, bytes]:
+    """The files of an uploaded model folder: ``model.onnx`` + ``card.json`` (+ MODEL_CARD.md) as
+    they are, or inside one .zip (at its top or in one folder; other members are ignored).
+
+    Raises:
+        ValueError: naming the file: a zip that is not one, past ``max_bytes`` unpacked, a file
+            given twice, or model.onnx / card.json missing.
+    """
+    found: dict[str, bytes] = {}
+
+    def add(name: str, data: bytes, where: str) -> None:
+        base = PurePosixPath(name.replace("\\", "/")).name
+        if base not in MODEL_FILES:
+            return
+        if base in found:
+            raise ValueError(f"{where}: {base} is given twice; a model folder holds one {ONNX_FILE} and one {CARD}")
+        found[base] = data
+
+    for name, data in files.items():
+        members = _zip_members(name, data, max_bytes) if name.lower().endswith(".zip") else {name: data}
+        for member, content in members.items():
+            add(member, content, name)
+    for needed in (ONNX_FILE, CARD):
+        if needed not in found:
+            raise ValueError(f"no {needed} in the upload ({', '.join(files) or 'nothing'}); a model folder holds "
+                             f"{ONNX_FILE} and {CARD} (import-model writes a card to complete)")  # fmt: skip
+    return found
+
+
+def _zip_members(name: str, data: bytes, max_bytes: int) -> dict[str, bytes]:
+    """{member: bytes} of the files in a zip, refused past ``max_bytes`` unpacked (before reading)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")]
+            size = sum(m.file_size for m in members)
+            if size > max_bytes:
+                raise ValueError(f"{name}: {size / 2**20:.0f} MB unpacked, more than {max_bytes / 2**20:.0f} MB")
+            return {m.filename: archive.read(m) for m in members}
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{name}: not a zip file ({exc})") from exc
+
+
+def install_model(files: dict[str, bytes], dest: str | Path, name: str, max_bytes: int) -> dict:
+    """Check an uploaded ONNX model folder as the app loads it (:func:`validate_folder`) in a
+    staging folder under ``dest`` and, when it loads, move it to ``dest/name`` (replacing an
+    older upload of that name). Nothing is kept when it is rejected.
+
+    Returns:
+        {ok, folder, inputs, runtime} or {ok: False, error} with the error naming the file and
+        the card's field, e.g. "card.json: field 'missing.policy': 'skip' is unknown; ...".
+    """
+    if not NAME.fullmatch(name):
+        return {"ok": False, "error": f"model name {name!r}: use letters, digits, '.', '_' and '-' only"}
+    try:
+        found = unpack_model_upload(files, max_bytes)
+    except ValueError as exc:
+        return {"ok": False, "error": str(exc)}
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
+    try:
+        for base, data in found.items():
+            (staging / base).write_bytes(data)
+        report = validate_folder(staging)
+        if not report["ok"]:
+            return {"ok": False, "error": report["error"].replace(f"{staging}/", "").replace(str(staging), name)}
+        folder = dest / name
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.replace(folder)
+        return report | {"folder": str(folder)}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _flatten(data, prefix: str = "") -> dict:

@@ -260,3 +260,61 @@ def test_deepmedic_export_round_trip_equals_native(tmp_path):
     assert np.array_equal(a.labels, b.labels)
     z = int(np.argmax((a.labels > 0).sum((0, 1))))
     np.testing.assert_array_equal(predict_slice(load_any_model(folder), case, z, ("t2",)), a.labels[:, :, z])
+
+
+# --------------------------------------------------------------------------- sweeps and uploads
+
+
+def test_sweep_stores_cannot_run_combinations_as_not_applicable(tmp_path, phantom_cohort):
+    from core.stats import applicable_rows, not_applicable_count
+    from core.store import ResultStore
+    from core.sweep import SweepConfig, run_sweep
+
+    only = fake_folder(tmp_path / "only", net=Linear(2, 4), inputs=["t1c", "flair"], missing={"policy": "cannot-run"})
+    config = SweepConfig([only], phantom_cohort, "simulated", splits=("train",), workers=1, keep_predictions=False)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = run_sweep(store, config)
+        table = store.table()
+        again = run_sweep(store, config)
+    assert not summary.errors and summary.not_applicable == 2 * 4  # 2 cases x the 4 combinations without FLAIR
+    skipped = table[table["applicable"] == 0]
+    assert set(skipped["missing"]) == {"flair", "t1+flair", "t2+flair", "t1+t2+flair"}
+    assert skipped["dice"].isna().all() and skipped["seconds"].isna().all()  # no metrics, never Dice 0
+    assert not_applicable_count(table) == 8 and len(applicable_rows(table)) == len(table) - len(skipped)
+    ran = table[table["applicable"] == 1]
+    assert ran["runtime"].str.startswith("onnxruntime").all() and ran["dice"].notna().any()
+    assert again.units == 0 and again.skipped_done == 16  # not-applicable rows are done too
+
+
+def test_an_uploaded_model_folder_is_checked_before_it_is_kept(tmp_path):
+    import io
+    import zipfile
+
+    from core.convert import install_model
+
+    source = fake_folder(tmp_path / "src")
+    files = {name: (source / name).read_bytes() for name in ("model.onnx", "card.json")}
+    dest = tmp_path / "user_models"
+    saved = install_model(files, dest, "mine", 2**20)
+    assert saved["ok"] and saved["inputs"] == ["t1", "t1c", "t2", "flair"] and (dest / "mine" / "card.json").is_file()
+    assert load_any_model(dest / "mine").spec.name == "Fake"
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(f"folder/{name}", data)
+        archive.writestr("__MACOSX/folder/._card.json", b"junk")
+    assert install_model({"m.zip": packed.getvalue()}, dest, "zipped", 2**20)["ok"]
+    bad = json.loads(files["card.json"])
+    bad["missing"] = {"policy": "skip"}
+    rejected = install_model(files | {"card.json": json.dumps(bad).encode()}, dest, "bad", 2**20)
+    assert not rejected["ok"] and rejected["error"].startswith("card.json: field 'missing.policy': 'skip' is unknown")
+    assert not (dest / "bad").exists() and sorted(p.name for p in dest.iterdir()) == ["mine", "zipped"]
+    bad["missing"] = {"policy": "zeros"}
+    bad["weights_sha256"] = "0" * 64
+    assert "field 'weights_sha256'" in install_model(files | {"card.json": json.dumps(bad).encode()}, dest, "b",
+                                                     2**20)["error"]  # fmt: skip
+    assert "no card.json in the upload (model.onnx)" in install_model({"model.onnx": files["model.onnx"]}, dest, "c",
+                                                                      2**20)["error"]  # fmt: skip
+    assert "more than 0 MB" in install_model({"m.zip": packed.getvalue()}, dest, "d", 10)["error"]
+    assert "not a zip file" in install_model({"m.zip": b"nope"}, dest, "e", 2**20)["error"]
+    assert "use letters" in install_model(files, dest, "../up", 2**20)["error"]
