@@ -132,7 +132,7 @@ def update_cards(table, folder: str | Path, region: str = "tc", adjust: str = "b
         # A card written by training gets its whole MODEL_CARD.md; an ONNX model's keeps its text with
         # the results section replaced; any other gets only the results.
         markdown = card_path.parent / "MODEL_CARD.md"
-        if is_onnx_card(card):
+        if is_onnx_card(card) or (model_folder / "model.onnx").is_file():
             text = replace_results(markdown.read_text() if markdown.is_file() else model_card_markdown(card),
                                    card["demo_results"])  # fmt: skip
         elif "training" in card:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.stats import MixedModelResult, comparison_table, mixed_model
+from core.stats import MixedModelResult, comparison_table, mixed_model, not_applicable_words
 from core.store import RESULT_SOURCES
 from ui.data import cohort_results, user_store
 
@@ -19,7 +19,9 @@ EMPTY = {
 
 def pick_results(page: str) -> tuple[str, pd.DataFrame]:
     """A "Results" radio (key ``<page>_source``) and the chosen source's results; stops the page
-    with a note when there are none. Your results never change the demo results."""
+    with a note when there are none. Your results never change the demo results. Rows of
+    combinations a model cannot run on (not applicable) stay in the table (the statistics and
+    figures leave them out) and a caption says how many there are."""
     source = st.radio("Results", list(RESULT_SOURCES), format_func=RESULT_SOURCES.get, horizontal=True,
                       key=f"{page}_source",
                       help="demo results: the bundled store (read only); your data: what you evaluated on the "
@@ -28,6 +30,8 @@ def pick_results(page: str) -> tuple[str, pd.DataFrame]:
     if table.empty:
         st.info(EMPTY[source].format(store=user_store()))
         st.stop()
+    if words := not_applicable_words(table):
+        st.caption(words)
     return source, table
 
 

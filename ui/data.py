@@ -12,10 +12,11 @@ import streamlit as st
 
 from core.cases import find_cases
 from core.device import choose_device
-from core.infer import Prediction, normalise_case, predict_slice, predict_volume, prepare_input
+from core.external import is_external, load_any_model, normalise_for, prepare_for
+from core.infer import Prediction, predict_slice, predict_volume
 from core.io import Case, read_case
 from core.metrics import evaluate
-from core.model import DeepMedic, ModelError, load_model, model_folders, read_card
+from core.model import ModelError, model_folders, read_card
 
 ROOT = Path(__file__).resolve().parent.parent
 # bfloat16 autocast where the device runs it natively (3x faster on CPUs with AMX; labels
@@ -112,9 +113,28 @@ def case_folder(case_id: str) -> str:
     return str(folder)
 
 
+def user_models_root() -> Path:
+    """Where model folders uploaded on the Your data page are kept (``GBM_USER_MODELS``, default
+    ``models`` under the data root), apart from the bundled models."""
+    return Path(os.environ.get("GBM_USER_MODELS", data_root() / "models"))
+
+
+YOUR_MODEL = " (your model)"  # how the selectors mark an uploaded model
+
+
+def available_models() -> dict[str, dict]:
+    """{name: card} of the bundled models, then the uploaded ones, each named "<name> (your model)"
+    and its card marked ``yours`` (a bundled model is never replaced by an upload)."""
+    models = dict(list_models(str(models_root())))
+    for name, card in list_models(str(user_models_root())).items():
+        models[f"{name}{YOUR_MODEL}"] = card | {"yours": True}
+    return models
+
+
 @st.cache_data(ttl=60, show_spinner=False)
 def list_models(root: str) -> dict[str, dict]:
-    """{name: card} of the model folders under ``root`` (folders with a card.json)."""
+    """{name: card} of the model folders under ``root`` (folders with a card.json: a DeepMedic's
+    weights.safetensors or an ONNX model's model.onnx beside it)."""
     try:
         folders = model_folders(root)
     except ModelError:
@@ -126,6 +146,8 @@ def list_models(root: str) -> dict[str, dict]:
         except ModelError:
             continue  # a folder being written, or not a model: the pickers simply leave it out
         card["path"] = str(folder)
+        if is_external(folder):  # an ONNX model folder, whether or not its card says "format": "onnx"
+            card["format"] = "onnx"
         cards[card.get("name", folder.name)] = card
     return cards
 
@@ -142,25 +164,30 @@ def load_case(cohort: str, case_id: str) -> Case:
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the model...")
-def load_model_cached(path: str, sha256: str) -> DeepMedic:
-    """A model for inference on the best device, keyed by folder and weights hash."""
-    return load_model(path, device=choose_device())
+def load_model_cached(path: str, sha256: str):
+    """A model for inference on the best device, keyed by folder and weights hash: a DeepMedic, or
+    an ONNX model folder run by ONNX Runtime (``core.external.load_any_model``)."""
+    return load_any_model(path, device=choose_device())
 
 
 @st.cache_resource(max_entries=3, show_spinner="Normalising the case...")
 def normalised_case(cohort: str, case_id: str, model_path: str, sha256: str):
-    """The case normalised with the model's landmarks, and its brain mask: the same for every
-    missing set, so a switch pays only for the network (shared, read-only)."""
+    """The case normalised as the model needs (a DeepMedic's landmarks, an ONNX model's card), and
+    its brain mask: the same for every missing set, so a switch pays only for the network (shared,
+    read-only)."""
     model = load_model_cached(model_path, sha256)
-    return normalise_case(load_case(cohort, case_id), model.card["normalisation"]["landmarks"])
+    return normalise_for(model, load_case(cohort, case_id))
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
 def prepared_input(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
-    """Normalised input with the missing sequences zeroed (shared, read-only)."""
+    """Normalised input with the missing sequences fed as the model takes them (shared, read-only).
+
+    Raises:
+        core.external.NotApplicable: the model's card says it cannot run without one of them.
+    """
     model = load_model_cached(model_path, sha256)
-    return prepare_input(load_case(cohort, case_id), model.card["normalisation"]["landmarks"], missing,
-                         normalised_case(cohort, case_id, model_path, sha256))  # fmt: skip
+    return prepare_for(model, load_case(cohort, case_id), missing, normalised_case(cohort, case_id, model_path, sha256))
 
 
 @st.cache_resource(max_entries=24, show_spinner=False)

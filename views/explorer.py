@@ -4,6 +4,8 @@ import math
 
 import streamlit as st
 
+from core.card import model_summary, num_classes_of
+from core.external import combination_applicable
 from core.figures import (
     ERROR_COLOURS,
     ERROR_WORDS,
@@ -30,13 +32,13 @@ from core.sequences import (
     scorable_regions,
 )
 from ui.data import (
+    available_models,
     cached_prediction,
     case_folder,
     case_view,
     demo_cohort,
     demo_patients,
     demo_store,
-    list_models,
     load_case,
     metrics_table,
     models_root,
@@ -47,7 +49,7 @@ from ui.data import (
 )
 
 st.title("Patient explorer")
-models = list_models(str(models_root()))
+models = available_models()
 manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 if not models or manifest.empty:
     st.info(f"Needs models in {models_root()} and a cohort in {demo_cohort()}.")
@@ -69,9 +71,7 @@ with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a 
     cohort = case_folder(case_id)
 case = load_case(cohort, case_id)
 
-st.caption(f"{name}: trained on {', '.join(card['training']['hospitals'])}; sparsified training "
-           f"{'on' if any(card['sparsity'].values()) else 'off'}. "
-           f"As acquired: {display_name(case.missing)}.")  # fmt: skip
+st.caption(f"{name}: {model_summary(card)}. As acquired: {display_name(case.missing)}.")
 switches = st.columns(4)
 switches[1].toggle("T1c (required)", value=True, disabled=True, key="use_t1c")
 use = {}
@@ -81,6 +81,12 @@ for column, sequence in zip((switches[0], switches[2], switches[3]), SECONDARY):
                                   disabled=not acquired, key=f"use_{sequence}_{case_id}")  # fmt: skip
 missing = tuple(s for s in SEQUENCES if s in case.missing or (s in use and not use[s]))
 args = (cohort, case_id, card["path"], card["weights_sha256"])
+# A model whose card says it cannot run without a sequence: that combination is not applicable.
+applicable = combination_applicable(card, missing)
+if not applicable:
+    lacking = [DISPLAY[s] for s in card.get("inputs", SEQUENCES) if s in missing]
+    st.warning(f"{name} cannot run without {', '.join(lacking)} (its card: missing sequences cannot be fed): "
+               "this combination is not applicable, and is recorded so in evaluations, never as Dice 0.")  # fmt: skip
 
 prediction = cached_prediction(*args, missing)
 complete = cached_prediction(*args, tuple(sorted(case.missing, key=SEQUENCES.index)))
@@ -99,7 +105,9 @@ def predict_with_progress():
     return done
 
 
-if live:
+if not applicable:
+    action.caption(f"{name} does not run {run_phrase(frozenset(missing))}.")
+elif live:
     action.caption(f"{name} runs on every switch ({run_phrase(frozenset(missing))})"
                    + (": this combination is computed already." if prediction is not None else "."))  # fmt: skip
 elif action.button(f"Run {name} ({run_phrase(frozenset(missing))})", type="primary", disabled=prediction is not None):
@@ -124,7 +132,7 @@ one, two, three = st.columns([3.1, 1.15, 0.8], vertical_alignment="bottom")
 overlay = one.radio("Overlay", OVERLAYS, key="overlay", horizontal=True,
                     help="Filled labels of the prediction or the reference; outlines of both; the error map; "
                          "none. Outlines and errors are of the region chosen beside.")  # fmt: skip
-num_classes = card["architecture"]["num_classes"]
+num_classes = num_classes_of(card)
 regions = scorable_regions(case.label_scheme, num_classes)
 region = two.selectbox("Region (outlines, errors)", regions, format_func=lambda r: REGION_DISPLAY[r],
                        key="view_region", disabled=overlay not in ("outlines", "errors"))  # fmt: skip
@@ -139,7 +147,7 @@ with three.popover("Opacity", disabled=not classes, width="stretch"):
                for key, words in classes.items()}  # fmt: skip
 
 preview = None
-if prediction is None and not live:
+if prediction is None and not live and applicable:
     note, button = st.columns([2.3, 1.2], vertical_alignment="center")
     note.caption("No prediction yet: run the model, or preview the axial slice alone (a few seconds).")
     axial = st.session_state.get(f"slice_axial_{case_id}", view["centre"][2])
@@ -178,7 +186,7 @@ off = " (switched off: the model does not see it)" if sequence in missing and se
 if sequence in case.missing:
     viewer.info(f"{DISPLAY[sequence]} was not acquired for this case: there is no image to show, only the overlay.")
 chart = viewer.empty()
-if prediction is None and live:  # the axial slice at once, then the whole brain in its place
+if prediction is None and live and applicable:  # the axial slice at once, then the whole brain in its place
     chart.plotly_chart(viewer_figure(None, preview_slice(*args, missing, point[2])), width="stretch",
                        config={"displaylogo": False})  # fmt: skip
     prediction = predict_with_progress()
@@ -204,7 +212,8 @@ if overlay in ("prediction", "outlines", "errors") and prediction is None and pr
     viewer.caption("The prediction's layer appears once the model has run (or on the previewed axial slice).")
 
 if prediction is None:
-    st.info("Run the model to see Dice, sensitivity, HD95 and volumes.")
+    st.info("Run the model to see Dice, sensitivity, HD95 and volumes." if applicable else
+            "Not applicable: switch a sequence back on, or choose another model.")  # fmt: skip
 else:
     summary, download = st.columns([3, 1])
     summary.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.card import other_models
 from core.figures import METRIC_TITLES, hospital_boxplot, hospital_order
 from core.sequences import REGION_DISPLAY
 from core.stats import as_acquired
@@ -11,7 +12,9 @@ from ui.data import demo_cohort, demo_patients, demo_store
 st.title("Hospitals")
 source, table = pick_results("hosp")
 c1, c2, c3 = st.columns(3)
-models = c1.multiselect("Models", sorted(table["model"].unique()), default=sorted(table["model"].unique())[:2],
+names = sorted(table["model"].unique())
+# Two of the paper's models, and any other architecture next to them.
+models = c1.multiselect("Models", names, default=list(dict.fromkeys(names[:2] + other_models(names))),
                         key="hosp_models")  # fmt: skip
 metric = c2.selectbox("Metric", ["dice", "sensitivity", "hd95", "volume_diff_ml"], key="hosp_metric",
                       format_func=METRIC_TITLES.get)  # fmt: skip

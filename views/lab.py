@@ -6,16 +6,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.card import num_classes_of
+from core.external import combination_applicable
 from core.figures import outline, overlay_rgb, take_slice, tumour_centre, window
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, run_phrase
 from ui.data import (
+    available_models,
     cached_prediction,
     cached_shifted_prediction,
     case_folder,
     demo_cohort,
     demo_patients,
     demo_store,
-    list_models,
     load_case,
     metrics_table,
     models_root,
@@ -30,7 +32,7 @@ SEED = 0
 st.title("Domain-shift lab")
 st.markdown("Apply a different scanner or protocol to a case (noise, bias field, slice thickness, contrast), "
             "switch sequences off, and see how two models cope compared with the case as acquired.")  # fmt: skip
-models = list_models(str(models_root()))
+models = available_models()
 manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 if len(models) < 1 or manifest.empty:
     st.info(f"Needs models in {models_root()} and a cohort in {demo_cohort()}.")
@@ -101,8 +103,13 @@ def lookup(settings: dict) -> dict | None:
 
 
 ready = lookup(current)
+# A model whose card says it cannot run without a missing sequence: not applicable, nothing to run.
+blocked = [name for name in current["models"] if not combination_applicable(models[name], missing)]
+if blocked:
+    st.warning(f"{' and '.join(blocked)} cannot run {run_phrase(frozenset(missing))} (its card says a missing "
+               "sequence cannot be fed): not applicable. Switch it back on or choose another model.")  # fmt: skip
 label = f"Run {' and '.join(current['models'])} on the shifted case ({run_phrase(frozenset(missing))})"
-if st.button(label, type="primary", key="lab_run", disabled=ready is not None,
+if st.button(label, type="primary", key="lab_run", disabled=ready is not None or bool(blocked),
              help="Already computed: the results below are for these settings." if ready else None):  # fmt: skip
     bar = st.progress(0.0, text="Predicting...")
     steps = [(name, kind) for name in current["models"] for kind in ("as acquired", "shifted")]
@@ -191,7 +198,7 @@ for name, (baseline, prediction) in shown.items():
                 caption=f"{name} · shifted · {prediction.seconds:.1f} s on {prediction.device}")  # fmt: skip
     if case.labels is None:
         continue
-    num_classes = models[name]["architecture"]["num_classes"]
+    num_classes = num_classes_of(models[name])
     before_metrics = metrics_table(baseline, case, num_classes)
     after_metrics = metrics_table(prediction, case, num_classes)
     for region, m in after_metrics.items():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.card import paper_pairs
+from core.card import other_models, paper_pairs
 from core.figures import hospital_label, hospital_order, median_heatmap, missing_comparison_figure
 from core.report import extended_evaluation_command
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
@@ -16,7 +16,10 @@ from ui.data import ROOT, demo_cohort, demo_patients, demo_store, list_models, m
 st.title("Missing sequences")
 source, table = pick_results("miss")
 models = sorted(table["model"].unique())
-pairs = paper_pairs(models) or [(models[0], models[-1])]
+# The paper's pairs, then each other architecture against each of the paper's models.
+others = other_models(models)
+pairs = paper_pairs(models) + [(o, m) for o in others for m in models if m not in others]
+pairs = pairs or [(models[0], models[-1])]
 c1, c2, c3 = st.columns(3)
 pair = c1.selectbox("Compare", pairs, format_func=lambda p: f"{p[0]} vs {p[1]}", key="miss_pair")
 region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="miss_region")

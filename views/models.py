@@ -3,12 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from core.card import site_pairs, sparsified_pairs
+from core.card import is_onnx_card, onnx_card_facts, site_pairs, sparsified_pairs
 from core.figures import training_curve_figure
-from ui.data import list_models, model_card_text, models_root, training_log
+from ui.data import available_models, model_card_text, models_root, training_log
 
 st.title("Models")
-models = list_models(str(models_root()))
+models = available_models()
 if not models:
     st.info(f"No model folders in {models_root()}. Train one with `python -m core train ... --out models/NAME`.")
     st.stop()
@@ -17,8 +17,10 @@ rows = []
 for name, card in models.items():
     training = card.get("training", {})
     done = card.get("iterations") or 0
+    family = (card.get("architecture") or {}).get("family", "ONNX")
     rows.append({
         "model": name,
+        "architecture": f"{family} (ONNX)" if is_onnx_card(card) else "DeepMedic",
         "preset": card.get("preset"),
         "parameters": card.get("parameters"),
         "hospitals": ", ".join(training.get("hospitals", [])),
@@ -30,11 +32,15 @@ for name, card in models.items():
     })  # fmt: skip
 table = pd.DataFrame(rows)
 # What every model shares goes in a caption: the table then fits at 1280 px without a scroll bar.
-shared = [column for column in ("preset", "parameters") if len(table) > 1 and table[column].nunique() == 1]
+shared = [column for column in ("architecture", "preset", "parameters")
+          if len(table) > 1 and table[column].nunique(dropna=False) == 1]  # fmt: skip
 st.dataframe(table.drop(columns=shared), hide_index=True, width="stretch")
 if shared:
     st.caption("Every model: " + ", ".join(f"{column} {table[column].iloc[0]:,}" if column == "parameters"
                                            else f"{column} {table[column].iloc[0]}" for column in shared))  # fmt: skip
+if any(card.get("yours") for card in models.values()):
+    st.caption("Models marked **(your model)** were uploaded on the Your data page; they are kept apart from the "
+               "bundled models.")  # fmt: skip
 
 # The paper's paired comparisons: sparsified training or not, hospital 1 data or not.
 for title, pairs in (("sparsified vs not, same training data", sparsified_pairs(models)),
@@ -44,8 +50,16 @@ for title, pairs in (("sparsified vs not, same training data", sparsified_pairs(
 
 name = st.selectbox("Model", list(models), key="model_detail")
 card = models[name]
+if is_onnx_card(card):
+    # An ONNX model: what its card says it needs and how it is run, from card.json.
+    st.markdown(f"**{name}: how it runs** (from its `card.json`)")
+    facts = onnx_card_facts(card)
+    st.dataframe(pd.DataFrame({"": list(facts), "card says": list(facts.values())}), hide_index=True,
+                 width="stretch")  # fmt: skip
 log = training_log(card["path"])
 if len(log):
     st.plotly_chart(training_curve_figure(log, f"{name}: training"), width="stretch")
+else:
+    st.caption(f"{name} has no training log (training_log.csv): its card says how it was trained.")
 with st.expander("Model card", expanded=True):
     st.markdown(model_card_text(card["path"]) or "No MODEL_CARD.md in this folder.")

@@ -1,4 +1,4 @@
-"""Your data: open a cohort under the data root or upload a case, validate, evaluate."""
+"""Your data: open a cohort under the data root or upload a case or a model, validate, evaluate."""
 
 import re
 import shutil
@@ -9,9 +9,20 @@ import pandas as pd
 import streamlit as st
 
 from core.cases import inspect_path
+from core.convert import install_model
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
-from ui.data import MAX_UPLOAD_MB, data_root, list_models, models_root, resolve_in_root, results_table, user_store
+from ui.data import (
+    MAX_UPLOAD_MB,
+    YOUR_MODEL,
+    available_models,
+    data_root,
+    list_models,
+    resolve_in_root,
+    results_table,
+    user_models_root,
+    user_store,
+)
 
 st.title("Your data")
 root = data_root()
@@ -65,6 +76,30 @@ with st.expander("Upload one case"):
                 st.session_state["data_path"] = f"uploads/{name}"
                 st.success(f"Saved {len(files)} file{'s' * (len(files) != 1)} to {folder}; the case is accepted.")
 
+with st.expander("Upload a model (ONNX)"):
+    st.markdown(f"An ONNX model folder: `model.onnx` + `card.json` (what the model takes, how it is normalised, how "
+                "a missing sequence is fed, how it is run; `python -m core import-model` writes one to complete), as "
+                f"the two files or one .zip, at most {MAX_UPLOAD_MB} MB. It is loaded and checked before it is kept, "
+                f"in **{user_models_root()}**, apart from the bundled models; the model pickers then list it as "
+                f"**NAME{YOUR_MODEL}**.")  # fmt: skip
+    model_name = st.text_input("Model folder name", "my_model", key="model_upload_name")
+    model_files = st.file_uploader("model.onnx and card.json (MODEL_CARD.md too, if you have one), or a .zip",
+                                   type=["onnx", "json", "md", "zip"], accept_multiple_files=True,
+                                   key="model_upload_files")  # fmt: skip
+    if st.button("Check and save the model", key="model_upload_save", disabled=not model_files):
+        size = sum(f.size for f in model_files)
+        if size > MAX_UPLOAD_MB * 2**20:
+            st.error(f"Not saved: {size / 2**20:.0f} MB uploaded, more than {MAX_UPLOAD_MB} MB.")
+        else:
+            saved = install_model({f.name: f.getvalue() for f in model_files}, user_models_root(), model_name,
+                                  MAX_UPLOAD_MB * 2**20)  # fmt: skip
+            if saved["ok"]:
+                list_models.clear()
+                st.success(f"Saved to {saved['folder']}: it takes {', '.join(saved['inputs'])} and runs on "
+                           f"{saved['runtime']}. Choose it in the model pickers ({YOUR_MODEL.strip()}).")  # fmt: skip
+            else:
+                st.error(f"Not saved: {saved['error']}")
+
 path_text = st.text_input("Folder or manifest, relative to the data root", key="data_path")
 if not path_text:
     st.stop()
@@ -86,7 +121,7 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 for problem in reasons(report):
     st.error(problem)
 
-models = list_models(str(models_root()))
+models = available_models()
 if not models or not report["n_accepted"]:
     st.stop()
 st.subheader("Evaluate")
@@ -121,5 +156,5 @@ if len(mine):
 if len(mine):
     st.subheader("Your results for these cases")
     columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
-               "volume_ref_ml", "device"]  # fmt: skip
+               "volume_ref_ml", "device", "runtime"]  # fmt: skip
     st.dataframe(mine[columns].round(3), hide_index=True, width="stretch")
