@@ -11,6 +11,7 @@ model is only read, under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as nn_functional
 
-from core.device import autocast, bf16_supported, describe_device, gpu_share, model_device
+from core.device import autocast, bf16_supported, describe_device, gpu_share, keep_freed_memory, model_device
 from core.io import Case, resample_to_original
 from core.model import CONTEXT, NORMAL_CONTEXT, SUBSAMPLE, DeepMedic
 from core.preprocess import brain_crop, brain_mask, normalise
@@ -149,20 +150,33 @@ def brain_boxes(inside: np.ndarray, largest: tuple[int, int, int]) -> list[tuple
     return boxes
 
 
-def box_edges(model: torch.nn.Module, shape, device: torch.device) -> tuple[int, int, int]:
-    """Largest output box for :func:`brain_outputs`: the whole brain in-plane and as many
-    slices as the memory budget holds (CPU 1.5 GB, CUDA half its free share). Peak memory
-    is about the two widest activations of the normal pathway's first layers, plus the head
-    on the box's brain voxels."""
+CPU_DEPTH = 36  # slab depth on a CPU: thinner pays more halo, thicker boxes hug the brain less
+
+
+def _cpu_budget() -> float:
+    """Bytes a whole-brain run may hold on a CPU: a sixth of the memory, at most 4 GB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = 8e9
+    return min(4e9, total / 6)
+
+
+def box_edges(model: torch.nn.Module, shape, device: torch.device, amp: bool = False) -> tuple[int, int, int]:
+    """Largest output box for :func:`brain_outputs`: the whole brain in-plane, and slabs of
+    ``CPU_DEPTH`` slices on a CPU (on a GPU as many as half its free share holds), fewer where
+    memory is short. Peak memory per box voxel, measured: about 400 bytes for deepmedic-lite and
+    700 for deepmedic in bfloat16, 1300 in float32; the estimate below is above each."""
     config = model.config
-    per_voxel = 4 * (2 * max(config.feature_maps) + 2 * max(config.fc) + config.num_classes)
+    size = 2 if amp and bf16_supported(device) else 4
+    per_voxel = size * (4 * max(config.feature_maps) + 2 * max(config.fc)) + 32
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        budget = min(free, total * gpu_share()) / 2
+        budget, deepest = min(free, total * gpu_share()) / 2, 10**6
     else:
-        budget = 1.5e9
+        budget, deepest = _cpu_budget(), CPU_DEPTH
     x, y = (int(np.ceil(n / SUBSAMPLE)) * SUBSAMPLE for n in shape[:2])
-    depth = int(budget / per_voxel / ((x + 16) * (y + 16))) - 16
+    depth = min(deepest, int(budget / per_voxel / ((x + 16) * (y + 16))) - 16)
     if depth < 3 * SUBSAMPLE:  # a very large plane: square boxes instead of whole slabs
         edge = tile_size(model, device)
         return edge, edge, edge
@@ -341,12 +355,14 @@ def predict_volume(
         raise ValueError("model is in training mode; call .eval() first (load_model does)")
     start = time.perf_counter()
     device = model_device(model)
+    if device.type == "cpu":
+        keep_freed_memory()
     images, mask, effective = prepare_input(case, model.card["normalisation"]["landmarks"], missing, normalised)
     crop = brain_crop(mask, margin=0)
     inside, volume = crop.apply(mask), crop.apply(images)
     classes = model.config.num_classes
     if isinstance(model, DeepMedic):  # one pass per slab of brain; the 1x1x1 layers on brain voxels only
-        tile = (tile,) * 3 if tile else box_edges(model, inside.shape, device)
+        tile = (tile,) * 3 if tile else box_edges(model, inside.shape, device, amp)
         scores = brain_outputs(model, volume, inside, tile, amp=amp, on_progress=on_progress).T
     else:  # any network mapping T + 48 to T voxels
         tile = tile_shape(inside.shape, tile or tile_size(model, device))

@@ -148,15 +148,20 @@ def build_model(preset: str | ModelConfig = "deepmedic", in_channels: int = 4, n
 
 
 class InferencePReLU(nn.PReLU):
-    """PReLU computed in place as max(x, 0) + a * min(x, 0): the same values (bit for bit in
-    float32; in bfloat16 it stays in bfloat16 where autocast would compute PReLU in float32)
-    in about 40 % of the time of torch's kernel on channels-last CPU tensors, where PReLU
-    cost as much as the convolutions. For inference only: it overwrites its input, which is
-    a convolution's fresh output."""
+    """PReLU computed in place: the same values (bit for bit in float32; in bfloat16 it stays in
+    bfloat16 where autocast would compute PReLU in float32) in 15-30 % of the time of torch's
+    kernel on channels-last CPU tensors, where PReLU cost as much as the convolutions. For
+    inference only: it overwrites its input, which is a convolution's fresh output."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        negative = torch.clamp(x, max=0).mul_(self.weight.to(x.dtype).view(shape))
+        slope = self.weight.to(x.dtype).view((1, -1) + (1,) * (x.ndim - 2))
+        # With every slope <= 1, PReLU is max(x, a x); with every slope >= 1, min(x, a x): one pass
+        # over x and one temporary, twice as fast as the general form below.
+        if bool((self.weight <= 1).all()):
+            return torch.maximum(x, x * slope, out=x)
+        if bool((self.weight >= 1).all()):
+            return torch.minimum(x, x * slope, out=x)
+        negative = torch.clamp(x, max=0).mul_(slope)
         return x.clamp_(min=0).add_(negative)
 
 

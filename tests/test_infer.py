@@ -217,17 +217,22 @@ def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual):
         brain_outputs(model, volume, inside, (10, 12, 6))
 
 
-def test_inference_prelu_equals_torchs_prelu():
+@pytest.mark.parametrize("slopes", [[0.25, -0.5, 0.0, 1.0, 0.7, 0.01],  # all <= 1: max(x, a x)
+                                    [1.0, 1.5, 3.0, 1.0, 1.7, 2.0],  # all >= 1: min(x, a x)
+                                    [0.25, -0.5, 0.0, 1.0, 1.7, 0.01]])  # fmt: skip
+def test_inference_prelu_equals_torchs_prelu(slopes):
     from core.model import InferencePReLU
 
     torch.manual_seed(0)
     reference = torch.nn.PReLU(6)
     with torch.no_grad():
-        reference.weight.copy_(torch.tensor([0.25, -0.5, 0.0, 1.0, 1.7, 0.01]))
+        reference.weight.copy_(torch.tensor(slopes))
     fast = InferencePReLU(6)
     fast.load_state_dict(reference.state_dict())
     x = torch.randn(2, 6, 5, 4, 3).contiguous(memory_format=torch.channels_last_3d)
     with torch.inference_mode():
+        expected = torch.where(x > 0, x, x * torch.tensor(slopes).view(1, -1, 1, 1, 1))  # PReLU's definition
+        np.testing.assert_array_equal(fast(x.clone()).numpy(), expected.numpy())
         np.testing.assert_array_equal(fast(x.clone()).numpy(), reference(x).numpy())
         # bfloat16 (under autocast torch computes PReLU in float32): within bfloat16's rounding
         half = x.to(torch.bfloat16)
