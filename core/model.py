@@ -154,15 +154,28 @@ class InferencePReLU(nn.PReLU):
     inference only: it overwrites its input, which is a convolution's fresh output."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slope = self.weight.to(x.dtype).view((1, -1) + (1,) * (x.ndim - 2))
+        slope = self.weight.to(x.dtype)
+        rows = x
+        if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+            # Channels-last memory is (N, X, Y, Z, C): rows of Z x C values against the slopes
+            # repeated Z times vectorise, where a per-channel broadcast over C (15-50) does not.
+            try:
+                rows = x.permute(0, 2, 3, 4, 1).view(-1, x.shape[4] * x.shape[1])
+                slope = slope.repeat(x.shape[4])
+            except RuntimeError:  # a size-1 axis can make the layout ambiguous: broadcast instead
+                rows = x
+        if rows is x and x.ndim > 2:
+            slope = slope.view((1, -1) + (1,) * (x.ndim - 2))
         # With every slope <= 1, PReLU is max(x, a x); with every slope >= 1, min(x, a x): one pass
         # over x and one temporary, twice as fast as the general form below.
         if bool((self.weight <= 1).all()):
-            return torch.maximum(x, x * slope, out=x)
-        if bool((self.weight >= 1).all()):
-            return torch.minimum(x, x * slope, out=x)
-        negative = torch.clamp(x, max=0).mul_(slope)
-        return x.clamp_(min=0).add_(negative)
+            torch.maximum(rows, rows * slope, out=rows)
+        elif bool((self.weight >= 1).all()):
+            torch.minimum(rows, rows * slope, out=rows)
+        else:
+            negative = torch.clamp(rows, max=0).mul_(slope)
+            rows.clamp_(min=0).add_(negative)
+        return x
 
 
 def fuse_for_inference(model: DeepMedic) -> DeepMedic:

@@ -240,3 +240,6 @@ def test_inference_prelu_equals_torchs_prelu(slopes):
                                    rtol=2**-7, atol=0)  # fmt: skip
         rows = torch.randn(7, 6)
         np.testing.assert_array_equal(fast(rows.clone()).numpy(), reference(rows).numpy())
+        for shape in ((1, 6, 5, 1, 3), (1, 6, 1, 1, 1)):  # size-1 axes, and the default layout
+            for y in (torch.randn(shape).contiguous(memory_format=torch.channels_last_3d), torch.randn(shape)):
+                np.testing.assert_array_equal(fast(y.clone()).numpy(), reference(y).numpy())
