@@ -16,7 +16,6 @@ inside the brain (voxels non-zero in an available sequence), as DeepMedic's are.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import torch
 from core.device import describe_device
 from core.infer import Prediction, extract
 from core.io import Case, resample_to_original
-from core.model import CARD, ONNX, ModelError, load_model, sha256_file
+from core.model import CARD, ONNX, ModelError, card_json, load_model, sha256_file
 from core.preprocess import brain_crop, brain_mask, normalise
 from core.sequences import LABEL_NAMES, SEQUENCES
 
@@ -486,12 +485,7 @@ def load_external(path: str | Path, device: str | torch.device = "cpu") -> Exter
     """
     folder = Path(path)
     where = folder / CARD
-    if not where.is_file():
-        raise ModelError(f"{folder}: no {CARD}; an ONNX model folder holds {ONNX_FILE} and {CARD}")
-    try:
-        card = json.loads(where.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{where}: not valid JSON ({exc})") from exc
+    card = card_json(folder, holds=ONNX_FILE)
     spec = parse_card(card, where)
     onnx_path = folder / ONNX_FILE
     if not onnx_path.is_file():

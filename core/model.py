@@ -274,18 +274,24 @@ def model_folders(path: str | Path) -> list[Path]:
     return folders
 
 
-def read_card(folder: str | Path) -> dict:
-    """The card of a model folder. Raises :class:`ModelError` with what is wrong."""
+def card_json(folder: str | Path, holds: str = f"{WEIGHTS} (or {ONNX})") -> dict:
+    """The parsed card.json of a model folder (any JSON), or :class:`ModelError` naming the file."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: model folder not found")
     path = folder / CARD
     if not path.is_file():
-        raise ModelError(f"{folder}: no {CARD}; a model folder holds {WEIGHTS} (or {ONNX}) and {CARD}")
+        raise ModelError(f"{folder}: no {CARD}; a model folder holds {holds} and {CARD}")
     try:
-        card = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def read_card(folder: str | Path) -> dict:
+    """The card of a model folder. Raises :class:`ModelError` with what is wrong."""
+    folder = Path(folder)
+    card, path = card_json(folder), folder / CARD
     if not isinstance(card, dict) or "architecture" not in card or "weights_sha256" not in card:
         raise ModelError(f"{path}: lacks 'architecture' or 'weights_sha256'")
     return card
