@@ -34,10 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from core.cases import find_cases  # noqa: E402
 from core.device import bf16_supported  # noqa: E402
+from core.external import load_any_model  # noqa: E402
 from core.infer import predict_volume  # noqa: E402
 from core.io import CaseError, read_case  # noqa: E402
 from core.metrics import evaluate  # noqa: E402
-from core.model import load_model, model_folders  # noqa: E402
+from core.model import model_folders  # noqa: E402
 from core.sequences import combination_name, parse_combination  # noqa: E402
 
 REGIONS = ("tc", "wt", "et")
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = {"bar": bar, "amp": amp}
     rows = []
     for folder in folders:
-        model = load_model(folder)
+        model = load_any_model(folder)  # DeepMedic or an ONNX model folder
         for row in real_scores(model, cases, missing_sets, progress):
             rows.append({"model": folder.name, "sha256": model.card["weights_sha256"], **row})
         if synthetic_cases:
