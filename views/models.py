@@ -18,26 +18,28 @@ for name, card in models.items():
     training = card.get("training", {})
     done = card.get("iterations") or 0
     family = (card.get("architecture") or {}).get("family", "ONNX")
+    network = f"{family} (ONNX)" if is_onnx_card(card) else str(card.get("preset", "DeepMedic")).replace(
+        "deepmedic", "DeepMedic").replace("-", " ")  # fmt: skip
+    parameters = card.get("parameters")
     rows.append({
         "model": name,
-        "architecture": f"{family} (ONNX)" if is_onnx_card(card) else "DeepMedic",
-        "preset": card.get("preset"),
-        "parameters": card.get("parameters"),
+        "architecture": network + (f" · {parameters / 1e3:,.0f}k" if parameters else ""),
         "hospitals": ", ".join(training.get("hospitals", [])),
         "complete only": training.get("complete_only"),
         "sparsified": any(card.get("sparsity", {}).values()),
         "training cases": training.get("n_train_cases"),
-        "iterations": f"{done:,} of {card.get('iterations_planned') or done:,}",
+        "iterations": f"{done:,}" + (f" of {planned:,}" if (planned := card.get("iterations_planned") or done) != done
+                                     else ""),  # fmt: skip
         "val Dice TC": card.get("validation", {}).get("dice_tc_windows"),
     })  # fmt: skip
 table = pd.DataFrame(rows)
 # What every model shares goes in a caption: the table then fits at 1280 px without a scroll bar.
-shared = [column for column in ("architecture", "preset", "parameters")
-          if len(table) > 1 and table[column].nunique(dropna=False) == 1]  # fmt: skip
+shared = [column for column in ("architecture",) if len(table) > 1 and table[column].nunique(dropna=False) == 1]
 st.dataframe(table.drop(columns=shared), hide_index=True, width="stretch")
+st.caption("Architecture: the network and its parameters in thousands (k); iterations: of the planned number when "
+           "training stopped early.")  # fmt: skip
 if shared:
-    st.caption("Every model: " + ", ".join(f"{column} {table[column].iloc[0]:,}" if column == "parameters"
-                                           else f"{column} {table[column].iloc[0]}" for column in shared))  # fmt: skip
+    st.caption("Every model: " + ", ".join(f"{column} {table[column].iloc[0]}" for column in shared))
 if any(card.get("yours") for card in models.values()):
     st.caption("Models marked **(your model)** were uploaded on the Your data page; they are kept apart from the "
                "bundled models.")  # fmt: skip
