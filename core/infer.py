@@ -236,9 +236,7 @@ def brain_outputs(
         if getattr(net, "fused", False):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         region = tuple(slice(a, min(b, n)) for (a, b), n in zip(box, inside.shape))
-        voxels = np.argwhere(inside[region])
-        if not len(voxels):
-            continue
+        voxels = np.argwhere(inside[region])  # never empty: brain_boxes keeps boxes with brain only
         flat = np.ravel_multi_index(voxels.T, sizes)
         low_flat = np.ravel_multi_index((voxels // SUBSAMPLE).T, [n // SUBSAMPLE for n in sizes])
         with autocast(device, amp):

@@ -39,7 +39,7 @@ class SweepConfig:
     """What a sweep evaluates, and how.
 
     ``splits`` / ``hospitals``: keep only cases of these (empty / None: all); a case without a
-    split counts as DEFAULT_SPLIT, one without a hospital as ``core.io.DEFAULT_HOSPITAL``.
+    split counts as DEFAULT_SPLIT, one without a hospital as ``core.cases.DEFAULT_HOSPITAL``.
     ``per_hospital``: only the first that many cases of each hospital, in the manifest's order
     (a quick, balanced first pass; 0: all). ``root`` confines every case file (links resolved)
     to that folder: a case with a file outside it, or a broken link, is rejected before any of

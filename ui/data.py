@@ -36,7 +36,7 @@ def models_root() -> Path:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def load_manifest(path: str) -> pd.DataFrame:
-    """The manifest of a cohort folder (``core.io.manifest_summary``), or an empty table."""
+    """The manifest of a cohort folder (``core.cases.manifest_summary``), or an empty table."""
     from core.cases import manifest_summary
 
     return pd.DataFrame(manifest_summary(path), columns=["patient_id", "hospital", "split", "missing"])
