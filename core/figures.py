@@ -446,7 +446,10 @@ def missing_comparison_figure(table, model_a: str, model_b: str, comparison=None
 
 
 def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str = ""):
-    """The paper's Figure 5: median of a metric, models x combinations of missing sequences."""
+    """The paper's Figure 5: median of a metric, models x combinations of missing sequences.
+
+    Rows are labelled with the model and the number of patients behind its medians.
+    """
     import plotly.graph_objects as go
 
     from core.stats import applicable_rows
@@ -455,8 +458,12 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
     data = data[data["region"] == region]
     pivot = data.pivot_table(index="model", columns="missing", values=metric, aggfunc="median")
     pivot = pivot[order_combinations(pivot.columns)]
+    # Each row says how many patients its medians are of: models evaluated on different
+    # numbers of patients can share the grid, but should not pass for the same sample.
+    patients = data.groupby("model")["patient_id"].nunique()
+    rows = [f"{model} (n={patients[model]})" for model in pivot.index]
     figure = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[combination_label(c) for c in pivot.columns],
-                                  y=list(pivot.index),
+                                  y=rows,
                                   colorscale="Viridis", zmin=0, zmax=1 if metric == "dice" else None,
                                   text=np.round(pivot.to_numpy(), 2), texttemplate="%{text}",
                                   colorbar={"title": f"median {metric}"}))  # fmt: skip

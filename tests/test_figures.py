@@ -42,6 +42,9 @@ def test_heatmap_holds_medians_and_boxplot_one_box_per_model():
     expected = table.pivot_table(index="model", columns="missing", values="dice", aggfunc="median")
     np.testing.assert_allclose(z, expected[["none", "flair"]].to_numpy())
     assert list(heat.data[0].x) == ["complete", "missing FLAIR"]
+    assert list(heat.data[0].y) == ["BraTS (n=12)", "BraTSst (n=12)"]
+    fewer = table[~((table["model"] == "BraTSst") & table["patient_id"].isin(["H1_0", "H1_1"]))]
+    assert list(median_heatmap(fewer).data[0].y) == ["BraTS (n=12)", "BraTSst (n=10)"]
     box = hospital_boxplot(table)
     assert {t.name for t in box.data} == {"BraTS", "BraTSst"} and all(len(t.y) == 12 for t in box.data)
 

@@ -30,7 +30,8 @@ for name, card in models.items():
         "training cases": training.get("n_train_cases"),
         "iterations": f"{done:,}" + (f" of {planned:,}" if (planned := card.get("iterations_planned") or done) != done
                                      else ""),  # fmt: skip
-        "val Dice TC": card.get("validation", {}).get("dice_tc_windows"),
+        "val Dice TC": f"{dice:.3f}" if (dice := card.get("validation", {}).get("dice_tc_windows")) is not None
+        else "not measured",  # e.g. an imported model trained without a validation set
     })  # fmt: skip
 table = pd.DataFrame(rows)
 # What every model shares goes in a caption: the table then fits at 1280 px without a scroll bar.
