@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from core.infer import Prediction, predict_slice, predict_volume
 from core.io import Case, read_case
 from core.metrics import evaluate
 from core.model import ModelError, model_folders, read_card
+from ui.prefetch import Prefetcher
 
 ROOT = Path(__file__).resolve().parent.parent
 # bfloat16 autocast where the device runs it natively (3x faster on CPUs with AMX; labels
@@ -229,23 +231,65 @@ def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, m
     return None if found is None else _remember(key, lambda: found)
 
 
+_KEEPING = threading.Lock()
+
+
 def _remember(key: tuple, compute) -> Prediction:
     """The prediction under ``key``, computed once and kept (the oldest dropped past 24)."""
     store = _predictions()
-    if key not in store:
-        store[key] = compute()
-        while len(store) > 24:  # keep memory bounded
-            store.pop(next(iter(store)))
-    return store[key]
+    found = store.get(key)
+    if found is None:
+        found = compute()
+        with _KEEPING:  # the prefetch thread keeps results too
+            store[key] = found
+            while len(store) > 24:  # keep memory bounded
+                store.pop(next(iter(store)))
+    return found
+
+
+def prefetch_enabled() -> bool:
+    """Whether the explorer predicts the next likely switches in the background (``GBM_PREFETCH``, default on)."""
+    return os.environ.get("GBM_PREFETCH", "1") != "0"
+
+
+@st.cache_resource(show_spinner=False)
+def prefetcher() -> Prefetcher:
+    """The app process's one background worker (``ui.prefetch``), keeping what it computes with the rest."""
+    return Prefetcher(keep=lambda key, prediction: _remember(key, lambda: prediction),
+                      has=lambda key: key in _predictions())  # fmt: skip
 
 
 def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:
-    """Predict (or take from the cache) the whole volume; kept for the switches to reuse."""
+    """Predict (or take from the cache) the whole volume; kept for the switches to reuse. A
+    background prediction of the same combination is waited for, any other one is cancelled."""
     model = load_model_cached(model_path, sha256)
+    case = load_case(cohort, case_id)
     normalised = normalised_case(cohort, case_id, model_path, sha256)
-    return _remember((cohort, case_id, model_path, sha256, missing), lambda: predict_volume(
-        model, load_case(cohort, case_id), frozenset(missing), amp=AMP, on_progress=on_progress,
-        normalised=normalised))  # fmt: skip
+    key = (cohort, case_id, model_path, sha256, missing)
+    with prefetcher().foreground(key, on_progress):
+        return _remember(key, lambda: predict_volume(model, case, frozenset(missing), amp=AMP, on_progress=on_progress,
+                                                     normalised=normalised))  # fmt: skip
+
+
+def prefetch(cohort, case_id, model_path, sha256, combinations: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Ask the background worker for these combinations (first first), replacing older wishes.
+
+    Only what is neither kept nor stored is asked for. Returns the combinations queued.
+    """
+    todo = [m for m in combinations if cached_prediction(cohort, case_id, model_path, sha256, m) is None]
+    if not prefetch_enabled() or not todo:
+        return []
+    # The worker gets the loaded objects, not the cached functions: it has no page to run in.
+    model = load_model_cached(model_path, sha256)
+    case = load_case(cohort, case_id)
+    normalised = normalised_case(cohort, case_id, model_path, sha256)
+
+    def job(missing):
+        return lambda progress: predict_volume(model, case, frozenset(missing), amp=AMP, on_progress=progress,
+                                               normalised=normalised)  # fmt: skip
+
+    prefetcher().want([((cohort, case_id, model_path, sha256, m), job(m)) for m in todo])
+    return todo
 
 
 @st.cache_data(max_entries=16, show_spinner="Predicting one slice...")

@@ -43,6 +43,7 @@ from ui.data import (
     metrics_table,
     models_root,
     prediction_nifti,
+    prefetch,
     preview_slice,
     run_prediction,
     showcase_patient,
@@ -193,6 +194,14 @@ if prediction is None and live and applicable:  # the axial slice at once, then 
 chart.plotly_chart(viewer_figure(None if prediction is None else prediction.labels, preview), key="viewer",
                    on_select=move_crosshair, selection_mode="points", width="stretch",
                    config={"displaylogo": False})  # fmt: skip
+if live and applicable and prediction is not None:
+    # While the user looks, the combinations one switch away are predicted in the background.
+    flips = [s for s in reversed(SECONDARY) if s not in case.missing]  # FLAIR first: the paper's lesson
+    nearby = [tuple(s for s in SEQUENCES if (s in missing) != (s == flip)) for flip in flips]
+    queued = prefetch(*args, [m for m in nearby if combination_applicable(card, m)])
+    if queued:
+        progress.caption("Getting ready in the background, so that switch answers at once: "
+                         + "; ".join(run_phrase(frozenset(m)) for m in queued) + ".")  # fmt: skip
 if overlay in ("prediction", "reference"):
     items = [(LABEL_COLOURS[label], LABEL_NAMES[label]) for label in LABEL_COLOURS]
     heading = f"{overlay.capitalize()} labels"

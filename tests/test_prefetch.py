@@ -1,0 +1,130 @@
+"""The explorer's background worker (ui/prefetch.py): order, cancellation, waiting, the page."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.test_app import explorer_data  # noqa: F401 (fixture: a phantom cohort and a tiny model)
+from ui.prefetch import Prefetcher
+
+
+def worker():
+    kept: dict = {}
+    return Prefetcher(keep=kept.__setitem__, has=kept.__contains__), kept
+
+
+def steps(value, n=1, pause=0.0, started=None, log=None):
+    """A job of ``n`` progress steps returning ``value``."""
+
+    def compute(progress):
+        if started is not None:
+            started.set()
+        for i in range(n):
+            time.sleep(pause)
+            progress(i + 1, n, "step")
+        if log is not None:
+            log.append(value)
+        return value
+
+    return compute
+
+
+def test_jobs_run_first_first_and_what_is_kept_is_not_computed_again():
+    prefetcher, kept = worker()
+    log = []
+    kept["b"] = "old b"
+    prefetcher.want([("a", steps("A", log=log)), ("b", steps("B", log=log)), ("c", steps("C", log=log))])
+    assert prefetcher.idle(10)
+    assert log == ["A", "C"] and kept == {"a": "A", "b": "old b", "c": "C"}
+    assert prefetcher.finished == ["a", "c"]
+
+
+def test_new_wishes_replace_the_queue_and_the_queue_is_bounded():
+    prefetcher, kept = worker()
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocked(progress):
+        started.set()
+        gate.wait(10)
+        return "first"
+
+    prefetcher.want([("first", blocked)])
+    assert started.wait(10)
+    prefetcher.want([(k, steps(k)) for k in "abcdef"])
+    assert prefetcher.pending() == ["first", "a", "b", "c", "d"]  # at most four queued
+    prefetcher.want([("x", steps("x"))])
+    assert prefetcher.pending() == ["first", "x"]
+    gate.set()
+    assert prefetcher.idle(10) and set(kept) == {"first", "x"}
+
+
+def test_a_foreground_prediction_cancels_another_running_job_and_holds_the_queue():
+    prefetcher, kept = worker()
+    started = threading.Event()
+    prefetcher.want([("slow", steps("S", n=200, pause=0.01, started=started)), ("next", steps("N"))])
+    assert started.wait(10)
+    with prefetcher.foreground("other"):
+        deadline = time.monotonic() + 5
+        while "slow" in prefetcher.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert prefetcher.pending() == ["next"]  # cancelled at its next step, nothing started meanwhile
+        time.sleep(0.2)
+        assert prefetcher.pending() == ["next"] and "slow" not in kept
+    assert prefetcher.idle(10)
+    assert kept == {"next": "N"} and prefetcher.finished == ["next"]
+
+
+def test_a_foreground_prediction_of_the_running_job_waits_for_it_with_its_progress():
+    prefetcher, kept = worker()
+    started = threading.Event()
+    prefetcher.want([("same", steps("S", n=20, pause=0.02, started=started))])
+    assert started.wait(10)
+    seen = []
+    with prefetcher.foreground("same", on_progress=lambda done, total, message: seen.append((done, total))):
+        assert kept == {"same": "S"}  # finished, not cancelled: the caller finds it kept
+    assert seen and all(total in (1, 20) for _, total in seen)
+    assert max(done for done, _ in seen) >= 1
+
+
+def test_a_failing_guess_is_dropped_and_the_worker_goes_on():
+    prefetcher, kept = worker()
+
+    def broken(progress):
+        raise ValueError("unreadable")
+
+    prefetcher.want([("bad", broken), ("good", steps("G"))])
+    assert prefetcher.idle(10) and kept == {"good": "G"}
+
+
+def test_the_explorer_prepares_the_switches_one_away_in_the_background(explorer_data):  # noqa: F811
+    from streamlit.testing.v1 import AppTest
+
+    import ui.data
+    from tests.test_app import ROOT
+
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
+    at.session_state["live_run"] = True
+    at.run()  # the case as acquired (complete), computed on opening
+    assert not at.exception, at.exception
+    assert any("Getting ready in the background" in c.value and "missing FLAIR" in c.value for c in at.caption)
+    assert ui.data.prefetcher().idle(120)
+    cohort = str(ui.data.demo_cohort())
+    model = next(iter(ui.data.available_models().values()))
+    kept = {key[-1] for key in ui.data._predictions() if key[:2] == (cohort, "P0")}
+    assert {("flair",), ("t2",), ("t1",)} <= kept
+    prefetched = ui.data._predictions()[(cohort, "P0", model["path"], model["weights_sha256"], ("t2",))]
+    at.toggle(key="use_t2_P0").set_value(False).run()  # the switch finds the background's answer
+    assert not at.exception, at.exception
+    assert any("computed already" in c.value for c in at.caption)
+    assert ui.data.cached_prediction(cohort, "P0", model["path"], model["weights_sha256"], ("t2",)) is prefetched
+
+
+def test_close_cancels_the_running_job_and_ends_the_thread():
+    prefetcher, kept = worker()
+    started = threading.Event()
+    prefetcher.want([("slow", steps("S", n=500, pause=0.01, started=started)), ("next", steps("N"))])
+    assert started.wait(10)
+    prefetcher.close()
+    assert not prefetcher._thread.is_alive() and kept == {}

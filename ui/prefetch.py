@@ -1,0 +1,130 @@
+"""Predictions the explorer's user is likely to ask for next, computed while they look.
+
+After a whole-brain answer the explorer asks for the combinations one switch away (FLAIR, T2,
+T1 toggled). One background thread per app process works through the newest wishes, one
+prediction at a time, while nobody waits: a prediction asked for in the foreground cancels the
+background's (at its next slab) unless it is the very one the background is computing, which it
+then waits for. Wishes replace the older ones, so the queue never outgrows one page's neighbours
+and many sessions cannot pile work up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+Progress = Callable[[int, int, str], None]
+Compute = Callable[[Progress], object]
+
+
+class Cancelled(Exception):
+    """A background prediction given up for one asked for in the foreground."""
+
+
+class Prefetcher:
+    """One background worker; ``want`` queues jobs, ``foreground`` keeps it out of the way."""
+
+    def __init__(self, keep: Callable[[tuple, object], None], has: Callable[[tuple], bool], limit: int = 4):
+        """
+        Args:
+            keep: stores a finished result under its key (where the foreground will look).
+            has: whether a key's result is kept already (so it is not computed again).
+            limit: at most this many queued jobs (the newest wishes).
+        """
+        self._keep, self._has, self._limit = keep, has, limit
+        self._changed = threading.Condition()
+        self._queue: list[tuple[tuple, Compute]] = []
+        self._running: tuple | None = None
+        self._cancel = False
+        self._progress: tuple[int, int, str] = (0, 1, "")
+        self._foreground = 0
+        self._stopped = False
+        self.finished: list[tuple] = []  # keys computed in the background, oldest first (for tests and benches)
+        self._thread = threading.Thread(target=self._loop, name="prefetch", daemon=True)
+        self._thread.start()
+        # A daemon thread killed inside a native kernel at exit aborts the process: stop it first.
+        atexit.register(self.close)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drop the queue, cancel the running job (at its next step) and end the thread."""
+        with self._changed:
+            self._stopped, self._cancel, self._queue = True, True, []
+            self._changed.notify_all()
+        self._thread.join(timeout)
+
+    def want(self, jobs: list[tuple[tuple, Compute]]) -> None:
+        """Replace the queue with these jobs (first first), leaving out what is kept or running."""
+        with self._changed:
+            self._queue = [(k, c) for k, c in jobs if k != self._running and not self._has(k)][: self._limit]
+            self._changed.notify_all()
+
+    def pending(self) -> list[tuple]:
+        """Keys queued or running (running first)."""
+        with self._changed:
+            return ([self._running] if self._running else []) + [k for k, _ in self._queue]
+
+    def idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running; False if still busy after ``timeout`` s."""
+        end = time.monotonic() + timeout
+        with self._changed:
+            while self._queue or self._running:
+                if not self._changed.wait(max(0.0, end - time.monotonic())):
+                    return False
+        return True
+
+    @contextmanager
+    def foreground(self, key: tuple, on_progress: Progress | None = None):
+        """Around a prediction somebody waits for: no background job starts meanwhile.
+
+        If the background is computing ``key`` this waits for it (passing its progress on) and
+        the caller finds the result kept; any other running job is cancelled.
+        """
+        with self._changed:
+            self._foreground += 1
+            self._queue = [(k, c) for k, c in self._queue if k != key]
+            while self._running == key:
+                if on_progress:
+                    on_progress(*self._progress)
+                self._changed.wait(0.1)
+            if self._running is not None:
+                self._cancel = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._foreground -= 1
+                self._changed.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._stopped and (not self._queue or self._foreground):
+                    self._changed.wait()
+                if self._stopped:
+                    return
+                key, compute = self._queue.pop(0)
+                if self._has(key):
+                    continue
+                self._running, self._cancel, self._progress = key, False, (0, 1, "")
+            try:
+                result = compute(self._check)
+            except Cancelled:
+                result = None
+            except Exception:  # a failed guess costs nothing: the foreground will say why if asked
+                result = None
+            with self._changed:
+                if result is not None:
+                    self._keep(key, result)
+                    self.finished.append(key)
+                self._running = None
+                self._changed.notify_all()
+
+    def _check(self, done: int, total: int, message: str = "") -> None:
+        """The background job's progress callback: records progress, gives up when cancelled."""
+        with self._changed:
+            self._progress = (done, total, message)
+            if self._cancel:
+                raise Cancelled
