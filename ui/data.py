@@ -234,9 +234,9 @@ def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, m
 _KEEPING = threading.Lock()
 
 
-def _remember(key: tuple, compute) -> Prediction:
+def _remember(key: tuple, compute, store: dict | None = None) -> Prediction:
     """The prediction under ``key``, computed once and kept (the oldest dropped past 24)."""
-    store = _predictions()
+    store = _predictions() if store is None else store
     found = store.get(key)
     if found is None:
         found = compute()
@@ -254,9 +254,10 @@ def prefetch_enabled() -> bool:
 
 @st.cache_resource(show_spinner=False)
 def prefetcher() -> Prefetcher:
-    """The app process's one background worker (``ui.prefetch``), keeping what it computes with the rest."""
-    return Prefetcher(keep=lambda key, prediction: _remember(key, lambda: prediction),
-                      has=lambda key: key in _predictions())  # fmt: skip
+    """The app process's one background worker (``ui.prefetch``), keeping what it computes with the rest
+    (the dict itself: a cached function called from a thread without a page would warn)."""
+    kept = _predictions()
+    return Prefetcher(keep=lambda key, prediction: _remember(key, lambda: prediction, kept), has=kept.__contains__)
 
 
 def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:
