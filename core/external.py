@@ -249,6 +249,8 @@ def sliding_window(
         starts[2] = [z for z in starts[2] if z <= only_z < z + patch[2]]
     origins = list(product(*starts))
     half = spec.context // 2
+    if on_progress:  # before the first window too: a caller may stop the run there
+        on_progress(0, len(origins), "windows")
     for done, origin in enumerate(origins, start=1):
         region = tuple(slice(o, min(o + p, n)) for o, p, n in zip(origin, patch, shape))
         if skip is None or skip[region].any():

@@ -108,6 +108,8 @@ def tiled_outputs(
     out = np.empty((num_outputs, *shape), np.float32)
     out[:] = (np.zeros(num_outputs, np.float32) if fill is None else np.asarray(fill, np.float32))[:, None, None, None]
     origins = list(product(*[range(0, n, t) for n, t in zip(shape, tiles)]))
+    if on_progress:  # before the first tile too: a caller may stop the run there
+        on_progress(0, len(origins), "tiles")
     for done, origin in enumerate(origins, start=1):
         region = tuple(slice(o, min(o + t, n)) for o, t, n in zip(origin, tiles, shape))
         if skip is None or skip[region].any():
@@ -229,6 +231,8 @@ def brain_outputs(
     out = torch.empty((int(inside.sum()), net.config.num_classes), dtype=torch.float32)
     boxes = brain_boxes(inside, largest)
     c = HALF - NORMAL_CONTEXT // 2
+    if on_progress:  # before the first box too: a caller may stop the run there
+        on_progress(0, len(boxes), "boxes")
     for done, box in enumerate(boxes, start=1):
         sizes = [b - a for a, b in box]
         window = extract(volume, [a - HALF for a, _ in box], [n + CONTEXT for n in sizes])

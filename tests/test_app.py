@@ -81,6 +81,9 @@ def explorer_data(tmp_path, monkeypatch):
     monkeypatch.setenv("GBM_DEMO_COHORT", str(manifest.parent))
     monkeypatch.setenv("GBM_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("GBM_DEMO_STORE", str(tmp_path / "no-demo-results.sqlite"))
+    # The explorer's background predictions are tested on their own (tests/test_prefetch.py): off here,
+    # so each page test takes one path, not whichever the worker's timing allows.
+    monkeypatch.setenv("GBM_PREFETCH", "0")
 
 
 def test_explorer_runs_the_model_and_shows_the_change(explorer_data):

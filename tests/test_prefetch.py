@@ -37,7 +37,7 @@ def test_jobs_run_first_first_and_what_is_kept_is_not_computed_again():
     prefetcher.want([("a", steps("A", log=log)), ("b", steps("B", log=log)), ("c", steps("C", log=log))])
     assert prefetcher.idle(10)
     assert log == ["A", "C"] and kept == {"a": "A", "b": "old b", "c": "C"}
-    assert prefetcher.finished == ["a", "c"]
+    assert list(prefetcher.finished) == ["a", "c"]
 
 
 def test_new_wishes_replace_the_queue_and_the_queue_is_bounded():
@@ -73,19 +73,58 @@ def test_a_foreground_prediction_cancels_another_running_job_and_holds_the_queue
         time.sleep(0.2)
         assert prefetcher.pending() == ["next"] and "slow" not in kept
     assert prefetcher.idle(10)
-    assert kept == {"next": "N"} and prefetcher.finished == ["next"]
+    assert kept == {"next": "N"} and list(prefetcher.finished) == ["next"]
 
 
 def test_a_foreground_prediction_of_the_running_job_waits_for_it_with_its_progress():
     prefetcher, kept = worker()
-    started = threading.Event()
-    prefetcher.want([("same", steps("S", n=20, pause=0.02, started=started))])
+    started, seen_first = threading.Event(), threading.Event()
+
+    def gated(progress):  # stays at its first step until the foreground has seen it
+        started.set()
+        progress(1, 3, "step")
+        seen_first.wait(10)
+        progress(2, 3, "step")
+        return "S"
+
+    prefetcher.want([("same", gated)])
     assert started.wait(10)
     seen = []
-    with prefetcher.foreground("same", on_progress=lambda done, total, message: seen.append((done, total))):
+
+    def on_progress(done, total, message):
+        seen.append((done, total))
+        if done == 1:
+            seen_first.set()
+
+    with prefetcher.foreground("same", on_progress=on_progress):
         assert kept == {"same": "S"}  # finished, not cancelled: the caller finds it kept
-    assert seen and all(total in (1, 20) for _, total in seen)
-    assert max(done for done, _ in seen) >= 1
+    assert (1, 3) in seen and len(seen) == len(set(seen))  # passed on, each step once
+
+
+def test_a_rerun_raised_by_the_pages_progress_callback_does_not_stop_the_worker():
+    prefetcher, kept = worker()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(progress):
+        started.set()
+        progress(1, 2, "step")
+        release.wait(10)
+        return "S"
+
+    prefetcher.want([("same", slow)])
+    assert started.wait(10)
+
+    def rerun(done, total, message):  # what a Streamlit widget call does once the user moved on
+        raise RuntimeError("rerun")
+
+    try:
+        with prefetcher.foreground("same", on_progress=rerun):
+            pass
+    except RuntimeError:
+        pass
+    release.set()
+    prefetcher.want([("next", steps("N"))])
+    assert prefetcher.idle(10) and kept == {"same": "S", "next": "N"}
 
 
 def test_a_failing_guess_is_dropped_and_the_worker_goes_on():
@@ -98,12 +137,13 @@ def test_a_failing_guess_is_dropped_and_the_worker_goes_on():
     assert prefetcher.idle(10) and kept == {"good": "G"}
 
 
-def test_the_explorer_prepares_the_switches_one_away_in_the_background(explorer_data):  # noqa: F811
+def test_the_explorer_prepares_the_switches_one_away_in_the_background(explorer_data, monkeypatch):  # noqa: F811
     from streamlit.testing.v1 import AppTest
 
     import ui.data
     from tests.test_app import ROOT
 
+    monkeypatch.setenv("GBM_PREFETCH", "1")
     at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
     at.session_state["live_run"] = True
     at.run()  # the case as acquired (complete), computed on opening
@@ -119,6 +159,22 @@ def test_the_explorer_prepares_the_switches_one_away_in_the_background(explorer_
     assert not at.exception, at.exception
     assert any("computed already" in c.value for c in at.caption)
     assert ui.data.cached_prediction(cohort, "P0", model["path"], model["weights_sha256"], ("t2",)) is prefetched
+    assert ui.data.prefetcher().idle(120)  # what the switch queued, done before the next test
+
+
+def test_without_prefetch_the_explorer_queues_nothing(explorer_data):  # noqa: F811
+    from streamlit.testing.v1 import AppTest
+
+    import ui.data
+    from tests.test_app import ROOT
+
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
+    at.session_state["live_run"] = True
+    at.run()  # GBM_PREFETCH=0 (the fixture): the whole brain as acquired, and nothing else
+    assert not at.exception, at.exception
+    assert not any("Getting ready in the background" in c.value for c in at.caption)
+    cohort = str(ui.data.demo_cohort())
+    assert [key[-1] for key in ui.data._predictions() if key[:2] == (cohort, "P0")] == [()]
 
 
 def test_close_cancels_the_running_job_and_ends_the_thread():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import OrderedDict
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -192,9 +194,15 @@ def prepared_input(cohort: str, case_id: str, model_path: str, sha256: str, miss
     return prepare_for(model, load_case(cohort, case_id), missing, normalised_case(cohort, case_id, model_path, sha256))
 
 
-@st.cache_resource(max_entries=24, show_spinner=False)
-def _predictions() -> dict:
-    return {}
+# Whole-brain predictions of this app process (all sessions), least recently used dropped past
+# KEPT_PREDICTIONS: a module dict, not a cached resource, because the prefetch thread fills it too.
+KEPT_PREDICTIONS = 24
+_PREDICTIONS: OrderedDict[tuple, Prediction] = OrderedDict()
+_KEEPING = threading.Lock()
+
+
+def _predictions() -> OrderedDict:
+    return _PREDICTIONS
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -225,25 +233,32 @@ def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str
 def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
     """A prediction computed in this app session or precomputed in a results store, or None."""
     key = (cohort, case_id, model_path, sha256, missing)
-    if key in _predictions():
-        return _predictions()[key]
+    found = _recall(key)
+    if found is not None:
+        return found
     found = stored_prediction(cohort, case_id, sha256, missing)
     return None if found is None else _remember(key, lambda: found)
 
 
-_KEEPING = threading.Lock()
+def _recall(key: tuple) -> Prediction | None:
+    """A kept prediction (now the most recently used), or None."""
+    with _KEEPING:  # the prefetch thread may drop one meanwhile
+        found = _PREDICTIONS.get(key)
+        if found is not None:
+            _PREDICTIONS.move_to_end(key)
+        return found
 
 
-def _remember(key: tuple, compute, store: dict | None = None) -> Prediction:
-    """The prediction under ``key``, computed once and kept (the oldest dropped past 24)."""
-    store = _predictions() if store is None else store
-    found = store.get(key)
+def _remember(key: tuple, compute) -> Prediction:
+    """The prediction under ``key``, computed once and kept (the least recently used dropped past
+    ``KEPT_PREDICTIONS``)."""
+    found = _recall(key)
     if found is None:
         found = compute()
-        with _KEEPING:  # the prefetch thread keeps results too
-            store[key] = found
-            while len(store) > 24:  # keep memory bounded
-                store.pop(next(iter(store)))
+        with _KEEPING:
+            _PREDICTIONS[key] = found
+            while len(_PREDICTIONS) > KEPT_PREDICTIONS:  # keep memory bounded
+                _PREDICTIONS.popitem(last=False)
     return found
 
 
@@ -252,12 +267,21 @@ def prefetch_enabled() -> bool:
     return os.environ.get("GBM_PREFETCH", "1") != "0"
 
 
-@st.cache_resource(show_spinner=False)
+_WORKER: list[Prefetcher] = []  # the app process's one background worker, started on first use
+
+
 def prefetcher() -> Prefetcher:
-    """The app process's one background worker (``ui.prefetch``), keeping what it computes with the rest
-    (the dict itself: a cached function called from a thread without a page would warn)."""
-    kept = _predictions()
-    return Prefetcher(keep=lambda key, prediction: _remember(key, lambda: prediction, kept), has=kept.__contains__)
+    """The app process's background worker (``ui.prefetch``); it keeps what it computes with the rest."""
+    with _KEEPING:
+        if not _WORKER:
+            _WORKER.append(Prefetcher(keep=lambda key, prediction: _remember(key, lambda: prediction),
+                                      has=lambda key: key in _PREDICTIONS))  # fmt: skip
+        return _WORKER[0]
+
+
+def waited_for(key: tuple | None = None, on_progress=None):
+    """Around work a user waits for: the background worker, if started, holds off (``Prefetcher.foreground``)."""
+    return _WORKER[0].foreground(key, on_progress) if _WORKER else nullcontext()
 
 
 def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:
@@ -267,7 +291,7 @@ def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...]
     case = load_case(cohort, case_id)
     normalised = normalised_case(cohort, case_id, model_path, sha256)
     key = (cohort, case_id, model_path, sha256, missing)
-    with prefetcher().foreground(key, on_progress):
+    with waited_for(key, on_progress):
         return _remember(key, lambda: predict_volume(model, case, frozenset(missing), amp=AMP, on_progress=on_progress,
                                                      normalised=normalised))  # fmt: skip
 
@@ -275,10 +299,14 @@ def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...]
 def prefetch(cohort, case_id, model_path, sha256, combinations: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     """Ask the background worker for these combinations (first first), replacing older wishes.
 
-    Only what is neither kept nor stored is asked for. Returns the combinations queued.
+    Only what is neither kept nor stored is asked for (a stored one is not loaded here). Returns
+    the combinations queued.
     """
-    todo = [m for m in combinations if cached_prediction(cohort, case_id, model_path, sha256, m) is None]
-    if not prefetch_enabled() or not todo:
+    if not prefetch_enabled():
+        return []
+    todo = [m for m in combinations if (cohort, case_id, model_path, sha256, m) not in _PREDICTIONS
+            and stored_prediction(cohort, case_id, sha256, m) is None]  # fmt: skip
+    if not todo:
         return []
     # The worker gets the loaded objects, not the cached functions: it has no page to run in.
     model = load_model_cached(model_path, sha256)
@@ -298,7 +326,8 @@ def preview_slice(cohort, case_id, model_path, sha256, missing: tuple[str, ...],
     """Labels (X, Y) of one axial slice, computed alone (about a second on a CPU; then kept)."""
     model = load_model_cached(model_path, sha256)
     prepared = prepared_input(cohort, case_id, model_path, sha256, missing)
-    return predict_slice(model, load_case(cohort, case_id), index, prepared=prepared, amp=AMP)
+    with waited_for():
+        return predict_slice(model, load_case(cohort, case_id), index, prepared=prepared, amp=AMP)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -391,15 +420,16 @@ def run_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_pat
                            on_progress=None) -> Prediction:  # fmt: skip
     """Prediction on the shifted case, cached beside the others."""
     model = load_model_cached(model_path, sha256)
-    return _remember((cohort, case_id, changes, seed, model_path, sha256, missing), lambda: predict_volume(
-        model, shifted_case(cohort, case_id, changes, seed), frozenset(missing), amp=AMP,
-        on_progress=on_progress))  # fmt: skip
+    with waited_for():
+        return _remember((cohort, case_id, changes, seed, model_path, sha256, missing), lambda: predict_volume(
+            model, shifted_case(cohort, case_id, changes, seed), frozenset(missing), amp=AMP,
+            on_progress=on_progress))  # fmt: skip
 
 
 def cached_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_path, sha256,
                               missing: tuple[str, ...]) -> Prediction | None:  # fmt: skip
     """The prediction on the shifted case if it was computed in this app process, else None (never computes)."""
-    return _predictions().get((cohort, case_id, changes, seed, model_path, sha256, missing))
+    return _recall((cohort, case_id, changes, seed, model_path, sha256, missing))
 
 
 def demo_store() -> Path:

@@ -2,26 +2,28 @@
 
 After a whole-brain answer the explorer asks for the combinations one switch away (FLAIR, T2,
 T1 toggled). One background thread per app process works through the newest wishes, one
-prediction at a time, while nobody waits: a prediction asked for in the foreground cancels the
-background's (at its next slab) unless it is the very one the background is computing, which it
-then waits for. Wishes replace the older ones, so the queue never outgrows one page's neighbours
-and many sessions cannot pile work up.
+prediction at a time, while nobody waits: work somebody waits for (a prediction, a shifted case,
+a slice preview, a sweep) holds the worker off and cancels its running job, unless that job is
+the very prediction asked for, which is then waited for. Wishes replace the older ones, so the
+queue never outgrows one page's neighbours and many sessions cannot pile work up.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager
 
 Progress = Callable[[int, int, str], None]
 Compute = Callable[[Progress], object]
+LOG = logging.getLogger(__name__)
 
 
 class Cancelled(Exception):
-    """A background prediction given up for one asked for in the foreground."""
+    """A background prediction given up for work somebody waits for."""
 
 
 class Prefetcher:
@@ -42,23 +44,17 @@ class Prefetcher:
         self._progress: tuple[int, int, str] = (0, 1, "")
         self._foreground = 0
         self._stopped = False
-        self.finished: list[tuple] = []  # keys computed in the background, oldest first (for tests and benches)
+        self.finished: deque[tuple] = deque(maxlen=64)  # keys computed in the background, newest last
         self._thread = threading.Thread(target=self._loop, name="prefetch", daemon=True)
         self._thread.start()
         # A daemon thread killed inside a native kernel at exit aborts the process: stop it first.
         atexit.register(self.close)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Drop the queue, cancel the running job (at its next step) and end the thread."""
-        with self._changed:
-            self._stopped, self._cancel, self._queue = True, True, []
-            self._changed.notify_all()
-        self._thread.join(timeout)
-
     def want(self, jobs: list[tuple[tuple, Compute]]) -> None:
         """Replace the queue with these jobs (first first), leaving out what is kept or running."""
         with self._changed:
-            self._queue = [(k, c) for k, c in jobs if k != self._running and not self._has(k)][: self._limit]
+            self._queue = [(k, c) for k, c in jobs
+                           if (k != self._running or self._cancel) and not self._has(k)][: self._limit]  # fmt: skip
             self._changed.notify_all()
 
     def pending(self) -> list[tuple]:
@@ -68,63 +64,80 @@ class Prefetcher:
 
     def idle(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; False if still busy after ``timeout`` s."""
-        end = time.monotonic() + timeout
         with self._changed:
-            while self._queue or self._running:
-                if not self._changed.wait(max(0.0, end - time.monotonic())):
-                    return False
-        return True
+            return self._changed.wait_for(lambda: not self._queue and self._running is None, timeout)
 
     @contextmanager
-    def foreground(self, key: tuple, on_progress: Progress | None = None):
-        """Around a prediction somebody waits for: no background job starts meanwhile.
+    def foreground(self, key: tuple | None = None, on_progress: Progress | None = None):
+        """Around work somebody waits for: no background job starts meanwhile.
 
         If the background is computing ``key`` this waits for it (passing its progress on) and
-        the caller finds the result kept; any other running job is cancelled.
+        the caller finds the result kept; any other running job is cancelled and waited for (it
+        stops at its next step), so the two never compete for the CPU.
         """
         with self._changed:
             self._foreground += 1
-            self._queue = [(k, c) for k, c in self._queue if k != key]
-            while self._running == key:
-                if on_progress:
-                    on_progress(*self._progress)
-                self._changed.wait(0.1)
-            if self._running is not None:
-                self._cancel = True
         try:
+            shown = None
+            with self._changed:
+                self._queue = [(k, c) for k, c in self._queue if k != key]
+                while key is not None and self._running == key and self._thread.is_alive():
+                    if on_progress and self._progress != shown:
+                        shown = self._progress
+                        self._changed.release()  # a page's callback may raise (a rerun): never with the lock
+                        try:
+                            on_progress(*shown)
+                        finally:
+                            self._changed.acquire()
+                    self._changed.wait(0.1)
+                if self._running is not None:
+                    self._cancel = True
+                    self._changed.wait_for(lambda: self._running is None, timeout=10)
             yield
         finally:
             with self._changed:
                 self._foreground -= 1
                 self._changed.notify_all()
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Drop the queue, cancel the running job (at its next step) and end the thread."""
+        with self._changed:
+            self._stopped, self._cancel, self._queue = True, True, []
+            self._changed.notify_all()
+        self._thread.join(timeout)
+
     def _loop(self) -> None:
         while True:
             with self._changed:
-                while not self._stopped and (not self._queue or self._foreground):
-                    self._changed.wait()
+                self._changed.wait_for(lambda: self._stopped or (self._queue and not self._foreground))
                 if self._stopped:
                     return
                 key, compute = self._queue.pop(0)
                 if self._has(key):
+                    self._changed.notify_all()
                     continue
                 self._running, self._cancel, self._progress = key, False, (0, 1, "")
+            result = None
             try:
                 result = compute(self._check)
             except Cancelled:
-                result = None
-            except Exception:  # a failed guess costs nothing: the foreground will say why if asked
-                result = None
-            with self._changed:
-                if result is not None:
-                    self._keep(key, result)
-                    self.finished.append(key)
-                self._running = None
-                self._changed.notify_all()
+                pass
+            except Exception:  # a failed guess costs nothing: the foreground says why if it is asked for
+                LOG.warning("background prediction %s failed", key[-1], exc_info=True)
+            finally:
+                with self._changed:
+                    try:
+                        if result is not None:
+                            self._keep(key, result)
+                            self.finished.append(key)
+                    finally:
+                        self._running = None
+                        self._changed.notify_all()
 
     def _check(self, done: int, total: int, message: str = "") -> None:
-        """The background job's progress callback: records progress, gives up when cancelled."""
+        """The background job's progress callback: records progress, gives up when cancelled
+        (never on the last step: a finished result is kept)."""
         with self._changed:
             self._progress = (done, total, message)
-            if self._cancel:
+            if self._cancel and done < total:
                 raise Cancelled

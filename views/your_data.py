@@ -22,6 +22,7 @@ from ui.data import (
     results_table,
     user_models_root,
     user_store,
+    waited_for,
 )
 
 st.title("Your data")
@@ -136,7 +137,8 @@ if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
             progress = lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})")  # noqa: E731
             config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1,
                                  root=str(root))  # fmt: skip
-            summary = run_sweep(store, config, on_progress=progress)
+            with waited_for():  # the explorer's background predictions hold off meanwhile
+                summary = run_sweep(store, config, on_progress=progress)
     except StoreError as error:
         st.error(str(error))
         st.stop()
