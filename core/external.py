@@ -30,7 +30,7 @@ from core.infer import Prediction, extract
 from core.io import Case, resample_to_original
 from core.model import CARD, ONNX, ModelError, card_json, load_model, sha256_file
 from core.preprocess import brain_crop, brain_mask, normalise
-from core.sequences import LABEL_NAMES, SEQUENCES
+from core.sequences import LABEL_NAMES, SEQUENCES, missing_set
 
 ONNX_FILE = ONNX
 NORMALISATIONS = ("nyul+whitening", "zscore", "none")
@@ -344,11 +344,7 @@ class ExternalModel:
             NotApplicable: an input is missing and the card says ``cannot-run``, or every input is.
             ValueError: an unknown sequence in ``missing``.
         """
-        missing = frozenset(missing or ())
-        if missing - set(SEQUENCES):
-            raise ValueError(f"unknown sequence(s) {sorted(missing - set(SEQUENCES))} in missing; "
-                             f"expected some of {list(SEQUENCES)}")  # fmt: skip
-        effective = missing | case.missing
+        effective = missing_set(missing) | case.missing
         lacking = [s for s in self.spec.inputs if s in effective]
         name = self.spec.name or self.folder.name
         if len(lacking) == len(self.spec.inputs):

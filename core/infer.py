@@ -25,7 +25,7 @@ from core.device import autocast, bf16_supported, describe_device, gpu_share, ke
 from core.io import Case, resample_to_original
 from core.model import CONTEXT, NORMAL_CONTEXT, SUBSAMPLE, DeepMedic
 from core.preprocess import brain_crop, brain_mask, normalise
-from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name
+from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name, missing_set
 
 HALF = CONTEXT // 2
 PREVIEW_SLAB = SUBSAMPLE  # a slice preview computes one aligned slab of 3 slices
@@ -289,11 +289,7 @@ class Prediction:
 
 
 def _effective_missing(case: Case, missing) -> frozenset[str]:
-    missing = frozenset(missing or ())
-    unknown = missing - set(SEQUENCES)
-    if unknown:
-        raise ValueError(f"unknown sequence(s) {sorted(unknown)} in missing; expected some of {list(SEQUENCES)}")
-    effective = missing | case.missing
+    effective = missing_set(missing) | case.missing
     if effective >= set(SEQUENCES):
         raise ValueError(f"{case.case_id}: every sequence would be missing ({combination_name(effective)})")
     return effective

@@ -79,6 +79,19 @@ def parse_combination(name: str) -> frozenset[str]:
     return frozenset(parts)
 
 
+def missing_set(missing) -> frozenset[str]:
+    """Sequences to treat as missing, as a frozenset (None: none).
+
+    Raises:
+        ValueError: an unknown sequence name.
+    """
+    missing = frozenset(missing or ())
+    unknown = missing - set(SEQUENCES)
+    if unknown:
+        raise ValueError(f"unknown sequence(s) {sorted(unknown)} in missing; expected some of {list(SEQUENCES)}")
+    return missing
+
+
 def run_phrase(missing: frozenset[str] | set[str]) -> str:
     """How a run is described on buttons: ``all sequences`` or ``missing T1 + FLAIR``."""
     return "all sequences" if not missing else display_name(missing)

@@ -93,3 +93,13 @@ def test_combinations_are_ordered_complete_first_then_unknown_names():
     names = ["t2+flair", "weird", "none", "flair", "t1c", "t1", "flair", "abc"]
     assert order_combinations(names) == ["none", "t1", "t1c", "flair", "t2+flair", "abc", "weird"]
     assert combination_label("t1+flair") == "missing T1 + FLAIR" and combination_label("none") == "complete"
+
+
+def test_missing_set_names_unknown_sequences_for_native_and_onnx_models_alike():
+    import pytest
+
+    from core.sequences import missing_set
+
+    assert missing_set(None) == frozenset() and missing_set(["flair", "t2", "flair"]) == {"t2", "flair"}
+    with pytest.raises(ValueError, match=r"unknown sequence\(s\) \['dwi'\] in missing"):
+        missing_set(("dwi", "t1"))
