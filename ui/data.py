@@ -284,6 +284,12 @@ def waited_for(key: tuple | None = None, on_progress=None):
     return _WORKER[0].foreground(key, on_progress) if _WORKER else nullcontext()
 
 
+def stop_prefetching() -> None:
+    """Drop the background worker's queue (its running job finishes): a user who turned live runs off."""
+    if _WORKER:
+        _WORKER[0].want([])
+
+
 def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...], on_progress=None) -> Prediction:
     """Predict (or take from the cache) the whole volume; kept for the switches to reuse. A
     background prediction of the same combination is waited for, any other one is cancelled."""

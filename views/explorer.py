@@ -47,6 +47,7 @@ from ui.data import (
     preview_slice,
     run_prediction,
     showcase_patient,
+    stop_prefetching,
 )
 
 st.title("Patient explorer")
@@ -194,7 +195,9 @@ if prediction is None and live and applicable:  # the axial slice at once, then 
 chart.plotly_chart(viewer_figure(None if prediction is None else prediction.labels, preview), key="viewer",
                    on_select=move_crosshair, selection_mode="points", width="stretch",
                    config={"displaylogo": False})  # fmt: skip
-if live and applicable and prediction is not None:
+if not live:
+    stop_prefetching()  # the model runs when asked to, not ahead
+elif applicable and prediction is not None:
     # While the user looks, the combinations one switch away are predicted in the background.
     flips = [s for s in reversed(SECONDARY) if s not in case.missing]  # FLAIR first: the paper's lesson
     nearby = [tuple(s for s in SEQUENCES if (s in missing) != (s == flip)) for flip in flips]
