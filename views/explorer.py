@@ -203,7 +203,7 @@ elif applicable and prediction is not None:
     nearby = [tuple(s for s in SEQUENCES if (s in missing) != (s == flip)) for flip in flips]
     queued = prefetch(*args, [m for m in nearby if combination_applicable(card, m)])
     if queued:
-        progress.caption("Getting ready in the background, so these switches answer at once: "
+        progress.caption("Getting ready in the background, so a switch answers at once: "
                          + "; ".join(run_phrase(frozenset(m)) for m in queued) + ".")  # fmt: skip
 if overlay in ("prediction", "reference"):
     items = [(LABEL_COLOURS[label], LABEL_NAMES[label]) for label in LABEL_COLOURS]
