@@ -122,4 +122,4 @@ def test_cohort_pages_skip_not_applicable_results_and_say_so(onnx_models, tmp_pa
         assert not at.exception, (name, at.exception)
         assert any("8 results not applicable left out (OnlyFlair" in c.value for c in at.caption), name
     heatmap = json.loads(page("missing", miss_source="demo").get("plotly_chart")[-1].proto.spec)["data"][0]
-    assert heatmap["y"] == ["OnlyFlair", "TinyUNet"] and combination_label("flair") in heatmap["x"]
+    assert heatmap["y"] == ["OnlyFlair (n=2)", "TinyUNet (n=2)"] and combination_label("flair") in heatmap["x"]
