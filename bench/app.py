@@ -159,7 +159,12 @@ def app_run(at, patient: str, baseline: float) -> None:
     quiet = prefetcher().idle(300)
     print(f"explorer: the background {'prepared' if quiet else 'had not finished'} the switches one away "
           f"{time.perf_counter() - start:.1f} s later")  # fmt: skip
-    wall, found, source, status = switch("t2")
+    second = next(
+        t.key.split("_")[1]
+        for t in at.toggle  # another sequence the case has, still on
+        if t.key.startswith("use_") and t.key.endswith(patient) and not t.disabled and t.value
+    )
+    wall, found, source, status = switch(second)
     print(f"explorer: {patient} live switch to {found.missing_name if found else '?'} after that look: the full "
           f"answer in {wall:.2f} s (target <= 2.5 s; {source}) {status}")  # fmt: skip
     prefetcher().idle(300)  # the next figure alone on the CPU
