@@ -487,9 +487,21 @@ def test_ten_sessions_switch_flair_off_on_a_stored_prediction_at_once(tmp_path, 
     monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
     before = store_rows(store)
 
-    # Opened one after another: compiling the page in ten threads at once trips CPython 3.11.7's
-    # parser ("SystemError: AST constructor recursion depth mismatch"), not the app. A server
-    # compiles a page once for all its sessions.
+    # Compiling the page in ten threads at once trips CPython 3.11.7's parser ("SystemError: AST
+    # constructor recursion depth mismatch"), not the app: a server compiles a page once for all
+    # its sessions, but each AppTest has its own script cache and compiles again on a run. So the
+    # sessions open one after another, and their compilations take turns.
+    import threading
+
+    from streamlit.runtime.scriptrunner import script_cache
+
+    compiling, compile_page = threading.Lock(), script_cache.ScriptCache.get_bytecode
+
+    def one_at_a_time(self, path):
+        with compiling:
+            return compile_page(self, path)
+
+    monkeypatch.setattr(script_cache.ScriptCache, "get_bytecode", one_at_a_time)
     sessions = [AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=300).run() for _ in range(10)]
     assert not any(at.exception for at in sessions)
 
