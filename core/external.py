@@ -27,7 +27,7 @@ import torch
 
 from core.device import describe_device
 from core.infer import Prediction, extract
-from core.io import Case, resample_to_original
+from core.io import Case, prediction_to_original
 from core.model import CARD, ONNX, ModelError, card_json, load_model, sha256_file
 from core.preprocess import brain_crop, brain_mask, normalise
 from core.sequences import LABEL_NAMES, SEQUENCES, missing_set
@@ -399,10 +399,7 @@ class ExternalModel:
         probs = None
         if probabilities:
             probs = self._probabilities(outputs, inside, crop, case.shape)
-        if case.original_grid is not None:
-            labels = resample_to_original(labels, case, order=0)
-            if probs is not None:
-                probs = np.stack([resample_to_original(p, case, order=1) for p in probs])
+        labels, probs = prediction_to_original(labels, probs, case)
         return ExternalPrediction(labels, probs, effective, time.perf_counter() - start, self.device, patch,
                                   self.runtime)  # fmt: skip
 

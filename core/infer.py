@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as nn_functional
 
 from core.device import autocast, bf16_supported, describe_device, gpu_share, keep_freed_memory, model_device
-from core.io import Case, resample_to_original
+from core.io import Case, prediction_to_original
 from core.model import CONTEXT, NORMAL_CONTEXT, SUBSAMPLE, DeepMedic
 from core.preprocess import brain_crop, brain_mask, normalise
 from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name, missing_set
@@ -379,10 +379,7 @@ def predict_volume(
         probs = np.zeros((classes, *case.shape), np.float32)
         probs[0] = 1.0
         probs[(slice(None), *crop.slices)] = soft
-    if case.original_grid is not None:
-        labels = resample_to_original(labels, case, order=0)
-        if probs is not None:
-            probs = np.stack([resample_to_original(p, case, order=1) for p in probs])
+    labels, probs = prediction_to_original(labels, probs, case)
     name = describe_device(device) + (", bfloat16" if amp and bf16_supported(device) else "")
     return Prediction(labels, probs, effective, time.perf_counter() - start, name, tile)
 

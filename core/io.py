@@ -323,6 +323,16 @@ def resample_to_original(volume: np.ndarray, case: Case, order: int) -> np.ndarr
                                     prefilter=False).astype(volume.dtype)  # fmt: skip
 
 
+def prediction_to_original(labels: np.ndarray, probs: np.ndarray | None, case: Case):
+    """A prediction's labels and (C, X, Y, Z) probabilities, or None, on the grid the case was read from."""
+    if case.original_grid is None:
+        return labels, probs
+    labels = resample_to_original(labels, case, order=0)
+    if probs is not None:
+        probs = np.stack([resample_to_original(p, case, order=1) for p in probs])
+    return labels, probs
+
+
 def scoring_reference(case: Case) -> tuple[np.ndarray | None, tuple[float, float, float]]:
     """The reference labels and voxel size in mm that predictions are scored against.
 

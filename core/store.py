@@ -396,6 +396,15 @@ class ResultStore:
         ).fetchone()
         return None if row is None else decode_labels(*row)
 
+    def has_prediction(self, model_sha256: str, key: str, missing: frozenset[str],
+                       code_version: str = CODE_VERSION) -> bool:  # fmt: skip
+        """Whether a label map is cached (an index lookup; nothing is decoded)."""
+        row = self.db.execute(
+            "SELECT 1 FROM predictions WHERE model_sha256=? AND case_key=? AND missing=? AND code_version=? LIMIT 1",
+            (model_sha256, key, combination_name(missing), code_version),
+        ).fetchone()
+        return row is not None
+
     def stored_prediction(self, model_sha256: str, key: str, missing: frozenset[str],
                           code_version: str = CODE_VERSION) -> StoredPrediction | None:  # fmt: skip
         """A cached label map with the seconds and device of its result, or None."""

@@ -348,6 +348,10 @@ def test_the_store_answers_what_the_app_asks(grid, tmp_path):
         assert found.seconds == pytest.approx(row["seconds"]) and found.device == row["device"]
         assert np.array_equal(found.labels, store.prediction(row["model_sha256"], key, "t1+flair"))
         assert store.stored_prediction(row["model_sha256"], key, frozenset({"t1c"})) is None  # never evaluated
+        assert store.has_prediction(row["model_sha256"], key, frozenset({"t1", "flair"}))
+        assert not store.has_prediction(row["model_sha256"], key, frozenset({"t1c"}))
+        p0 = source_key(next(s for s in find_cases(manifest) if s.case_id == "P0"))
+        assert not store.has_prediction(row["model_sha256"], p0, frozenset())  # metrics only, no label map
         # P2 has all 8 combinations cached; P0 and P1 only their metrics.
         assert store.first_patient_with_predictions(8) == "P2" and store.first_patient_with_predictions(9) is None
         records = sorted(store.case_records(), key=lambda r: r["patient_id"])

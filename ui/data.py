@@ -230,6 +230,21 @@ def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str
     return None
 
 
+def has_stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str, ...]) -> bool:
+    """Whether a results store holds this prediction (cheap: nothing is loaded)."""
+    from core.store import ResultStore
+
+    key = _case_store_key(cohort, case_id)
+    if key is None:
+        return False
+    for path in (user_store(), demo_store()):
+        if path.is_file():
+            with ResultStore(path) as store:
+                if store.has_prediction(sha256, key, frozenset(missing)):
+                    return True
+    return False
+
+
 def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
     """A prediction computed in this app session or precomputed in a results store, or None."""
     key = (cohort, case_id, model_path, sha256, missing)
@@ -268,11 +283,12 @@ def prefetch_enabled() -> bool:
 
 
 _WORKER: list[Prefetcher] = []  # the app process's one background worker, started on first use
+_STARTING = threading.Lock()  # sessions asking for the worker at once start one
 
 
 def prefetcher() -> Prefetcher:
     """The app process's background worker (``ui.prefetch``); it keeps what it computes with the rest."""
-    with _KEEPING:
+    with _STARTING:
         if not _WORKER:
             _WORKER.append(Prefetcher(keep=lambda key, prediction: _remember(key, lambda: prediction),
                                       has=lambda key: key in _PREDICTIONS))  # fmt: skip
@@ -311,7 +327,7 @@ def prefetch(cohort, case_id, model_path, sha256, combinations: list[tuple[str, 
     if not prefetch_enabled():
         return []
     todo = [m for m in combinations if (cohort, case_id, model_path, sha256, m) not in _PREDICTIONS
-            and stored_prediction(cohort, case_id, sha256, m) is None]  # fmt: skip
+            and not has_stored_prediction(cohort, case_id, sha256, m)]  # fmt: skip
     if not todo:
         return []
     # The worker gets the loaded objects, not the cached functions: it has no page to run in.
