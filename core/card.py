@@ -161,6 +161,8 @@ DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting gli
   {training["n_train_cases"]} training cases{" with complete sequences only" if training["complete_only"] else ""},
   {training["n_val_cases"]} validation cases.
 - Sparsified training (sequence dropout probability): {dropped}.
+- Domain randomisation of training windows (`core.augment`; per-label intensities, gamma, bias,
+  resolution, noise, misregistration): {_randomisation_words(card)}.
 - {card["iterations"]} iterations{_stopped_early(card)}, seed {card["seed"]},
   {card["training_seconds"]:.0f} s on {card["device"]} (world size {card["world_size"]}).
 - Validation Dice (tumour core / whole tumour, {val["note"]}): {val["dice_tc_windows"]} / {val["dice_wt_windows"]}.
@@ -197,7 +199,7 @@ def model_summary(card: dict) -> str:
     sparsified = "on" if any(sparsity.values()) else "off" if sparsity else "not stated"
     family = (card.get("architecture") or {}).get("family", "ONNX")
     runtime = f"; {family} in ONNX Runtime" if is_onnx_card(card) else ""
-    return f"trained on {hospitals}; sparsified training {sparsified}{runtime}"
+    return f"trained on {hospitals} ({training_world(card)} world); sparsified training {sparsified}{runtime}"
 
 
 def onnx_card_facts(card: dict) -> dict[str, str]:
@@ -261,6 +263,15 @@ def replace_results(markdown: str, results: dict | None) -> str:
     return f"{body}{results_markdown(results)}\n{DISCLAIMER}\n"
 
 
+def training_world(card: dict) -> str:
+    """The synthetic world a model learnt from, in a few words: the cohort preset and the domain
+    randomisation of its training windows (``core.augment``), e.g. ``realistic, randomised 1``."""
+    synthetic = (card.get("training") or {}).get("synthetic")
+    preset = synthetic["preset"] if synthetic else "not synthetic or not stated"
+    strength = float((card.get("config") or {}).get("randomise") or 0.0)
+    return f"{preset}, randomised {strength:g}" if strength else preset
+
+
 def _cohort_words(training: dict) -> str:
     synthetic = training.get("synthetic")
     if not synthetic:
@@ -294,6 +305,11 @@ def results_markdown(results: dict | None) -> str:
             value += f", adjusted p {target['p_adjusted']:.3g}"
         lines += ["", f"Target ({target['target']}){value}, n = {target['n']}: **{status}**."]
     return "\n".join(lines) + "\n"
+
+
+def _randomisation_words(card: dict) -> str:
+    strength = float((card.get("config") or {}).get("randomise") or 0.0)
+    return f"strength {strength:g}" if strength else "off"
 
 
 def _stopped_early(card: dict) -> str:

@@ -115,10 +115,14 @@ def test_models_page_shows_cards_curves_and_pairs(tmp_path, monkeypatch):
     from core.card import model_card_markdown
     from core.model import build_model, save_model
 
+    worlds = {"BraTS": ("paper", 0.0), "BraTSst": ("realistic", 1.0)}
     for name, p in (("BraTS", 0.0), ("BraTSst", 0.2)):
         folder = tmp_path / name
+        preset, randomise = worlds[name]
         card = {"name": name, "preset": "deepmedic-lite", "training": {"hospitals": ["public"], "n_train_cases": 3,
-                "n_val_cases": 1, "complete_only": False, "cohort": "c"}, "sparsity": {"t1": p, "t2": p, "flair": p},
+                "n_val_cases": 1, "complete_only": False, "cohort": "c",
+                "synthetic": {"preset": preset, "scale": 1.0, "seed": 0}}, "config": {"randomise": randomise},
+                "sparsity": {"t1": p, "t2": p, "flair": p},
                 "iterations": 20, "seed": 0, "training_seconds": 5.0, "device": "cpu", "world_size": 1,
                 "inputs": ["t1", "t1c", "t2", "flair"], "classes": ["background", "necrosis", "oedema", "enhancing"],
                 "validation": {"dice_tc_windows": 0.5, "dice_wt_windows": 0.4, "note": "windows"}}  # fmt: skip
@@ -132,6 +136,9 @@ def test_models_page_shows_cards_curves_and_pairs(tmp_path, monkeypatch):
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["model"]) == ["BraTS", "BraTSst"] and list(table["sparsified"]) == [False, True]
+    assert list(table["synthetic world"]) == ["paper", "realistic, randomised 1"]
+    card_text = (tmp_path / "BraTSst" / "MODEL_CARD.md").read_text()
+    assert "training windows" in card_text and "strength 1." in card_text
     assert any("BraTSst vs BraTS" in m.value for m in at.markdown)
     assert at.get("plotly_chart") and any(m.value.startswith("# BraTS") for m in at.markdown)
 

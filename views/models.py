@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.card import is_onnx_card, onnx_card_facts, site_pairs, sparsified_pairs
+from core.card import is_onnx_card, onnx_card_facts, site_pairs, sparsified_pairs, training_world
 from core.figures import training_curve_figure
 from ui.data import available_models, model_card_text, models_root, training_log
 
@@ -25,6 +25,7 @@ for name, card in models.items():
         "model": name,
         "architecture": network + (f" · {parameters / 1e3:,.0f}k" if parameters else ""),
         "hospitals": ", ".join(training.get("hospitals", [])),
+        "synthetic world": training_world(card),
         "complete only": training.get("complete_only"),
         "sparsified": any(card.get("sparsity", {}).values()),
         "training cases": training.get("n_train_cases"),
@@ -35,10 +36,16 @@ for name, card in models.items():
     })  # fmt: skip
 table = pd.DataFrame(rows)
 # What every model shares goes in a caption: the table then fits at 1280 px without a scroll bar.
-shared = [column for column in ("architecture",) if len(table) > 1 and table[column].nunique(dropna=False) == 1]
+shared = [
+    column
+    for column in ("architecture", "synthetic world")
+    if len(table) > 1 and table[column].nunique(dropna=False) == 1
+]
 st.dataframe(table.drop(columns=shared), hide_index=True, width="stretch")
-st.caption("Architecture: the network and its parameters in thousands (k); iterations: of the planned number when "
-           "training stopped early.")  # fmt: skip
+st.caption("Architecture: the network and its parameters in thousands (k); synthetic world: the cohort preset "
+           "trained on (paper: the paper's setting, clean; realistic: look-alikes, hospital protocols, "
+           "misregistration) and the domain randomisation strength of its training windows; iterations: of the "
+           "planned number when training stopped early.")  # fmt: skip
 if shared:
     st.caption("Every model: " + ", ".join(f"{column} {table[column].iloc[0]}" for column in shared))
 if any(card.get("yours") for card in models.values()):
