@@ -3,13 +3,14 @@
 Proof that a model from another framework runs through every robustness view: MONAI's ``UNet``
 (channels 8-16-32-64, residual units, instance norm) on 64^3 patches (half centred in tumour),
 our normalisation (Nyul + whitening, landmarks fitted on its training cases), sparsified
-training (t1, t2, flair each zeroed with probability 0.2), Dice + cross-entropy, Adam. A
+training (t1, t2, flair each zeroed with probability 0.2), optionally domain-randomised patches
+(``--randomise``, as ``python -m core train --randomise``), Dice + cross-entropy, Adam. A
 checkpoint every 25 iterations in ``--work`` lets a killed run resume; training stops after
 ``--minutes`` of training time in all. Then it is exported to ``--out`` (model.onnx + card.json +
 MODEL_CARD.md) and scored with the exported model on ``--test`` cases (ONNX Runtime, as the app).
 
-    python -m core synth --preset paper --scale 1 --seed 0 --out runs/unet/cohort --patients ...
-    python bench/train_unet.py --cohort runs/unet/cohort --out models/UNet3D --minutes 20
+    python -m core synth --preset realistic --scale 1 --seed 0 --out runs/unet/cohort --patients ...
+    python bench/train_unet.py --cohort runs/unet/cohort --out models/UNet3D --minutes 20 --randomise 1
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core  # noqa: E402
+from core.augment import Randomisation, randomise_window  # noqa: E402
 from core.cases import find_cases  # noqa: E402
 from core.convert import export_onnx, write_external_folder  # noqa: E402
 from core.external import load_external  # noqa: E402
@@ -58,7 +60,7 @@ def load_volumes(sources, landmarks):
     return volumes
 
 
-def sample(volumes, rng, patch: int, batch: int, sparsify: float):
+def sample(volumes, rng, patch: int, batch: int, sparsify: float, randomise: float = 0.0):
     xs, ys = [], []
     for i in range(batch):
         images, labels, tumour = volumes[rng.integers(len(volumes))]
@@ -71,9 +73,12 @@ def sample(volumes, rng, patch: int, batch: int, sparsify: float):
         part = images[(slice(None), *region)]
         x[(slice(None), *[slice(0, n) for n in part.shape[1:]])] = part
         y[tuple(slice(0, n) for n in part.shape[1:])] = labels[region]
-        for channel in DROPPABLE:
-            if rng.random() < sparsify:
-                x[channel] = 0
+        dropped = {channel for channel in DROPPABLE if rng.random() < sparsify}
+        for channel in dropped:
+            x[channel] = 0
+        if randomise > 0:
+            present = [c for c in range(4) if c not in dropped and x[c].any()]
+            randomise_window(x, y.astype(np.uint8), present, rng, Randomisation(strength=randomise))
         xs.append(x)
         ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))[:, None]
@@ -108,7 +113,7 @@ def train(args) -> dict:
     net.train()
     while state["seconds"] < 60 * args.minutes:
         start = time.perf_counter()
-        x, y = sample(volumes, rng, args.patch, args.batch_size, args.sparsify)
+        x, y = sample(volumes, rng, args.patch, args.batch_size, args.sparsify, args.randomise)
         loss = loss_fn(net(x), y)
         optimiser.zero_grad()
         loss.backward()
@@ -148,6 +153,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--sparsify", type=float, default=0.2)
+    parser.add_argument("--randomise", type=float, default=0.0, help="domain randomisation strength (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test", nargs="*", default=[], help="case folders to score the exported model on")
     args = parser.parse_args()
@@ -185,7 +191,8 @@ def main() -> None:
         "output": {"kind": "scores", "activation": "softmax", "labels": {"0": 0, "1": 1, "2": 2, "3": 3}},
         "training": {
             "cohort": str(args.cohort),
-            "synthetic": {"preset": "paper", "scale": 1.0, "seed": 0},
+            **({"synthetic": world} if (world := synthetic_world(result["train"])) else {}),
+            "randomise": args.randomise,
             "hospitals": ["public"],
             "hospitals_with_cases": ["public"],
             "complete_only": False,
@@ -213,7 +220,17 @@ def main() -> None:
                       "mb": round((out / "model.onnx").stat().st_size / 1e6, 2)}))  # fmt: skip
 
 
+def synthetic_world(sources) -> dict | None:
+    """Preset, scale and seed of a synthetic cohort's cases (from its manifest), or None."""
+    origins = {tuple(str(s.meta.get(k, "")) for k in ("preset", "scale", "seed")) for s in sources}
+    if len(origins) != 1 or "" in (origin := origins.pop()):
+        return None
+    return {"preset": origin[0], "scale": float(origin[1]), "seed": int(float(origin[2]))}
+
+
 def model_card(card: dict) -> str:
+    from core.card import training_world
+
     training = card["training"]
     rows = "\n".join(f"| {case} | {v['tc']:.3f} | {v['wt']:.3f} |" for case, v in card.get("test_dice", {}).items())
     return f"""# {card["name"]}
@@ -223,8 +240,9 @@ exported to ONNX and run by ONNX Runtime: the proof that a model from another fr
 the same missing-sequence, hospital and statistics views as DeepMedic.
 
 - Honest about its training: **short** ({card["iterations"]} iterations, {card["training_seconds"] / 60:.0f} min on a
-  shared 2-core CPU), on **synthetic** data only: {training["n_train_cases"]} public training cases of the `paper`
-  cohort (seed 0), 64^3 patches half centred in tumour, batch {training["batch_size"]},
+  shared 2-core CPU), on **synthetic** data only: {training["n_train_cases"]} public training cases of the synthetic
+  world `{training_world(card)}` (preset, domain randomisation strength), 64^3 patches half centred in tumour,
+  batch {training["batch_size"]},
   Adam lr {training["learning_rate"]}, Dice + cross-entropy; mean loss over the last 50 iterations
   {training["final_loss_mean_last_50"]}.
 - Sparsified training: t1, t2 and flair each zeroed with probability {card["sparsity"]["flair"]:g} (t1c never).

@@ -268,8 +268,14 @@ def training_world(card: dict) -> str:
     randomisation of its training windows (``core.augment``), e.g. ``realistic, randomised 1``."""
     synthetic = (card.get("training") or {}).get("synthetic")
     preset = synthetic["preset"] if synthetic else "not synthetic or not stated"
-    strength = float((card.get("config") or {}).get("randomise") or 0.0)
+    strength = _randomisation(card)
     return f"{preset}, randomised {strength:g}" if strength else preset
+
+
+def _randomisation(card: dict) -> float:
+    """Domain randomisation strength: in a trained DeepMedic's config, or an ONNX card's training."""
+    config, training = card.get("config") or {}, card.get("training") or {}
+    return float(config.get("randomise") or training.get("randomise") or 0.0)
 
 
 def _cohort_words(training: dict) -> str:
@@ -308,7 +314,7 @@ def results_markdown(results: dict | None) -> str:
 
 
 def _randomisation_words(card: dict) -> str:
-    strength = float((card.get("config") or {}).get("randomise") or 0.0)
+    strength = _randomisation(card)
     return f"strength {strength:g}" if strength else "off"
 
 
