@@ -162,6 +162,48 @@ def test_the_explorer_prepares_the_switches_one_away_in_the_background(explorer_
     assert ui.data.prefetcher().idle(120)  # what the switch queued, done before the next test
 
 
+def test_a_switch_to_what_the_worker_is_computing_waits_for_it_instead_of_a_preview(explorer_data, monkeypatch):  # noqa: F811
+    from streamlit.testing.v1 import AppTest
+
+    import ui.data
+    from core.infer import predict_volume
+    from tests.test_app import ROOT
+
+    monkeypatch.setenv("GBM_PREFETCH", "1")
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
+    at.session_state["live_run"] = True
+    at.run()
+    assert not at.exception, at.exception
+    assert ui.data.prefetcher().idle(120)
+    cohort = str(ui.data.demo_cohort())
+    model = next(iter(ui.data.available_models().values()))
+    key = (cohort, "P0", model["path"], model["weights_sha256"], ("t1", "t2"))  # two switches away: not prepared
+    assert key not in ui.data._predictions()
+    answer = predict_volume(ui.data.load_model_cached(model["path"], model["weights_sha256"]),
+                            ui.data.load_case(cohort, "P0"), frozenset({"t1", "t2"}))  # fmt: skip
+    started, release = threading.Event(), threading.Event()
+
+    def slow(progress):  # the worker's job for that combination, held until the page waits
+        started.set()
+        progress(0, 2, "slab")
+        release.wait(30)
+        progress(1, 2, "slab")
+        return answer
+
+    previews = []
+    monkeypatch.setattr(ui.data, "preview_slice", lambda *a, **k: previews.append(a))
+    ui.data.prefetcher().want([(key, slow)])
+    assert started.wait(30) and ui.data.being_prepared(*key)
+    threading.Timer(1.0, release.set).start()
+    at.toggle(key="use_t1_P0").set_value(False)
+    at.toggle(key="use_t2_P0").set_value(False).run()
+    assert not at.exception, at.exception
+    assert previews == []  # no slice preview: it would have cancelled the job and started again
+    assert ui.data.cached_prediction(*key) is answer  # the page showed the worker's answer
+    assert not ui.data.being_prepared(*key)
+    assert ui.data.prefetcher().idle(120)
+
+
 def test_without_prefetch_the_explorer_queues_nothing(explorer_data):  # noqa: F811
     from streamlit.testing.v1 import AppTest
 
@@ -175,6 +217,30 @@ def test_without_prefetch_the_explorer_queues_nothing(explorer_data):  # noqa: F
     assert not any("Getting ready in the background" in c.value for c in at.caption)
     cohort = str(ui.data.demo_cohort())
     assert [key[-1] for key in ui.data._predictions() if key[:2] == (cohort, "P0")] == [()]
+
+
+def test_running_names_the_job_being_computed_and_not_one_being_cancelled():
+    prefetcher, _ = worker()
+    started, release = threading.Event(), threading.Event()
+
+    def held(progress):
+        started.set()
+        release.wait(10)
+        progress(1, 2, "step")  # cancelled here when asked to
+        return "x"
+
+    assert prefetcher.running() is None
+    prefetcher.want([(("a",), held)])
+    assert started.wait(10) and prefetcher.running() == ("a",)
+    stop = threading.Thread(target=lambda: prefetcher.foreground().__enter__())
+    stop.start()  # someone waits for other work: the job is cancelled at its next step
+    deadline = time.monotonic() + 10
+    while prefetcher.running() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert prefetcher.running() is None
+    release.set()
+    stop.join(10)
+    prefetcher.close()
 
 
 def test_close_cancels_the_running_job_and_ends_the_thread():

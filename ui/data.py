@@ -300,6 +300,12 @@ def waited_for(key: tuple | None = None, on_progress=None):
     return _WORKER[0].foreground(key, on_progress) if _WORKER else nullcontext()
 
 
+def being_prepared(cohort, case_id, model_path, sha256, missing: tuple[str, ...]) -> bool:
+    """Whether the background worker is computing this whole-brain prediction right now (the page
+    then waits for it rather than preview a slice: a preview would cancel it)."""
+    return bool(_WORKER) and _WORKER[0].running() == (cohort, case_id, model_path, sha256, missing)
+
+
 def stop_prefetching() -> None:
     """Drop the background worker's queue (its running job finishes): a user who turned live runs off."""
     if _WORKER:

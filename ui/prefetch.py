@@ -62,6 +62,11 @@ class Prefetcher:
         with self._changed:
             return ([self._running] if self._running else []) + [k for k, _ in self._queue]
 
+    def running(self) -> tuple | None:
+        """The key being computed now (not one being cancelled), or None."""
+        with self._changed:
+            return None if self._cancel else self._running
+
     def idle(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; False if still busy after ``timeout`` s."""
         with self._changed:

@@ -33,6 +33,7 @@ from core.sequences import (
 )
 from ui.data import (
     available_models,
+    being_prepared,
     cached_prediction,
     case_folder,
     case_view,
@@ -189,8 +190,11 @@ if sequence in case.missing:
     viewer.info(f"{DISPLAY[sequence]} was not acquired for this case: there is no image to show, only the overlay.")
 chart = viewer.empty()
 if prediction is None and live and applicable:  # the axial slice at once, then the whole brain in its place
-    chart.plotly_chart(viewer_figure(None, preview_slice(*args, missing, point[2])), width="stretch",
-                       config={"displaylogo": False})  # fmt: skip
+    # Unless the background is computing this very combination: its answer comes sooner than a
+    # preview would (which would cancel it and start the whole brain again), so the image waits alone.
+    ahead = being_prepared(*args, missing)
+    chart.plotly_chart(viewer_figure(None, None if ahead else preview_slice(*args, missing, point[2])),
+                       width="stretch", config={"displaylogo": False})  # fmt: skip
     prediction = predict_with_progress()
 chart.plotly_chart(viewer_figure(None if prediction is None else prediction.labels, preview), key="viewer",
                    on_select=move_crosshair, selection_mode="points", width="stretch",
