@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core  # noqa: E402
 from core.augment import Randomisation, randomise_window  # noqa: E402
+from core.card import synthetic_origin, training_world  # noqa: E402
 from core.cases import find_cases  # noqa: E402
 from core.convert import export_onnx, write_external_folder  # noqa: E402
 from core.external import load_external  # noqa: E402
@@ -84,6 +85,15 @@ def sample(volumes, rng, patch: int, batch: int, sparsify: float, randomise: flo
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))[:, None]
 
 
+def check_resume(saved: dict, checkpoint: Path, args) -> None:
+    """Refuse to resume a run with another randomisation than it was trained with (the card would
+    report only the last one)."""
+    before = float(saved.get("randomise", 0.0))
+    if before != args.randomise:
+        raise SystemExit(f"{checkpoint}: this run was trained with --randomise {before:g}, not --randomise "
+                         f"{args.randomise:g}; resume with the same value or use another --work folder")  # fmt: skip
+
+
 def train(args) -> dict:
     from monai.losses import DiceCELoss
 
@@ -103,6 +113,7 @@ def train(args) -> dict:
     state = {"iteration": 0, "seconds": 0.0, "log": []}
     if checkpoint.is_file():  # resume
         saved = torch.load(checkpoint, weights_only=True)
+        check_resume(saved, checkpoint, args)
         net.load_state_dict(saved["net"])
         optimiser.load_state_dict(saved["optimiser"])
         state = {k: saved[k] for k in ("iteration", "seconds", "log")}
@@ -124,8 +135,10 @@ def train(args) -> dict:
         if state["iteration"] % 25 == 0:
             print(f"iteration {state['iteration']} loss {np.mean(state['log'][-25:]):.4f} "
                   f"{state['seconds']:.0f} s", flush=True)  # fmt: skip
-            torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), **state}, checkpoint)
-    torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), **state}, checkpoint)
+            torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), **state,
+                        "randomise": args.randomise}, checkpoint)  # fmt: skip
+    torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), **state, "randomise": args.randomise},
+               checkpoint)  # fmt: skip
     return {"net": net.eval(), "landmarks": landmarks, "train": train_sources, **state}
 
 
@@ -191,7 +204,7 @@ def main() -> None:
         "output": {"kind": "scores", "activation": "softmax", "labels": {"0": 0, "1": 1, "2": 2, "3": 3}},
         "training": {
             "cohort": str(args.cohort),
-            **({"synthetic": world} if (world := synthetic_world(result["train"])) else {}),
+            **({"synthetic": world} if (world := synthetic_origin(result["train"])) else {}),
             "randomise": args.randomise,
             "hospitals": ["public"],
             "hospitals_with_cases": ["public"],
@@ -220,17 +233,7 @@ def main() -> None:
                       "mb": round((out / "model.onnx").stat().st_size / 1e6, 2)}))  # fmt: skip
 
 
-def synthetic_world(sources) -> dict | None:
-    """Preset, scale and seed of a synthetic cohort's cases (from its manifest), or None."""
-    origins = {tuple(str(s.meta.get(k, "")) for k in ("preset", "scale", "seed")) for s in sources}
-    if len(origins) != 1 or "" in (origin := origins.pop()):
-        return None
-    return {"preset": origin[0], "scale": float(origin[1]), "seed": int(float(origin[2]))}
-
-
 def model_card(card: dict) -> str:
-    from core.card import training_world
-
     training = card["training"]
     rows = "\n".join(f"| {case} | {v['tc']:.3f} | {v['wt']:.3f} |" for case, v in card.get("test_dice", {}).items())
     return f"""# {card["name"]}
@@ -241,8 +244,8 @@ the same missing-sequence, hospital and statistics views as DeepMedic.
 
 - Honest about its training: **short** ({card["iterations"]} iterations, {card["training_seconds"] / 60:.0f} min on a
   shared 2-core CPU), on **synthetic** data only: {training["n_train_cases"]} public training cases of the synthetic
-  world `{training_world(card)}` (preset, domain randomisation strength), 64^3 patches half centred in tumour,
-  batch {training["batch_size"]},
+  world `{training_world(card) or "not stated"}` (preset, domain randomisation strength), 64^3 patches half
+  centred in tumour, batch {training["batch_size"]},
   Adam lr {training["learning_rate"]}, Dice + cross-entropy; mean loss over the last 50 iterations
   {training["final_loss_mean_last_50"]}.
 - Sparsified training: t1, t2 and flair each zeroed with probability {card["sparsity"]["flair"]:g} (t1c never).

@@ -85,19 +85,23 @@ def paper_pairs(models) -> list[tuple[str, str]]:
     return sparsified_pairs(models) + site_pairs(models)
 
 
+def synthetic_origin(sources) -> dict | None:
+    """``{"preset", "scale", "seed"}`` of the synthetic cohort all ``sources`` (``core.cases.CaseSource``)
+    come from, or None when they are not synthetic or come from several cohorts. Synthetic cases
+    regenerate from these: that, not the folder, says what the data was."""
+    origins = {tuple(str(s.meta.get(k, "")) for k in ("preset", "scale", "seed")) for s in sources}
+    if len(origins) != 1 or "" in (origin := origins.pop()):
+        return None
+    return {"preset": origin[0], "scale": float(origin[1]), "seed": int(float(origin[2]))}
+
+
 def training_card(config, landmarks: dict, rows: list[dict], train_sources, val_sources, world: int, device,
                   done: int) -> dict:  # fmt: skip
     """The card of a finished training run (:class:`core.train.TrainConfig` ``config``, its log
     ``rows``, ``done`` iterations); :func:`core.model.save_model` adds the weights' figures."""
     last_val = next((r for r in reversed(rows) if r.get("val_dice_tc") not in (None, "")), {})
     hospitals = sorted({str(s.meta.get("hospital", "public")) for s in train_sources})
-    # Synthetic cases regenerate from (preset, scale, seed): that, not the folder, says what the data was.
-    keys = ("preset", "scale", "seed")
-    origins = {tuple(str(s.meta.get(k, "")) for k in keys) for s in [*train_sources, *val_sources]}
-    origin = origins.pop() if len(origins) == 1 else ("",)
-    synthetic = None
-    if "" not in origin:
-        synthetic = {"preset": origin[0], "scale": float(origin[1]), "seed": int(float(origin[2]))}
+    synthetic = synthetic_origin([*train_sources, *val_sources])
     card = {
         "name": model_name(config.hospitals, config.complete_only, config.sparsify),
         "preset": config.preset,
@@ -161,8 +165,8 @@ DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting gli
   {training["n_train_cases"]} training cases{" with complete sequences only" if training["complete_only"] else ""},
   {training["n_val_cases"]} validation cases.
 - Sparsified training (sequence dropout probability): {dropped}.
-- Domain randomisation of training windows (`core.augment`; per-label intensities, gamma, bias,
-  resolution, noise, misregistration): {_randomisation_words(card)}.
+- Domain randomisation of training windows (`core.augment`; per-label intensities, contrast curve,
+  bias, resolution, noise, misregistration): {_randomisation_words(card)}.
 - {card["iterations"]} iterations{_stopped_early(card)}, seed {card["seed"]},
   {card["training_seconds"]:.0f} s on {card["device"]} (world size {card["world_size"]}).
 - Validation Dice (tumour core / whole tumour, {val["note"]}): {val["dice_tc_windows"]} / {val["dice_wt_windows"]}.
@@ -199,7 +203,9 @@ def model_summary(card: dict) -> str:
     sparsified = "on" if any(sparsity.values()) else "off" if sparsity else "not stated"
     family = (card.get("architecture") or {}).get("family", "ONNX")
     runtime = f"; {family} in ONNX Runtime" if is_onnx_card(card) else ""
-    return f"trained on {hospitals} ({training_world(card)} world); sparsified training {sparsified}{runtime}"
+    world = training_world(card)
+    data = f"{hospitals} ({world} world)" if world else hospitals
+    return f"trained on {data}; sparsified training {sparsified}{runtime}"
 
 
 def onnx_card_facts(card: dict) -> dict[str, str]:
@@ -263,12 +269,15 @@ def replace_results(markdown: str, results: dict | None) -> str:
     return f"{body}{results_markdown(results)}\n{DISCLAIMER}\n"
 
 
-def training_world(card: dict) -> str:
+def training_world(card: dict) -> str | None:
     """The synthetic world a model learnt from, in a few words: the cohort preset and the domain
-    randomisation of its training windows (``core.augment``), e.g. ``realistic, randomised 1``."""
+    randomisation of its training windows (``core.augment``), e.g. ``realistic, randomised 1``;
+    None for a card that names no synthetic cohort and no randomisation (real or unstated data)."""
     synthetic = (card.get("training") or {}).get("synthetic")
-    preset = synthetic["preset"] if synthetic else "not synthetic or not stated"
     strength = _randomisation(card)
+    if not synthetic and not strength:
+        return None
+    preset = synthetic["preset"] if synthetic else "cohort not stated"
     return f"{preset}, randomised {strength:g}" if strength else preset
 
 

@@ -323,8 +323,14 @@ def resample_to_original(volume: np.ndarray, case: Case, order: int) -> np.ndarr
                                     prefilter=False).astype(volume.dtype)  # fmt: skip
 
 
-def prediction_to_original(labels: np.ndarray, probs: np.ndarray | None, case: Case):
-    """A prediction's labels and (C, X, Y, Z) probabilities, or None, on the grid the case was read from."""
+def prediction_to_original(labels: np.ndarray, probs: np.ndarray | None,
+                           case: Case) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """A prediction on the grid the case was read from (unchanged when it was not resampled).
+
+    Args:
+        labels: (X, Y, Z) uint8 labels on the case's 1 mm grid (nearest-neighbour back).
+        probs: (C, X, Y, Z) float32 class probabilities on that grid (linear back), or None.
+    """
     if case.original_grid is None:
         return labels, probs
     labels = resample_to_original(labels, case, order=0)

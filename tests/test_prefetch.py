@@ -192,9 +192,16 @@ def test_a_switch_to_what_the_worker_is_computing_waits_for_it_instead_of_a_prev
 
     previews = []
     monkeypatch.setattr(ui.data, "preview_slice", lambda *a, **k: previews.append(a))
+    waited = ui.data.waited_for
+
+    def waiting(wanted=None, on_progress=None):  # the job finishes only once the page waits for it
+        if wanted == key:
+            release.set()
+        return waited(wanted, on_progress)
+
+    monkeypatch.setattr(ui.data, "waited_for", waiting)
     ui.data.prefetcher().want([(key, slow)])
     assert started.wait(30) and ui.data.being_prepared(*key)
-    threading.Timer(1.0, release.set).start()
     at.toggle(key="use_t1_P0").set_value(False)
     at.toggle(key="use_t2_P0").set_value(False).run()
     assert not at.exception, at.exception

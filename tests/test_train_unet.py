@@ -39,14 +39,33 @@ def test_patches_keep_dropped_sequences_zero_and_randomise_the_others():
 
 
 def test_the_card_names_the_synthetic_world_of_the_training_cases():
-    from core.card import training_world
+    from core.card import model_summary, synthetic_origin, training_world
+
+    source = SimpleNamespace(meta={"preset": "realistic", "scale": "1.0", "seed": "0"})
+    world = synthetic_origin([source, source])
+    assert world == {"preset": "realistic", "scale": 1.0, "seed": 0}
+    assert synthetic_origin([source, SimpleNamespace(meta={"preset": "paper", "scale": "1.0", "seed": "0"})]) is None
+    assert synthetic_origin([SimpleNamespace(meta={"hospital": "1"})]) is None  # real cases
+    assert training_world({"training": {"synthetic": world, "randomise": 1.0}}) == "realistic, randomised 1"
+    trained = {"training": {"synthetic": world}, "config": {"randomise": 0.5}}  # a DeepMedic card
+    assert training_world(trained) == "realistic, randomised 0.5"
+    assert training_world({"training": {"synthetic": world, "randomise": 0.0}}) == "realistic"
+    assert training_world({"training": {"hospitals": ["1"]}}) is None  # a model trained on real data
+    real = {"training": {"hospitals": ["1"]}, "sparsity": {"flair": 0.2}}
+    assert model_summary(real) == "trained on 1; sparsified training on"
+    synthetic = {"training": {"hospitals": ["public"], "synthetic": world}, "sparsity": {"flair": 0.0}}
+    assert model_summary(synthetic) == "trained on public (realistic world); sparsified training off"
+
+
+def test_a_resumed_run_keeps_its_randomisation(tmp_path):
+    import pytest
+    import torch
 
     train_unet = _trainer()
-    source = SimpleNamespace(meta={"preset": "realistic", "scale": "1.0", "seed": "0"})
-    world = train_unet.synthetic_world([source, source])
-    assert world == {"preset": "realistic", "scale": 1.0, "seed": 0}
-    mixed = [source, SimpleNamespace(meta={"preset": "paper", "scale": "1.0", "seed": "0"})]
-    assert train_unet.synthetic_world(mixed) is None
-    assert training_world({"training": {"synthetic": world, "randomise": 1.0}}) == "realistic, randomised 1"
-    assert training_world({"training": {"synthetic": world, "randomise": 0.0}}) == "realistic"
-    assert training_world({"training": {}}) == "not synthetic or not stated"
+    torch.save({"net": {}, "optimiser": {}, "iteration": 25, "seconds": 1.0, "log": [], "randomise": 1.0},
+               tmp_path / "checkpoint.pt")  # fmt: skip
+    with pytest.raises(SystemExit, match="checkpoint.pt.*--randomise 1.*--randomise 0"):
+        train_unet.check_resume(torch.load(tmp_path / "checkpoint.pt", weights_only=True), tmp_path / "checkpoint.pt",
+                                SimpleNamespace(randomise=0.0))  # fmt: skip
+    train_unet.check_resume({"randomise": 1.0}, tmp_path / "checkpoint.pt", SimpleNamespace(randomise=1.0))
+    train_unet.check_resume({}, tmp_path / "checkpoint.pt", SimpleNamespace(randomise=0.0))  # saved before the option

@@ -300,7 +300,7 @@ def waited_for(key: tuple | None = None, on_progress=None):
     return _WORKER[0].foreground(key, on_progress) if _WORKER else nullcontext()
 
 
-def being_prepared(cohort, case_id, model_path, sha256, missing: tuple[str, ...]) -> bool:
+def being_prepared(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]) -> bool:
     """Whether the background worker is computing this whole-brain prediction right now (the page
     then waits for it rather than preview a slice: a preview would cancel it)."""
     return bool(_WORKER) and _WORKER[0].running() == (cohort, case_id, model_path, sha256, missing)

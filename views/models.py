@@ -25,7 +25,7 @@ for name, card in models.items():
         "model": name,
         "architecture": network + (f" · {parameters / 1e3:,.0f}k" if parameters else ""),
         "hospitals": ", ".join(training.get("hospitals", [])),
-        "synthetic world": training_world(card),
+        "synthetic world": training_world(card) or "not stated",
         "complete only": training.get("complete_only"),
         "sparsified": any(card.get("sparsity", {}).values()),
         "training cases": training.get("n_train_cases"),
