@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core.cases import find_cases
-from core.device import choose_device
+from core.device import choose_device, keep_freed_memory
 from core.external import is_external, load_any_model, normalise_for, prepare_for
 from core.infer import Prediction, predict_slice, predict_volume
 from core.io import Case, read_case
@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # bfloat16 autocast where the device runs it natively (3x faster on CPUs with AMX; labels
 # differ from float32 in about 1 voxel in 20,000); GBM_AMP=0 turns it off.
 AMP = os.environ.get("GBM_AMP", "1") != "0"
+# Before the background worker and the pages' later script threads start: predictions in threads
+# then reuse the process's freed memory instead of faulting it in again (core.device).
+keep_freed_memory()
 
 
 def demo_cohort() -> Path:
