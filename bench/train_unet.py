@@ -122,6 +122,11 @@ def train(args) -> dict:
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     rng = np.random.default_rng(args.seed + state["iteration"])
     net.train()
+
+    def save() -> None:
+        torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), **state,
+                    "randomise": args.randomise}, checkpoint)  # fmt: skip
+
     while state["seconds"] < 60 * args.minutes:
         start = time.perf_counter()
         x, y = sample(volumes, rng, args.patch, args.batch_size, args.sparsify, args.randomise)
@@ -135,10 +140,8 @@ def train(args) -> dict:
         if state["iteration"] % 25 == 0:
             print(f"iteration {state['iteration']} loss {np.mean(state['log'][-25:]):.4f} "
                   f"{state['seconds']:.0f} s", flush=True)  # fmt: skip
-            torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), **state,
-                        "randomise": args.randomise}, checkpoint)  # fmt: skip
-    torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), **state, "randomise": args.randomise},
-               checkpoint)  # fmt: skip
+            save()
+    save()
     return {"net": net.eval(), "landmarks": landmarks, "train": train_sources, **state}
 
 

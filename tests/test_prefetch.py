@@ -257,3 +257,25 @@ def test_close_cancels_the_running_job_and_ends_the_thread():
     assert started.wait(10)
     prefetcher.close()
     assert not prefetcher._thread.is_alive() and kept == {}
+
+
+def test_the_worker_is_not_asked_for_what_a_results_store_holds(explorer_data, monkeypatch):  # noqa: F811
+    import os
+
+    import ui.data
+    from core.store import ResultStore
+    from core.sweep import SweepConfig, run_sweep
+
+    cohort = str(ui.data.demo_cohort())
+    model = next(iter(ui.data.available_models().values()))
+    with ResultStore(os.environ["GBM_DEMO_STORE"]) as store:
+        run_sweep(store, SweepConfig((model["path"],), cohort, "simulated", combinations=8, splits=("train",)))
+        table = store.table()
+    held = {tuple(m.split("+")) if m else () for m in table[table["patient_id"] == "P0"]["missing"]}
+    assert len(held) == 8 and ("t1c",) not in held  # the 8 combinations keep T1c
+    asked = [("t1c",), ("t1",), ("t1c", "flair"), ("t2", "flair")]
+    assert ui.data.stored_combinations(cohort, "P0", model["weights_sha256"], asked) == {("t1",), ("t2", "flair")}
+    monkeypatch.setenv("GBM_PREFETCH", "1")
+    queued = ui.data.prefetch(cohort, "P0", model["path"], model["weights_sha256"], asked)
+    assert queued == [("t1c",), ("t1c", "flair")]
+    assert ui.data.prefetcher().idle(120)

@@ -217,35 +217,41 @@ def _case_store_key(cohort: str, case_id: str) -> str | None:
     return source_key(source) if source is not None else None
 
 
-def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str, ...]) -> Prediction | None:
-    """A prediction precomputed by a sweep (demo or user store), or None."""
-    from core.store import ResultStore
-
-    key = _case_store_key(cohort, case_id)
-    for path in (user_store(), demo_store()):
-        if key is None or not path.is_file():
-            continue
-        with ResultStore(path) as store:
-            found = store.stored_prediction(sha256, key, frozenset(missing))
-        if found is not None:
-            return Prediction(found.labels, None, frozenset(missing), found.seconds, f"precomputed ({found.device})",
-                              (0, 0, 0))  # fmt: skip
-    return None
-
-
-def has_stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str, ...]) -> bool:
-    """Whether a results store holds this prediction (cheap: nothing is loaded)."""
+def _ask_stores(cohort: str, case_id: str, ask):
+    """``ask(store, key)`` on the user store, then the demo store (each opened once); the first
+    answer that is not None, or None."""
     from core.store import ResultStore
 
     key = _case_store_key(cohort, case_id)
     if key is None:
-        return False
+        return None
     for path in (user_store(), demo_store()):
         if path.is_file():
             with ResultStore(path) as store:
-                if store.has_prediction(sha256, key, frozenset(missing)):
-                    return True
-    return False
+                found = ask(store, key)
+            if found is not None:
+                return found
+    return None
+
+
+def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str, ...]) -> Prediction | None:
+    """A prediction precomputed by a sweep (demo or user store), or None."""
+    found = _ask_stores(cohort, case_id, lambda store, key: store.stored_prediction(sha256, key, frozenset(missing)))
+    if found is None:
+        return None
+    return Prediction(found.labels, None, frozenset(missing), found.seconds, f"precomputed ({found.device})", (0, 0, 0))
+
+
+def stored_combinations(cohort: str, case_id: str, sha256: str,
+                        combinations: list[tuple[str, ...]]) -> set[tuple[str, ...]]:  # fmt: skip
+    """Which of these combinations a results store holds a prediction for (cheap: nothing is loaded)."""
+    held: set[tuple[str, ...]] = set()
+
+    def ask(store, key):
+        held.update(m for m in combinations if m not in held and store.has_prediction(sha256, key, frozenset(m)))
+
+    _ask_stores(cohort, case_id, ask)
+    return held
 
 
 def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):
@@ -335,8 +341,9 @@ def prefetch(cohort, case_id, model_path, sha256, combinations: list[tuple[str, 
     """
     if not prefetch_enabled():
         return []
-    todo = [m for m in combinations if (cohort, case_id, model_path, sha256, m) not in _PREDICTIONS
-            and not has_stored_prediction(cohort, case_id, sha256, m)]  # fmt: skip
+    todo = [m for m in combinations if (cohort, case_id, model_path, sha256, m) not in _PREDICTIONS]
+    held = stored_combinations(cohort, case_id, sha256, todo) if todo else set()
+    todo = [m for m in todo if m not in held]
     if not todo:
         return []
     # The worker gets the loaded objects, not the cached functions: it has no page to run in.
