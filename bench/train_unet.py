@@ -136,7 +136,7 @@ def train(args) -> dict:
         optimiser.step()
         state["iteration"] += 1
         state["seconds"] += time.perf_counter() - start
-        state["log"].append(round(float(loss), 4))
+        state["log"].append(round(loss.item(), 4))
         if state["iteration"] % 25 == 0:
             print(f"iteration {state['iteration']} loss {np.mean(state['log'][-25:]):.4f} "
                   f"{state['seconds']:.0f} s", flush=True)  # fmt: skip
