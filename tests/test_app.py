@@ -51,7 +51,8 @@ def test_cases_page_lists_cases_and_shows_missing_sequences():
     bundled = ["SYN_PUB_0100", "SYN_H1_0008", "SYN_H2_0003", "SYN_H3_0004", "SYN_H6_0004"]
     assert set(table.loc[table["source"] == "bundled files", "patient_id"]) == set(bundled) == set(bundled_patients())
     regenerated = set(demo_store_patients()) - set(bundled)
-    assert set(table.loc[table["source"] == "regenerated (paper preset, scale 1, seed 0)", "patient_id"]) == regenerated
+    source = "regenerated (realistic preset, scale 1, seed 0)"
+    assert set(table.loc[table["source"] == source, "patient_id"]) == regenerated
     assert dict(zip(table["patient_id"], table["sequences"]))["SYN_H3_0004"] == "missing T1 + T2 + FLAIR"
     at.selectbox(key="case_id").select("SYN_H2_0003").run()
     assert not at.exception
