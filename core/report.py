@@ -91,9 +91,9 @@ def model_results(table, model: str, region: str = "tc", adjust: str = "bonferro
     out = {
         "region": region,
         "median_dice_as_acquired": {
-            h: {"median": round(float(r["median"]), 4), "n": int(r["size"])} for h, r in by_hospital.iterrows()
+            h: {"median": round(float(r["median"]), 3), "n": int(r["size"])} for h, r in by_hospital.iterrows()
         },  # fmt: skip
-        "median_dice_simulated": {m: round(float(v), 4) for m, v in by_missing.items()},
+        "median_dice_simulated": {m: round(float(v), 3) for m, v in by_missing.items()},  # as the tables print them
         "simulated_patients": int(simulated["patient_id"].nunique()),
     }
     family = _family(table, region, adjust) if family is COMPUTE else family

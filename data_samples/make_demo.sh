@@ -12,7 +12,7 @@
 #      combinations simulated on hospital 1's, then hospitals 2-6 as acquired (first the
 #      patients whose label maps are kept, evenly over hospitals, then the rest),
 #   4. keep the label maps of $KEEP_PREDICTIONS patients per hospital (metrics of all), so the
-#      store stays near 20 MB.
+#      store stays near 8 MiB.
 # Work goes to $WORK (cohort, models in $MODEL_DIR, store $STORE); $DEST, when set, receives a copy
 # of the store and a tarball of the models after each stage. $DEADLINE (seconds) stops
 # starting stages that would not finish; each stage gets the time left. $STAGES picks stages
