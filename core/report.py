@@ -213,7 +213,7 @@ generated {stamp}. Asterisk: adjusted p &lt; 0.05. {html.escape(not_applicable_w
 Research and teaching use only.</p>{"".join(parts)}</body></html>"""
 
 
-def extended_evaluation_command(model_folders, patients, preset: str = "paper", scale: float = 1.0, seed: int = 0,
+def extended_evaluation_command(model_folders, patients, preset: str = "realistic", scale: float = 1.0, seed: int = 0,
                                 store: str = "results.sqlite", out: str = "runs/t1c") -> str:  # fmt: skip
     """The commands that add the 7 combinations with T1c missing (15 in all) for ``patients`` of
     a synthetic cohort: render their cases again (bit for bit, from preset, scale and seed),

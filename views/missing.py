@@ -37,7 +37,8 @@ if without_t1c and not set(without_t1c) & set(scoped["missing"]):
     patients = demo_patients(str(demo_cohort()), str(demo_store()))
     chosen = patients[patients["patient_id"].isin(set(simulated["patient_id"]))]
     regenerated = chosen[chosen["preset"] != ""]
-    preset, scale, seed = regenerated[["preset", "scale", "seed"]].iloc[0] if len(regenerated) else ("paper", 1.0, 0)
+    # The bundled demo cases come from the realistic preset at scale 1, seed 0, as the regenerated ones.
+    preset, scale, seed = regenerated[["preset", "scale", "seed"]].iloc[0] if len(regenerated) else ("realistic", 1, 0)
     cards = list_models(str(models_root()))
     folders = [Path(cards[m]["path"]) for m in pair if m in cards]
     folders = [f.relative_to(ROOT) if f.is_relative_to(ROOT) else f for f in folders]
