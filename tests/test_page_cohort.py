@@ -150,6 +150,38 @@ def test_missing_page_says_why_15_combinations_add_nothing_and_how_to_fill_them(
     assert "absent.sqlite" in command  # into the user's store, never the demo's
 
 
+def test_missing_page_renders_bundled_cases_from_the_world_their_manifest_names(tmp_path, monkeypatch):
+    import csv
+
+    from core.metrics import RegionMetrics
+    from core.store import ResultKey, ResultStore
+    from ui.data import results_table
+
+    bundled = ["SYN_H1_0008", "SYN_PUB_0100"]  # complete bundled cases only: no regenerated case to say the world
+    path = tmp_path / "demo.sqlite"
+    with ResultStore(path) as store:
+        for name in ("BraTS", "BraTSst"):
+            store.add_model(f"sha-{name}", name, {"name": name})
+        for patient in bundled:
+            store.add_case(f"{patient}@abc", patient, "abc", "1", "test", frozenset())
+            for missing in ("none", "flair"):
+                for name in ("BraTS", "BraTSst"):
+                    metrics = {r: RegionMetrics(r, 0.8, 0.9, 5.0, 40.0, 42.0) for r in ("tc", "wt", "et")}
+                    store.write(ResultKey(f"sha-{name}", f"{patient}@abc", missing), metrics, 1.0, "CPU")
+    monkeypatch.setenv("GBM_DEMO_STORE", str(path))
+    monkeypatch.setenv("GBM_STORE", str(tmp_path / "absent.sqlite"))
+    results_table.clear()
+    with (ROOT / "data_samples" / "manifest.csv").open(newline="") as handle:
+        world = {(row["preset"], row["scale"], row["seed"]) for row in csv.DictReader(handle)}
+    assert len(world) == 1
+    preset, scale, seed = world.pop()
+    at = page("missing").run()
+    at.radio(key="miss_count").set_value(15).run()
+    assert not at.exception
+    assert (f"--preset {preset} --scale {float(scale):g} --seed {int(seed)} --patients {','.join(bundled)}"
+            in at.code[0].value)  # fmt: skip
+
+
 def test_your_data_creates_its_root_and_rejects_a_bad_upload_before_saying_saved(tmp_path, monkeypatch):
     root = tmp_path / "not-yet"
     monkeypatch.setenv("GBM_DATA_ROOT", str(root))

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.card import other_models, paper_pairs
+from core.card import other_models, paper_pairs, synthetic_origin
+from core.cases import find_cases
 from core.figures import hospital_label, hospital_order, median_heatmap, missing_comparison_figure
 from core.report import extended_evaluation_command
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
@@ -36,9 +37,11 @@ if without_t1c and not set(without_t1c) & set(scoped["missing"]):
     simulated = scoped[scoped["acquired_missing"] == "none"]
     patients = demo_patients(str(demo_cohort()), str(demo_store()))
     chosen = patients[patients["patient_id"].isin(set(simulated["patient_id"]))]
+    # Where the cases come from: the store says for regenerated ones, the bundled cases' manifest for its own.
     regenerated = chosen[chosen["preset"] != ""]
-    # The bundled demo cases come from the realistic preset at scale 1, seed 0, as the regenerated ones.
-    preset, scale, seed = regenerated[["preset", "scale", "seed"]].iloc[0] if len(regenerated) else ("realistic", 1, 0)
+    own = synthetic_origin([s for s in find_cases(str(demo_cohort())) if s.case_id in set(chosen["patient_id"])])
+    preset, scale, seed = (regenerated[["preset", "scale", "seed"]].iloc[0] if len(regenerated)
+                           else (own or {"preset": "realistic", "scale": 1, "seed": 0}).values())  # fmt: skip
     cards = list_models(str(models_root()))
     folders = [Path(cards[m]["path"]) for m in pair if m in cards]
     folders = [f.relative_to(ROOT) if f.is_relative_to(ROOT) else f for f in folders]
