@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="write a synthetic cohort (BraTS folders + manifest.csv)")
-    synth.add_argument("--preset", default="paper")
+    synth.add_argument("--preset", default="paper", help="synthetic world: paper, realistic or calibrated")
     synth.add_argument("--scale", type=float, default=1.0, help="fraction of the preset's case counts")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, required=True)
@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     zoo = commands.add_parser("zoo", help="render the synthetic cohort and train the paper's models (resumable)")
-    zoo.add_argument("--preset", default="paper")
+    zoo.add_argument("--preset", default="paper", help="synthetic world: paper, realistic or calibrated")
     zoo.add_argument("--scale", type=float, default=1.0)
     zoo.add_argument("--seed", type=int, default=0)
     zoo.add_argument("--cohort", type=Path, default=Path("cohort"), help="where the training cases are rendered")

@@ -4,6 +4,7 @@
 #   PYTHON=.venv/bin/python DEVICE=cpu JOBS=2 bash data_samples/make_demo.sh   # about 7 h on a 2-core CPU
 #   DEVICE=cuda WORKERS=14 bash data_samples/make_demo.sh                      # minutes on one GPU
 #   PRESET=paper RANDOMISE=0 ITERATIONS=12000 bash data_samples/make_demo.sh  # the clean world of earlier releases
+#   PRESET=calibrated WORK=runs/demo_calibrated bash data_samples/make_demo.sh  # tumour contrasts as real scans show
 #
 # Stages (each resumes where a killed run stopped, so the script can simply be run again):
 #   1. render the cohort's test cases (scale $SCALE) and, in parallel,
@@ -24,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-PRESET=${PRESET:-realistic} # cohort preset: realistic (the bundled demo: look-alikes, hospital protocols) or paper
+PRESET=${PRESET:-realistic} # cohort preset: realistic (the bundled demo: look-alikes, hospital protocols), calibrated or paper
 RANDOMISE=${RANDOMISE:-1}   # domain randomisation strength of training windows (0: off)
 DEVICE=${DEVICE:-cpu}
 SCALE=${SCALE:-1}

@@ -333,3 +333,75 @@ def test_misregistration_moves_the_image_by_the_given_millimetres():
     turned = acquire(ideal, brain, Acquisition(rotate_deg=90.0), np.random.default_rng(0))
     np.testing.assert_allclose(turned.sum(), ideal.sum(), rtol=0.02)  # a quarter turn in plane keeps the cube
     assert not np.allclose(turned, ideal)
+
+
+def test_tumour_contrast_draws_oedema_per_case_and_keeps_the_order_real_scans_show():
+    from core.synth.mri import CONTRAST
+    from core.synth.realism import tumour_contrast
+
+    rng = np.random.default_rng(0)
+    same, _ = tumour_contrast(CONTRAST, 0.0, rng)
+    np.testing.assert_array_equal(same, CONTRAST)
+    assert rng.random() == np.random.default_rng(0).random()  # strength 0 draws nothing
+    # Rows t1, t1c, t2, flair; columns wm, gm, csf, oedema, necrosis, enhancing (core.synth.mri).
+    moved = np.zeros(CONTRAST.shape, bool)
+    moved[[0, 2, 3], 3] = True
+    moved[3, 4] = True
+    flair_oedema = []
+    for seed in range(20):
+        full, ratios = tumour_contrast(CONTRAST, 1.0, np.random.default_rng(seed))
+        half, _ = tumour_contrast(CONTRAST, 0.5, np.random.default_rng(seed))
+        np.testing.assert_array_equal(full[~moved], CONTRAST[~moved])
+        np.testing.assert_allclose(half, (CONTRAST + full) / 2, rtol=1e-6)
+        # Real oedema is 1.2-2.1x white matter on T2 and FLAIR; necrosis no brighter than oedema
+        # on FLAIR; non-enhancing tumour brighter than its oedema on T2 and FLAIR, darker on T1.
+        assert 1.2 < full[2, 3] / full[2, 0] < 2.2 and 1.3 < full[3, 3] / full[3, 0] < 2.3
+        assert full[3, 4] <= full[3, 3]
+        assert ratios[2] > 1 and ratios[3] >= 1 and ratios[0] <= 1
+        flair_oedema.append(full[3, 3])
+    assert np.ptp(flair_oedema) > 0.2  # drawn per case, not one value
+
+
+def test_a_tumour_without_enhancement_is_solid_when_asked():
+    from core.synth.realism import non_enhancing
+
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[5:25, 5:25, 5:25] = OEDEMA
+    labels[8:22, 8:22, 8:22] = ENHANCING
+    labels[11:19, 11:19, 11:19] = NECROSIS
+    wholes = 0
+    for seed in range(12):
+        first = np.random.default_rng(seed).random()  # the draw that decides "the whole rim"
+        out, changed = non_enhancing(labels, 1.0, np.random.default_rng(seed), solid=True)
+        plain, plain_changed = non_enhancing(labels, 1.0, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out, plain)  # labels do not depend on solidity
+        if first < 0.25:
+            wholes += 1
+            np.testing.assert_array_equal(changed, (labels == ENHANCING) | (labels == NECROSIS))
+            assert not (out == ENHANCING).any()
+        else:
+            np.testing.assert_array_equal(changed, plain_changed)
+    assert wholes >= 1
+
+
+@pytest.mark.slow
+def test_calibrated_world_makes_non_enhancing_tumour_brighter_than_oedema_on_flair():
+    # Real BraTS scans: a tumour that does not enhance is brighter than its oedema on FLAIR and
+    # T2, and oedema is less than 1.5x white matter on FLAIR. SYN_PUB_0001 has no enhancing tumour
+    # in both worlds; white matter is where the deformed atlas is mostly white matter.
+    plan = next(p for p in plan_cohort("realistic", 1.0, 0) if p.patient_id == "SYN_PUB_0001")
+    ratios = {}
+    for preset in ("realistic", "calibrated"):
+        case = render_case(preset, plan, 0, keep_tissues=True)
+        assert not (case.labels == ENHANCING).any()
+        wm = (case.tissues[0] > 0.9) & (case.labels == 0)
+        flair, t2 = case.images[3], case.images[2]
+        core, oedema = case.labels == NECROSIS, case.labels == OEDEMA
+        ratios[preset] = (
+            np.median(flair[core]) / np.median(flair[oedema]),
+            np.median(t2[core]) / np.median(t2[oedema]),
+            np.median(flair[oedema]) / np.median(flair[wm]),
+        )
+    assert ratios["realistic"][0] < 1 < ratios["calibrated"][0]
+    assert ratios["calibrated"][1] > 1.1
+    assert ratios["calibrated"][2] < 1.6 < ratios["realistic"][2]

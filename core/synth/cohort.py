@@ -34,7 +34,6 @@ from core.sequences import (
 from core.synth.anatomy import MASK, AnatomySpec, deformed_tissues, load_atlas, place_in_template, sample_anatomy
 from core.synth.mri import CONTRAST, TISSUES, WHITE_MATTER_LEVEL, render_sequences, tissue_fractions
 from core.synth.realism import (
-    LEVELS,
     REAL_SCANS,
     Annotation,
     Realism,
@@ -44,6 +43,8 @@ from core.synth.realism import (
     lookalikes,
     misregister,
     non_enhancing,
+    structure_levels,
+    tumour_contrast,
 )
 from core.synth.scanner import Acquisition, ScannerProfile, acquire
 from core.synth.tumour import TumourSpec, grow_tumour, sample_tumour
@@ -132,6 +133,14 @@ PRESETS = {
         annotations={h: Annotation("enhancing", rater_mm=1.5) for h in HOSPITALS if h != "public"},
     ),
 }
+# The realistic world with tumour contrasts measured on real scans (Realism.tumour_contrast).
+PRESETS["calibrated"] = replace(
+    PRESETS["realistic"],
+    name="calibrated",
+    description=PRESETS["realistic"].description + " Oedema and non-enhancing tumour as bright as on real scans; "
+    "tumours without enhancement are solid.",
+    realism=replace(REAL_SCANS, tumour_contrast=1.0),
+)
 
 
 @dataclass(frozen=True)
@@ -314,9 +323,9 @@ def render_case(
     labels = grow_tumour(tumour, tissues, streams["growth"])
     realism = PRESETS[preset].realism
     rng = streams["realism"]
-    labels, unenhanced = non_enhancing(labels, realism.non_enhancing, rng)
+    labels, unenhanced = non_enhancing(labels, realism.non_enhancing, rng, solid=realism.tumour_contrast > 0)
 
-    contrast = CONTRAST.copy()
+    contrast, unenhanced_ratio = tumour_contrast(CONTRAST, realism.tumour_contrast, rng)
     enh = TISSUES.index("enhancing")
     t1c = SEQUENCES.index("t1c")
     contrast[t1c, enh] = contrast[t1c, 0] + (CONTRAST[t1c, enh] - contrast[t1c, 0]) * spec.enhancement
@@ -328,7 +337,10 @@ def render_case(
         ideal *= heterogeneity(labels.shape, realism.heterogeneity, rng)
         structures, residue = lookalikes(tissues, labels, realism, rng)
         if unenhanced.any():
-            levels = np.array([rng.uniform(*r) for r in LEVELS["non_enhancing"]], np.float32) * WHITE_MATTER_LEVEL
+            levels = structure_levels("non_enhancing", rng)
+            if realism.tumour_contrast:  # as bright as the case's own oedema says
+                relative = contrast[:, TISSUES.index("oedema")] * unenhanced_ratio * WHITE_MATTER_LEVEL
+                levels += np.float32(realism.tumour_contrast) * (relative - levels)
             structures.append(("non_enhancing", unenhanced.astype(np.float32), levels))
         ideal = add_lookalikes(ideal, structures)
         brain |= residue  # skull stripping keeps the residue

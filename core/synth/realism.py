@@ -21,7 +21,7 @@ from scipy import ndimage
 from core.sequences import ENHANCING, NECROSIS, OEDEMA, SEQUENCES
 from core.synth.anatomy import CSF, MASK
 from core.synth.fields import smooth_field, warp
-from core.synth.mri import WHITE_MATTER_LEVEL
+from core.synth.mri import TISSUES, WHITE_MATTER_LEVEL
 
 # Relative intensities (white matter on T1 = 1) of each look-alike per sequence (t1, t1c, t2,
 # flair), as (low, high) ranges drawn per case. Rough values from BraTS scans: the dura and
@@ -39,6 +39,20 @@ LEVELS = {
     "non_enhancing": ((0.55, 0.7), (0.58, 0.75), (0.8, 0.95), (0.95, 1.15)),
 }
 
+# Tumour contrasts measured on real BraTS scans: each label's median / white matter's median in
+# the same sequence (white matter: the brightest k-means class of normal brain on T1), over the
+# reference cases. Real oedema: T1 0.71-0.96, T2 1.21-2.10, FLAIR 1.18-2.05 (medians 0.88, 1.28,
+# 1.44); the first generator's came out at about 0.78, 1.69 and 1.91 in every case. Real
+# non-enhancing tumour, against its own oedema: T1 x0.78-1.0, T1c x0.80-0.96, T2 x1.02-1.71,
+# FLAIR x1.05-1.18; the first generator's was darker than oedema on FLAIR (x0.9), so models took
+# real non-enhancing tumour for oedema. Necrosis (fluid) stays at or below oedema on FLAIR.
+# Ranges are drawn per case, so a model must read the order of the labels, not their level.
+# (sequence, tissue) -> (low, high) relative intensity, as in core.synth.mri.CONTRAST.
+CALIBRATED_CONTRAST = {("t1", "oedema"): (0.72, 0.88), ("t2", "oedema"): (0.60, 0.95),
+                       ("flair", "oedema"): (0.72, 1.10)}  # fmt: skip
+NECROSIS_FLAIR_TO_OEDEMA = (0.8, 1.0)
+NON_ENHANCING_TO_OEDEMA = ((0.78, 1.0), (0.8, 1.0), (1.05, 1.45), (1.0, 1.2))  # per sequence
+
 
 @dataclass(frozen=True)
 class Realism:
@@ -55,6 +69,10 @@ class Realism:
         sequence against T1c, as real co-registration leaves.
     non_enhancing: tumour core that does not enhance (labelled 1, like BraTS): with probability
         0.25 x strength the whole rim, otherwise up to half of it x strength.
+    tumour_contrast: how far tumour contrasts move from the first generator's (0) to draws from
+        the ranges measured on real scans (1, :data:`CALIBRATED_CONTRAST`): oedema from dim to
+        bright on T2 and FLAIR, non-enhancing tumour brighter than its oedema there, and a tumour
+        that does not enhance at all is solid, without a fluid centre.
     texture: scale of the tissue texture (1 = the first generator's).
     noise: scale of each hospital's noise (real BraTS images are resampled and smoother).
     smoothing_mm: largest Gaussian sigma of the resampling every BraTS image went through.
@@ -70,6 +88,7 @@ class Realism:
     misregistration_mm: float = 0.0
     misregistration_deg: float = 0.0
     non_enhancing: float = 0.0
+    tumour_contrast: float = 0.0
     texture: float = 1.0
     noise: float = 1.0
     smoothing_mm: float = 0.0
@@ -87,8 +106,34 @@ REAL_SCANS = Realism(edge_rim=1.0, vessels=1.0, choroid_plexus=1.0, periventricu
                      non_enhancing=1.0, texture=0.5, noise=0.5, smoothing_mm=0.6)  # fmt: skip
 
 
-def _levels(name: str, rng: np.random.Generator) -> np.ndarray:
+def structure_levels(name: str, rng: np.random.Generator) -> np.ndarray:
+    """A structure's intensity per sequence, drawn from its :data:`LEVELS` ranges."""
     return np.array([rng.uniform(*r) for r in LEVELS[name]], dtype=np.float32) * WHITE_MATTER_LEVEL
+
+
+def tumour_contrast(contrast: np.ndarray, strength: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A case's tumour contrasts, moved by ``strength`` from the first generator's towards a draw
+    from the ranges measured on real scans (:data:`CALIBRATED_CONTRAST`).
+
+    Args:
+        contrast: (sequences, tissues) relative intensities of core.synth.mri.CONTRAST.
+
+    Returns:
+        (the case's contrast matrix, non-enhancing tumour's intensity per sequence relative to
+        oedema's). At strength 0: a copy of ``contrast`` and the first generator's ratios (which
+        render_case does not use then), without drawing from ``rng``.
+    """
+    out = np.array(contrast, dtype=np.float32, copy=True)
+    if not strength:
+        return out, np.ones(len(SEQUENCES), np.float32)
+    oedema, necrosis, flair = TISSUES.index("oedema"), TISSUES.index("necrosis"), SEQUENCES.index("flair")
+    target = out.copy()
+    for (sequence, tissue), (low, high) in CALIBRATED_CONTRAST.items():
+        target[SEQUENCES.index(sequence), TISSUES.index(tissue)] = rng.uniform(low, high)
+    drawn = target[flair, oedema] * np.float32(rng.uniform(*NECROSIS_FLAIR_TO_OEDEMA))
+    target[flair, necrosis] = min(drawn, out[flair, necrosis])
+    ratios = np.array([rng.uniform(*r) for r in NON_ENHANCING_TO_OEDEMA], np.float32)
+    return out + np.float32(strength) * (target - out), ratios
 
 
 def _patches(rng: np.random.Generator, shape, correlation_mm: float, cover: float) -> np.ndarray:
@@ -98,18 +143,22 @@ def _patches(rng: np.random.Generator, shape, correlation_mm: float, cover: floa
     return np.clip((field - cut) * 2.0, 0, 1).astype(np.float32)
 
 
-def non_enhancing(labels: np.ndarray, strength: float, rng: np.random.Generator):
+def non_enhancing(labels: np.ndarray, strength: float, rng: np.random.Generator, solid: bool = False):
     """Turn part (or all) of the enhancing rim into non-enhancing tumour core (label 1).
 
-    Returns (new labels, boolean map of the voxels that changed): render those with
-    :data:`LEVELS` ``non_enhancing`` so they do not enhance.
+    Args:
+        solid: when the whole rim turns, the necrosis it enclosed is non-enhancing tumour too
+            (a tumour without enhancement has no fluid centre); its label (1) stays.
+
+    Returns (new labels, boolean map of the voxels to render as non-enhancing tumour): render
+    those with :data:`LEVELS` ``non_enhancing`` so they do not enhance.
     """
     rim = labels == ENHANCING
     changed = np.zeros(labels.shape, bool)
     if strength <= 0 or not rim.any():
         return labels, changed
     if rng.random() < 0.25 * strength:
-        changed = rim
+        changed = rim | (labels == NECROSIS) if solid else rim
     else:
         box = ndimage.find_objects(rim.astype(np.uint8))[0]
         field = smooth_field(rng, tuple(s.stop - s.start for s in box), 10.0)
@@ -167,34 +216,35 @@ def lookalikes(tissues: np.ndarray, labels: np.ndarray, realism: Realism, rng: n
         layer = _layers(brain, 3)
         rim = (layer > 0) & (layer <= thickness)
         cover = _patches(rng, shape, 12.0, min(1.0, 0.55 * realism.edge_rim))
-        out.append(("edge_rim", (rim * cover * free).astype(np.float32), _levels("edge_rim", rng)))
+        out.append(("edge_rim", (rim * cover * free).astype(np.float32), structure_levels("edge_rim", rng)))
     if realism.vessels > 0:
         # Tubes where two independent smooth fields both cross zero; near the surface and in sulci.
         a, b = smooth_field(rng, shape, 9.0), smooth_field(rng, shape, 9.0)
         width = 0.09 * realism.vessels
         tube = np.clip(1 - (np.abs(a) + np.abs(b)) / width, 0, 1)
         near = (inside > 0) & ((inside < 12) | (tissues[CSF] > 0.5))
-        out.append(("vessels", (tube * near * free).astype(np.float32), _levels("vessels", rng)))
+        out.append(("vessels", (tube * near * free).astype(np.float32), structure_levels("vessels", rng)))
     deep_csf = (tissues[CSF] > 0.7) & (inside > 18)
     if realism.choroid_plexus > 0 and deep_csf.any():
         blobs = _patches(rng, shape, 5.0, 0.25 * realism.choroid_plexus) * deep_csf
-        out.append(("choroid_plexus", (blobs * free).astype(np.float32), _levels("choroid_plexus", rng)))
+        out.append(("choroid_plexus", (blobs * free).astype(np.float32), structure_levels("choroid_plexus", rng)))
     if realism.periventricular_caps > 0 and deep_csf.any():
         reach = 2 + round(3 * realism.periventricular_caps)
         layer = _layers(deep_csf, reach, outward=True)
         band = np.where(layer > 0, 1 - layer / (reach + 1), 0) * brain
         band *= _patches(rng, shape, 15.0, 0.6)
-        out.append(("periventricular_caps", (band * free).astype(np.float32), _levels("periventricular_caps", rng)))
+        levels = structure_levels("periventricular_caps", rng)
+        out.append(("periventricular_caps", (band * free).astype(np.float32), levels))
     if realism.csf_flair > 0:
         patches = _patches(rng, shape, 14.0, 0.35 * realism.csf_flair) * tissues[CSF]
-        out.append(("csf_flair", (patches * free).astype(np.float32), _levels("csf_flair", rng)))
+        out.append(("csf_flair", (patches * free).astype(np.float32), structure_levels("csf_flair", rng)))
     residue = np.zeros(shape, bool)
     if realism.residue > 0:
         reach = max(1, round(3 * realism.residue))
         layer = _layers(brain, reach, outward=True)
         depth = reach * _patches(rng, shape, 16.0, 0.4)
         residue = (layer > 0) & (layer <= depth)
-        out.append(("residue", residue.astype(np.float32), _levels("residue", rng)))
+        out.append(("residue", residue.astype(np.float32), structure_levels("residue", rng)))
     return out, residue
 
 
