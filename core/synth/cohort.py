@@ -337,7 +337,7 @@ def render_case(
         ideal *= heterogeneity(labels.shape, realism.heterogeneity, rng)
         structures, residue = lookalikes(tissues, labels, realism, rng)
         if unenhanced.any():
-            levels = structure_levels("non_enhancing", rng)
+            levels = structure_levels("non_enhancing", rng)  # drawn always: keeps the stream of realistic
             if realism.tumour_contrast:  # as bright as the case's own oedema says
                 relative = contrast[:, TISSUES.index("oedema")] * unenhanced_ratio * WHITE_MATTER_LEVEL
                 levels += np.float32(realism.tumour_contrast) * (relative - levels)

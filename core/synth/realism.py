@@ -47,7 +47,10 @@ LEVELS = {
 # FLAIR x1.05-1.18; the first generator's was darker than oedema on FLAIR (x0.9), so models took
 # real non-enhancing tumour for oedema. Necrosis (fluid) stays at or below oedema on FLAIR.
 # Ranges are drawn per case, so a model must read the order of the labels, not their level.
-# (sequence, tissue) -> (low, high) relative intensity, as in core.synth.mri.CONTRAST.
+# (sequence, tissue) -> (low, high) relative intensity, as in core.synth.mri.CONTRAST; rendered
+# images come out at about 0.87x these ratios to white matter on T2 and FLAIR (partial volume,
+# texture, blur), so oedema spans about 1.2-1.9x white matter there. The non-enhancing ratios
+# sit a little inside the measured ones, FLAIR from 1.0 (at least as bright as oedema).
 CALIBRATED_CONTRAST = {("t1", "oedema"): (0.72, 0.88), ("t2", "oedema"): (0.60, 0.95),
                        ("flair", "oedema"): (0.72, 1.10)}  # fmt: skip
 NECROSIS_FLAIR_TO_OEDEMA = (0.8, 1.0)
@@ -70,9 +73,10 @@ class Realism:
     non_enhancing: tumour core that does not enhance (labelled 1, like BraTS): with probability
         0.25 x strength the whole rim, otherwise up to half of it x strength.
     tumour_contrast: how far tumour contrasts move from the first generator's (0) to draws from
-        the ranges measured on real scans (1, :data:`CALIBRATED_CONTRAST`): oedema from dim to
-        bright on T2 and FLAIR, non-enhancing tumour brighter than its oedema there, and a tumour
-        that does not enhance at all is solid, without a fluid centre.
+        the ranges measured on real scans (1, :data:`CALIBRATED_CONTRAST`): oedema on T2 and FLAIR
+        anywhere from dim to bright (dimmer than before on average), non-enhancing tumour at least
+        as bright as its oedema there. Any strength above 0 also makes a tumour that does not
+        enhance at all solid, without a fluid centre (on or off, not graded).
     texture: scale of the tissue texture (1 = the first generator's).
     noise: scale of each hospital's noise (real BraTS images are resampled and smoother).
     smoothing_mm: largest Gaussian sigma of the resampling every BraTS image went through.
@@ -117,11 +121,14 @@ def tumour_contrast(contrast: np.ndarray, strength: float, rng: np.random.Genera
 
     Args:
         contrast: (sequences, tissues) relative intensities of core.synth.mri.CONTRAST.
+        strength: 0 (unchanged) to 1 (the draw); linear in between.
+        rng: the case's realism stream (8 draws when strength > 0, so the look-alikes drawn after
+            it differ from the same case's at strength 0).
 
     Returns:
         (the case's contrast matrix, non-enhancing tumour's intensity per sequence relative to
-        oedema's). At strength 0: a copy of ``contrast`` and the first generator's ratios (which
-        render_case does not use then), without drawing from ``rng``.
+        oedema's). At strength 0: a copy of ``contrast`` and ones (unused then), without drawing
+        from ``rng``.
     """
     out = np.array(contrast, dtype=np.float32, copy=True)
     if not strength:
@@ -148,7 +155,9 @@ def non_enhancing(labels: np.ndarray, strength: float, rng: np.random.Generator,
 
     Args:
         solid: when the whole rim turns, the necrosis it enclosed is non-enhancing tumour too
-            (a tumour without enhancement has no fluid centre); its label (1) stays.
+            (a tumour without enhancement has no fluid centre). Its true label (1) stays; raters
+            of the ``enhancing`` protocol then draw the whole core as oedema (nothing enhances,
+            so nothing is enclosed).
 
     Returns (new labels, boolean map of the voxels to render as non-enhancing tumour): render
     those with :data:`LEVELS` ``non_enhancing`` so they do not enhance.
