@@ -37,11 +37,15 @@ if without_t1c and not set(without_t1c) & set(scoped["missing"]):
     simulated = scoped[scoped["acquired_missing"] == "none"]
     patients = demo_patients(str(demo_cohort()), str(demo_store()))
     chosen = patients[patients["patient_id"].isin(set(simulated["patient_id"]))]
-    # Where the cases come from: the store says for regenerated ones, the bundled cases' manifest for its own.
+    # Where the cases come from: the store says for regenerated ones, the bundled cases' manifest for its own
+    # (read only when every chosen case is bundled).
     regenerated = chosen[chosen["preset"] != ""]
-    own = synthetic_origin([s for s in find_cases(str(demo_cohort())) if s.case_id in set(chosen["patient_id"])])
-    preset, scale, seed = (regenerated[["preset", "scale", "seed"]].iloc[0] if len(regenerated)
-                           else (own or {"preset": "realistic", "scale": 1, "seed": 0}).values())  # fmt: skip
+    if len(regenerated):
+        preset, scale, seed = regenerated[["preset", "scale", "seed"]].iloc[0]
+    else:
+        bundled = [s for s in find_cases(str(demo_cohort())) if s.case_id in set(chosen["patient_id"])]
+        own = synthetic_origin(bundled) or {"preset": "realistic", "scale": 1.0, "seed": 0}
+        preset, scale, seed = own["preset"], own["scale"], own["seed"]
     cards = list_models(str(models_root()))
     folders = [Path(cards[m]["path"]) for m in pair if m in cards]
     folders = [f.relative_to(ROOT) if f.is_relative_to(ROOT) else f for f in folders]
