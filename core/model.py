@@ -62,6 +62,7 @@ PRESETS = {
     "deepmedic-lite": ModelConfig(feature_maps=(15, 15, 20, 20, 20, 20, 25, 25), fc=(75, 75)),
 }
 RESIDUAL_LAYERS = (4, 6, 8)  # 1-based, as in DeepMedic
+PRELU_BLOCK = 1 << 18  # values per block of InferencePReLU on a CPU: half a megabyte in bfloat16
 
 
 class ConvBlock(nn.Sequential):
@@ -169,12 +170,23 @@ class InferencePReLU(nn.PReLU):
         # With every slope <= 1, PReLU is max(x, a x); with every slope >= 1, min(x, a x): one pass
         # over x and one temporary, twice as fast as the general form below.
         if bool((self.weight <= 1).all()):
-            torch.maximum(rows, rows * slope, out=rows)
+            pick = torch.maximum
         elif bool((self.weight >= 1).all()):
-            torch.minimum(rows, rows * slope, out=rows)
+            pick = torch.minimum
         else:
             negative = torch.clamp(rows, max=0).mul_(slope)
             rows.clamp_(min=0).add_(negative)
+            return x
+        if rows.device.type != "cpu" or rows.ndim != 2:
+            pick(rows, rows * slope, out=rows)
+            return x
+        # On a CPU, a block of rows at a time: the temporary stays in cache for the pass that
+        # follows, instead of a whole activation written out and read back.
+        step = max(1, PRELU_BLOCK // rows.shape[1])
+        scaled = torch.empty((min(step, rows.shape[0]), rows.shape[1]), dtype=rows.dtype)
+        for start in range(0, rows.shape[0], step):
+            block = rows[start : start + step]
+            pick(block, torch.mul(block, slope, out=scaled[: block.shape[0]]), out=block)
         return x
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import core.infer
 from core.device import bf16_supported, choose_device
 from core.infer import (
     brain_boxes,
@@ -193,8 +194,10 @@ def test_predict_cli_writes_labels_on_the_input_grid(tmp_path, phantom_case):
 
 
 @pytest.mark.parametrize("residual", [False, True])
-def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual):
+def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual, monkeypatch):
     # An irregular "brain": the head only runs on its voxels, boxes follow its extent per slab.
+    # The 1x1x1 layers take 50 voxels at a time, so boxes end on a shorter block.
+    monkeypatch.setattr(core.infer, "HEAD_ROWS", 50)
     torch.manual_seed(7)
     model = build_model("deepmedic-lite", residual=residual).eval()
     rng = np.random.default_rng(2)
@@ -243,3 +246,22 @@ def test_inference_prelu_equals_torchs_prelu(slopes):
         for shape in ((1, 6, 5, 1, 3), (1, 6, 1, 1, 1)):  # size-1 axes, and the default layout
             for y in (torch.randn(shape).contiguous(memory_format=torch.channels_last_3d), torch.randn(shape)):
                 np.testing.assert_array_equal(fast(y.clone()).numpy(), reference(y).numpy())
+
+
+def test_inference_prelu_in_blocks_equals_torchs_prelu(monkeypatch):
+    import core.model
+    from core.model import InferencePReLU
+
+    # Blocks of 40 values: two rows of a (2, 6, 5, 4, 3) channels-last tensor (18 values a row) and
+    # six of a (7, 6) matrix, so both end on a shorter block.
+    monkeypatch.setattr(core.model, "PRELU_BLOCK", 40)
+    torch.manual_seed(0)
+    slopes = torch.tensor([0.25, -0.5, 0.0, 1.0, 0.7, 0.01])
+    fast = InferencePReLU(6)
+    with torch.no_grad():
+        fast.weight.copy_(slopes)
+    x = torch.randn(2, 6, 5, 4, 3).contiguous(memory_format=torch.channels_last_3d)
+    rows = torch.randn(7, 6)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(fast(x.clone()).numpy(), torch.where(x > 0, x, x * slopes.view(1, -1, 1, 1, 1)))
+        np.testing.assert_array_equal(fast(rows.clone()).numpy(), torch.where(rows > 0, rows, rows * slopes))
