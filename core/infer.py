@@ -68,16 +68,17 @@ def _run(net, x: torch.Tensor, amp: bool) -> torch.Tensor:
         return net(x).float()
 
 
-def extract(volume: np.ndarray, starts, sizes) -> np.ndarray:
-    """A (C, *sizes) block of a (C, X, Y, Z) volume starting at ``starts``; zeros outside it."""
+def extract(volume: np.ndarray, starts, sizes, step: int = 1) -> np.ndarray:
+    """A (C, *sizes) block of a (C, X, Y, Z) volume: every ``step``-th voxel from ``starts`` on
+    each axis; zeros outside the volume."""
     out = np.zeros((volume.shape[0], *sizes), np.float32)
     src, dst = [], []
     for start, size, n in zip(starts, sizes, volume.shape[1:]):
-        a, b = max(start, 0), min(start + size, n)
-        if a >= b:
+        first, stop = max(0, -(start // step)), min(size, -((start - n) // step))  # samples inside [0, n)
+        if first >= stop:
             return out
-        src.append(slice(a, b))
-        dst.append(slice(a - start, b - start))
+        src.append(slice(start + step * first, start + step * (stop - 1) + 1, step))
+        dst.append(slice(first, stop))
     out[(slice(None), *dst)] = volume[(slice(None), *src)]
     return out
 
@@ -202,17 +203,23 @@ def _head_layers(net, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tens
     return layers
 
 
-def _head(net, normal: torch.Tensor, low: torch.Tensor, flat: torch.Tensor, low_flat: torch.Tensor) -> torch.Tensor:
-    """Class scores of the chosen voxels: DeepMedic's 1x1x1 layers as matrix products on those
-    voxels only. The first layer's weights are split between the two pathways, so the
-    subsampled pathway's share is computed once per low-resolution voxel, not 27 times. On a
-    CPU the voxels go through all the layers a block at a time, so that each layer reads the
-    last one's output from cache rather than from memory."""
+def _low_share(net, low: torch.Tensor) -> torch.Tensor:
+    """The subsampled pathway's share of the first 1x1x1 layer (bias included), one row per
+    low-resolution voxel (C order): computed once per such voxel, not for each of its 27."""
+    channels = low.shape[1]
+    first, bias, _ = _head_layers(net, low.dtype)[0]
+    return nn_functional.linear(low.permute(0, 2, 3, 4, 1).reshape(-1, channels), first[:, channels:], bias)
+
+
+def _head(net, normal: torch.Tensor, shared: torch.Tensor, flat: torch.Tensor, low_flat: torch.Tensor) -> torch.Tensor:
+    """Class scores of the chosen voxels (rows ``flat`` of the normal pathway's output, rows
+    ``low_flat`` of :func:`_low_share`): DeepMedic's 1x1x1 layers as matrix products on those
+    voxels only. On a CPU the voxels go through all the layers a block at a time, so that each
+    layer reads the last one's output from cache rather than from memory."""
     channels = normal.shape[1]
     layers = _head_layers(net, normal.dtype)
-    (first, bias, first_act), rest = layers[0], layers[1:]
-    rows = normal.permute(0, 2, 3, 4, 1).reshape(-1, channels)  # views: the pathways run channels-last
-    shared = nn_functional.linear(low.permute(0, 2, 3, 4, 1).reshape(-1, channels), first[:, channels:], bias)
+    (first, _, first_act), rest = layers[0], layers[1:]
+    rows = normal.permute(0, 2, 3, 4, 1).reshape(-1, channels)  # a view: the pathways run channels-last
     own = first[:, :channels].t()
     step = HEAD_ROWS if normal.device.type == "cpu" else len(flat)
     blocks = []
@@ -237,34 +244,53 @@ def brain_outputs(
 ) -> np.ndarray:
     """Class scores (N, classes) of the True voxels of ``inside`` (C order), box by box.
 
-    Each box runs both pathways once (the subsampled one for the whole box, not per tile)
-    and the 1x1x1 layers only on its brain voxels. Equals :func:`tiled_outputs` at those
-    voxels to float rounding: outputs depend only on the input, which is zero outside the
-    volume, and every box starts on the x3 grid.
+    The subsampled pathway runs once for the whole volume (per box only where that would not
+    fit in memory), the normal pathway once per box, and the 1x1x1 layers only on brain voxels.
+    Equals :func:`tiled_outputs` at those voxels to float rounding: outputs depend only on the
+    input, which is zero outside the volume, and every box starts on the x3 grid.
     """
     if any(n % SUBSAMPLE for n in largest):
         raise ValueError(f"box edges {largest} must be multiples of {SUBSAMPLE}")
     device = model_device(net)
+    channels_last = getattr(net, "fused", False)
+
+    def tensor(block: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(block)[None].to(device)
+        return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
+
     order = np.cumsum(inside.ravel()).reshape(inside.shape) - 1  # row of each brain voxel in the result
     out = torch.empty((int(inside.sum()), net.config.num_classes), dtype=torch.float32)
     boxes = brain_boxes(inside, largest)
-    c = HALF - NORMAL_CONTEXT // 2
+    # The subsampled pathway samples every third voxel from 23 before the crop, as each box's does.
+    low_grid = [-(-n // SUBSAMPLE) for n in inside.shape]
+    once = np.prod([n + NORMAL_CONTEXT for n in low_grid]) <= np.prod([n + NORMAL_CONTEXT for n in largest])
+    if once:  # no more voxels than the largest box's normal pathway: it fits where that does
+        with autocast(device, amp):
+            low = tensor(extract(volume, [1 - HALF] * 3, [n + NORMAL_CONTEXT for n in low_grid], SUBSAMPLE))
+            shared = _low_share(net, net.subsampled(low))
     if on_progress:  # before the first box too: a caller may stop the run there
         on_progress(0, len(boxes), "boxes")
     for done, box in enumerate(boxes, start=1):
-        sizes = [b - a for a, b in box]
-        window = extract(volume, [a - HALF for a, _ in box], [n + CONTEXT for n in sizes])
-        x = torch.from_numpy(window)[None].to(device)
-        if getattr(net, "fused", False):
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        starts, sizes = [a for a, _ in box], [b - a for a, b in box]
         region = tuple(slice(a, min(b, n)) for (a, b), n in zip(box, inside.shape))
         voxels = np.argwhere(inside[region])  # never empty: brain_boxes keeps boxes with brain only
         flat = np.ravel_multi_index(voxels.T, sizes)
-        low_flat = np.ravel_multi_index((voxels // SUBSAMPLE).T, [n // SUBSAMPLE for n in sizes])
         with autocast(device, amp):
-            normal = net.normal(x[:, :, c : c + sizes[0] + 16, c : c + sizes[1] + 16, c : c + sizes[2] + 16])
-            low = net.subsampled(x[:, :, 1::SUBSAMPLE, 1::SUBSAMPLE, 1::SUBSAMPLE])
-            scores = _head(net, normal, low, torch.from_numpy(flat).to(device), torch.from_numpy(low_flat).to(device))
+            if once:
+                low_flat = np.ravel_multi_index(((voxels + starts) // SUBSAMPLE).T, low_grid)
+                x = tensor(
+                    extract(volume, [a - NORMAL_CONTEXT // 2 for a in starts], [n + NORMAL_CONTEXT for n in sizes])
+                )
+            else:
+                low_flat = np.ravel_multi_index((voxels // SUBSAMPLE).T, [n // SUBSAMPLE for n in sizes])
+                window = tensor(extract(volume, [a - HALF for a in starts], [n + CONTEXT for n in sizes]))
+                shared = _low_share(net, net.subsampled(window[:, :, 1::SUBSAMPLE, 1::SUBSAMPLE, 1::SUBSAMPLE]))
+                c = HALF - NORMAL_CONTEXT // 2
+                x = window[:, :, c : c + sizes[0] + 16, c : c + sizes[1] + 16, c : c + sizes[2] + 16]
+            normal = net.normal(x)
+            scores = _head(
+                net, normal, shared, torch.from_numpy(flat).to(device), torch.from_numpy(low_flat).to(device)
+            )
         out[torch.from_numpy(order[region][inside[region]])] = scores.float().cpu()
         if on_progress:
             on_progress(done, len(boxes), "boxes")
