@@ -137,7 +137,8 @@ def brain_boxes(inside: np.ndarray, largest: tuple[int, int, int]) -> list[tuple
 
     Slabs along the last axis, each cut to the brain's extent within it and split where an
     edge would pass ``largest``. Every box starts on the x3 grid of the crop, so the
-    subsampled pathway samples the same voxels as tiles and windows do.
+    subsampled pathway samples the same voxels as tiles and windows do. Whole slabs are then
+    grown to two shapes (:func:`_two_shapes`).
     """
     boxes = []
     for z0, z1 in _even_split(0, inside.shape[2], largest[2]):
@@ -150,7 +151,34 @@ def brain_boxes(inside: np.ndarray, largest: tuple[int, int, int]) -> list[tuple
             for by in _even_split(int(y0), int(ys[-1]) + 1, largest[1]):
                 if inside[bx[0] : bx[1], by[0] : by[1], z0:z1].any():
                     boxes.append((bx, by, (z0, z1)))
-    return boxes
+    whole_slabs = len({box[2] for box in boxes}) == len(boxes)
+    return _two_shapes(boxes) if whole_slabs else boxes
+
+
+def _two_shapes(boxes: list[tuple[tuple[int, int], ...]]) -> list[tuple[tuple[int, int], ...]]:
+    """The boxes grown in place (starts kept) to at most two shapes, the smaller boxes to one
+    and the larger to the other, split where the normal pathway computes the fewest voxels.
+    Every new shape costs oneDNN a set-up of each convolution on its first run, about 18 ms
+    each on a 2-core CPU (0.7 s for a brain in five slabs of five shapes); growing the slabs of
+    a brain to two shapes costs 4-7 % more voxels."""
+    sizes = [tuple(b - a for a, b in box) for box in boxes]
+    if len(set(sizes)) <= 2:
+        return boxes
+    order = sorted(range(len(boxes)), key=lambda i: (np.prod(sizes[i]), sizes[i]))
+
+    def shape(group):
+        return tuple(max(sizes[i][axis] for i in group) for axis in range(3))
+
+    def voxels(group):
+        return len(group) * np.prod([n + NORMAL_CONTEXT for n in shape(group)])
+
+    split = min(range(1, len(order)), key=lambda k: voxels(order[:k]) + voxels(order[k:]))
+    grown = list(boxes)
+    for group in (order[:split], order[split:]):
+        edges = shape(group)
+        for i in group:
+            grown[i] = tuple((a, a + n) for (a, _), n in zip(boxes[i], edges))
+    return grown
 
 
 CPU_DEPTH = 36  # slab depth on a CPU: thinner pays more halo, thicker boxes hug the brain less

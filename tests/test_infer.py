@@ -207,15 +207,19 @@ def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual, monkeypatch):
     inside[20:, :, :6] = True  # a second piece, apart from the ellipsoid
     tiled = tiled_outputs(model, volume, 12, 4)  # the reference engine, as trained (batch norm unfolded)
     for net in (model, fuse_for_inference(model)):
-        for largest in ((9, 12, 6), (33, 27, 30)):
+        # boxes split in-plane; whole slabs grown to two shapes; one box
+        for largest in ((9, 12, 6), (33, 27, 6), (33, 27, 30)):
             scores = brain_outputs(net, volume, inside, largest)
             np.testing.assert_allclose(scores, tiled[:, inside].T, atol=1e-5, rtol=0)
-    boxes = brain_boxes(inside, (9, 12, 6))
-    covered = np.zeros_like(inside)
-    for box in boxes:
-        assert all(a % 3 == 0 and (b - a) % 3 == 0 and b - a <= n for (a, b), n in zip(box, (9, 12, 6)))
-        covered[tuple(slice(a, b) for a, b in box)] = True
-    assert covered[inside].all()
+    for largest in ((9, 12, 6), (33, 27, 6)):
+        boxes = brain_boxes(inside, largest)
+        covered = np.zeros_like(inside)
+        for box in boxes:
+            assert all(a % 3 == 0 and (b - a) % 3 == 0 and b - a <= n for (a, b), n in zip(box, largest))
+            covered[tuple(slice(a, b) for a, b in box)] = True
+        assert covered[inside].all()
+    slabs = brain_boxes(inside, (33, 27, 6))
+    assert len(slabs) == 5 and len({tuple(b - a for a, b in box) for box in slabs}) == 2
     with pytest.raises(ValueError, match="multiples of 3"):
         brain_outputs(model, volume, inside, (10, 12, 6))
 
