@@ -156,6 +156,7 @@ def main() -> None:
         precision = "bfloat16" if amp else "float32"
         # This machine's speed drifts within a run: each whole brain is timed right after a
         # throughput measurement, and the efficiency is the median of those pairs.
+        predict_volume(model, case, amp=amp, normalised=normalised)  # sets up the shapes in this precision
         rounds = []
         for _ in range(3):
             limit = conv_throughput(model.config, device, amp)

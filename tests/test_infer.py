@@ -200,6 +200,12 @@ def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual, monkeypatch):
     monkeypatch.setattr(core.infer, "HEAD_ROWS", 50)
     torch.manual_seed(7)
     model = build_model("deepmedic-lite", residual=residual).eval()
+    with torch.no_grad():  # batch norm as after training, so that folding it is not the identity
+        for norm in model.modules():
+            if isinstance(norm, torch.nn.BatchNorm3d):
+                for value, (low, high) in zip((norm.running_mean, norm.running_var, norm.weight, norm.bias),
+                                              ((-0.5, 0.5), (0.5, 2.0), (0.5, 1.5), (-0.3, 0.3))):  # fmt: skip
+                    value.uniform_(low, high)
     rng = np.random.default_rng(2)
     volume = rng.standard_normal((4, 31, 26, 29)).astype(np.float32)
     grid = np.indices(volume.shape[1:])
@@ -220,6 +226,22 @@ def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual, monkeypatch):
         assert covered[inside].all()
     slabs = brain_boxes(inside, (33, 27, 6))
     assert len(slabs) == 5 and len({tuple(b - a for a, b in box) for box in slabs}) == 2
+
+
+def test_grown_slabs_with_the_subsampled_pathway_per_box_equal_tiles():
+    # A long thin volume: its subsampled grid outgrows the largest box, so that pathway runs per
+    # box, while the slabs (one box each) are still grown to two shapes.
+    torch.manual_seed(3)
+    model = build_model("deepmedic-lite").eval()
+    volume = np.random.default_rng(4).standard_normal((4, 10, 8, 88)).astype(np.float32)
+    grid = np.indices(volume.shape[1:])
+    inside = (grid[0] - 4.5) ** 2 / 20 + (grid[1] - 3.5) ** 2 / 12 + (grid[2] - 43.5) ** 2 / 1900 < 1
+    largest = (12, 9, 6)
+    assert np.prod([-(-n // 3) + 16 for n in inside.shape]) > np.prod([n + 16 for n in largest])
+    assert len({tuple(b - a for a, b in box) for box in brain_boxes(inside, largest)}) == 2
+    tiled = tiled_outputs(model, volume, 12, 4)
+    for net in (model, fuse_for_inference(model)):
+        np.testing.assert_allclose(brain_outputs(net, volume, inside, largest), tiled[:, inside].T, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="multiples of 3"):
         brain_outputs(model, volume, inside, (10, 12, 6))
 
@@ -256,16 +278,17 @@ def test_inference_prelu_in_blocks_equals_torchs_prelu(monkeypatch):
     import core.model
     from core.model import InferencePReLU
 
-    # Blocks of 40 values: two rows of a (2, 6, 5, 4, 3) channels-last tensor (18 values a row) and
-    # six of a (7, 6) matrix, so both end on a shorter block.
+    # Blocks of 40 values: two rows of a (1, 6, 5, 3, 3) channels-last tensor (15 rows of 18 values)
+    # and six of a (7, 6) matrix, so both end on a shorter block; slopes all <= 1 (max) and all >= 1 (min).
     monkeypatch.setattr(core.model, "PRELU_BLOCK", 40)
     torch.manual_seed(0)
-    slopes = torch.tensor([0.25, -0.5, 0.0, 1.0, 0.7, 0.01])
-    fast = InferencePReLU(6)
-    with torch.no_grad():
-        fast.weight.copy_(slopes)
-    x = torch.randn(2, 6, 5, 4, 3).contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(1, 6, 5, 3, 3).contiguous(memory_format=torch.channels_last_3d)
     rows = torch.randn(7, 6)
-    with torch.inference_mode():
-        np.testing.assert_array_equal(fast(x.clone()).numpy(), torch.where(x > 0, x, x * slopes.view(1, -1, 1, 1, 1)))
-        np.testing.assert_array_equal(fast(rows.clone()).numpy(), torch.where(rows > 0, rows, rows * slopes))
+    for slopes in (torch.tensor([0.25, -0.5, 0.0, 1.0, 0.7, 0.01]), torch.tensor([1.0, 1.5, 3.0, 1.0, 1.7, 2.0])):
+        fast = InferencePReLU(6)
+        with torch.no_grad():
+            fast.weight.copy_(slopes)
+        with torch.inference_mode():
+            expected = torch.where(x > 0, x, x * slopes.view(1, -1, 1, 1, 1))
+            np.testing.assert_array_equal(fast(x.clone()).numpy(), expected.numpy())
+            np.testing.assert_array_equal(fast(rows.clone()).numpy(), torch.where(rows > 0, rows, rows * slopes))

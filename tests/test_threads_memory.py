@@ -48,7 +48,7 @@ def test_a_prediction_in_a_thread_does_not_fault_its_memory_in_again():
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     faults = int(done.stdout.split()[-1])
-    # Measured on this volume with a thread's own arena: about 1,100,000 minor faults on every call.
+    # Measured on this volume with a thread's own arena: about 1,000,000 minor faults on every call.
     # Once threads share the main heap: 0-3 on a quiet machine, up to about 35,000 when the torch
     # workers' allocations interleave otherwise and the heap grows once more (23,000 seen in CI).
     # The bound sits between the two, far from both.
