@@ -193,15 +193,14 @@ def _depth(mask: np.ndarray) -> np.ndarray:
 
 
 def _layers(mask: np.ndarray, n: int, outward: bool = False) -> np.ndarray:
-    """Exact 1 mm layers: voxel value k (1..n) in the k-th shell inside (or outside) ``mask``'s edge."""
-    out = np.zeros(mask.shape, np.uint8)
-    current = mask.copy()
-    for k in range(1, n + 1):
-        nxt = ndimage.binary_dilation(current) if outward else ndimage.binary_erosion(current)
-        shell = nxt & ~current if outward else current & ~nxt
-        out[shell] = k
-        current = nxt
-    return out
+    """Exact 1 mm layers: voxel value k (1..n) in the k-th shell inside (or outside) ``mask``'s edge,
+    as k erosions (dilations) with the 6-neighbour cross would peel them, beyond the array's edge
+    counting as outside: the city-block distance to the other side, in one pass (2-3x faster)."""
+    if outward:
+        distance = ndimage.distance_transform_cdt(~mask, metric="taxicab")
+    else:
+        distance = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="taxicab")[1:-1, 1:-1, 1:-1]
+    return np.where(distance <= n, distance, 0).astype(np.uint8)
 
 
 def lookalikes(tissues: np.ndarray, labels: np.ndarray, realism: Realism, rng: np.random.Generator):
