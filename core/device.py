@@ -52,7 +52,8 @@ def describe_device(device: torch.device | None = None) -> str:
         return f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB)"
     if device.type == "mps":
         return "GPU: Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def bf16_supported(device: torch.device | str) -> bool:

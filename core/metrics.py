@@ -90,6 +90,19 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), empty: s
     return float(max(np.percentile(forward, 95), np.percentile(backward, 95)))
 
 
+UNDEFINED = "n/a"  # how pages show a metric that does not exist (HD95 of a region empty on one side)
+HD95_HELP = (
+    "95th percentile of the distances between the predicted and the reference outline, in mm; "
+    f"{UNDEFINED} where the region is empty in the prediction or the reference, so no distance exists"
+)
+
+
+def metric_text(value: float | None, digits: int) -> str:
+    """A metric for display: ``digits`` decimals, or :data:`UNDEFINED` where it is NaN or missing
+    (a results table stores an undefined HD95 as NULL)."""
+    return f"{value:.{digits}f}" if value is not None and np.isfinite(value) else UNDEFINED
+
+
 def volume_ml(mask: np.ndarray, spacing_mm=(1.0, 1.0, 1.0)) -> float:
     """Volume of a boolean mask in mL."""
     return float(np.count_nonzero(mask) * np.prod(spacing_mm) / 1000.0)

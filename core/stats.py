@@ -248,7 +248,7 @@ def holm(p_values) -> np.ndarray:
 
 
 SCOPES = {
-    "simulated": "complete cases with combinations of missing sequences simulated (the paper's Figure 4 design)",
+    "simulated": "complete cases with combinations of missing sequences simulated, as in the paper's Figure 4",
     "acquired": "every case as it was acquired (its own missing sequences)",
     "all": "every result row",
 }

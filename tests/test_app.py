@@ -101,6 +101,9 @@ def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
     labels = [m.label for m in at.metric]
     assert labels.count("Dice") == 3 and "HD95 mm" in labels  # tumour core, whole tumour, enhancing
     assert all(not m.delta for m in at.metric if m.label != "Volume mL")  # nothing to compare with yet
+    at.run()  # on the next run the button gives way to a caption: nothing left to run for this combination
+    assert not any(b.label.startswith("Run TinyBraTS") for b in at.button)
+    assert any("all sequences): this combination is computed already" in c.value for c in at.caption)
     at.toggle(key="use_flair_P0").set_value(False).run()
     run = next(b for b in at.button if b.label.startswith("Run TinyBraTS"))
     assert run.label == "Run TinyBraTS (missing FLAIR)" and not run.disabled
@@ -243,7 +246,7 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     assert list(report["ok"]) == [True, False] and "P1_t2.nii.gz: t2 file is empty" in report["problems"][1]
     at.button(key="data_run").click().run()
     assert not at.exception
-    assert "1 results written" in at.success[0].value and "t2" in at.error[0].value
+    assert "1 prediction written" in at.success[0].value and "t2" in at.error[0].value
     with ResultStore(tmp_path / "user.sqlite") as store:
         assert store.counts()["results"] == 3
 

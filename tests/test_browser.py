@@ -235,7 +235,7 @@ def test_your_data_evaluation_of_a_demo_copy_leaves_the_demo_results_alone(app_u
     path.press("Enter")
     page.get_by_text("1 of 1 cases accepted").wait_for()
     page.get_by_role("button", name="Evaluate").click()
-    page.get_by_text("results written").wait_for(timeout=300_000)
+    page.get_by_text(re.compile(r"predictions? written to")).wait_for(timeout=300_000)
     wait_idle(page)
     page.get_by_role("heading", name="Your results for these cases").wait_for()
     assert page.locator("[data-testid='stException']").count() == 0

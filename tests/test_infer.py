@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import core.infer
-from core.device import bf16_supported, choose_device
+from core.device import bf16_supported, choose_device, describe_device
 from core.infer import (
     brain_boxes,
     brain_outputs,
@@ -168,6 +168,14 @@ def test_prediction_returns_on_the_original_grid(tmp_path):
 
 def test_device_choice():
     assert choose_device("cpu").type == "cpu"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert describe_device(torch.device("cpu")) == "CPU (1 thread)"
+        torch.set_num_threads(2)
+        assert describe_device(torch.device("cpu")) == "CPU (2 threads)"
+    finally:
+        torch.set_num_threads(threads)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="'cuda' is not available"):
             choose_device("cuda")

@@ -11,7 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from core.metrics import BRATS_MAX_HD95_MM, compute_region, dice, hd95, sensitivity, surface, volume_ml
+from core.metrics import (
+    BRATS_MAX_HD95_MM,
+    UNDEFINED,
+    compute_region,
+    dice,
+    hd95,
+    metric_text,
+    sensitivity,
+    surface,
+    volume_ml,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,3 +116,12 @@ def test_metrics_cli(tmp_path):
     result = json.loads(out.stdout)
     assert result["dice"] == pytest.approx(0.6) and result["hd95"] == pytest.approx(8.0)
     assert result["volume_ref_ml"] == pytest.approx(2.0) and result["volume_diff_ml"] == 0.0
+
+
+def test_an_undefined_metric_reads_n_a_on_the_pages():
+    empty = np.zeros((8, 8, 8), bool)
+    blob = empty.copy()
+    blob[2:5, 2:5, 2:5] = True
+    assert metric_text(hd95(empty, blob), 1) == UNDEFINED == "n/a"  # nothing predicted: no distance
+    assert metric_text(None, 1) == UNDEFINED  # a results table's NULL
+    assert metric_text(2.345, 1) == "2.3" and metric_text(0.87149, 3) == "0.871"

@@ -71,7 +71,7 @@ def test_evaluating_a_copy_of_a_demo_case_leaves_the_demo_results_alone(demo_and
     at = page("your_data").run()
     at.text_input(key="data_path").set_value("copy/P0").run()
     at.button(key="data_run").click().run()
-    assert not at.exception and "1 results written" in at.success[0].value
+    assert not at.exception and "1 prediction written" in at.success[0].value
     mine = at.dataframe[-1].value  # the new results, on the page itself
     assert list(mine["patient_id"]) == ["P0"] * 3 and set(mine["region"]) == {"tc", "wt", "et"}
     assert sha256(demo_and_copy) == before

@@ -20,6 +20,7 @@ from core.figures import (
     tri_planar_slices,
 )
 from core.io import scoring_grid_words
+from core.metrics import HD95_HELP, metric_text
 from core.sequences import (
     DISPLAY,
     LABEL_NAMES,
@@ -113,7 +114,9 @@ if not applicable:
 elif live:
     action.caption(f"{name} runs on every switch ({run_phrase(frozenset(missing))})"
                    + (": this combination is computed already." if prediction is not None else "."))  # fmt: skip
-elif action.button(f"Run {name} ({run_phrase(frozenset(missing))})", type="primary", disabled=prediction is not None):
+elif prediction is not None:
+    action.caption(f"{name} ({run_phrase(frozenset(missing))}): this combination is computed already.")
+elif action.button(f"Run {name} ({run_phrase(frozenset(missing))})", type="primary"):
     prediction = predict_with_progress()
 
 names = [DISPLAY[s] for s in SEQUENCES]
@@ -260,7 +263,8 @@ if prediction is not None:
             a, b, c, d = st.columns(4)
             a.metric("Dice", f"{m.dice:.3f}", **change(m.dice, was and was.dice, 3))
             b.metric("Sensitivity", f"{m.sensitivity:.3f}", **change(m.sensitivity, was and was.sensitivity, 3))
-            c.metric("HD95 mm", f"{m.hd95:.1f}", **({"delta_color": "inverse"} | change(m.hd95, was and was.hd95, 1)))
+            c.metric("HD95 mm", metric_text(m.hd95, 1), help=HD95_HELP,
+                     **({"delta_color": "inverse"} | change(m.hd95, was and was.hd95, 1)))  # fmt: skip
             d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", **(change(m.volume_pred_ml, m.volume_ref_ml, 1)
                      | {"delta_color": "off"}), delta_description=f"vs reference {m.volume_ref_ml:.1f}")  # fmt: skip
         if before is None and prediction.missing != case.missing:

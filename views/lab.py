@@ -9,6 +9,7 @@ import streamlit as st
 from core.card import num_classes_of
 from core.external import combination_applicable
 from core.figures import outline, overlay_rgb, take_slice, tumour_centre, window
+from core.metrics import UNDEFINED, metric_text
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, run_phrase
 from ui.data import (
     available_models,
@@ -134,8 +135,9 @@ shown, settings = ready, current
 if ready is None and last is not None and last["case"] == case_id:
     shown, settings = lookup(last), last
 if shown is None:
-    st.caption("Run predicts the case as acquired and shifted with each model (about a minute per model on a "
-               "CPU; predictions of the case as acquired stored with the demo results are reused).")  # fmt: skip
+    st.caption("Run predicts the case as acquired and shifted with each model (a whole brain each: a few "
+               "seconds per model on a CPU; predictions of the case as acquired stored with the demo results "
+               "are reused).")  # fmt: skip
 elif settings is not current:
     seconds = sum(shifted.seconds for _, shifted in shown.values())
     st.warning(f"**Stale**: the results below are for the last run ({describe(last)}); the settings now are "
@@ -184,9 +186,12 @@ if settings["changes"] != changes:  # stale results: their own shifted case unde
 
 
 def with_change(now: float, before: float, digits: int) -> str:
-    """ "0.871 (-0.119)": a metric and its change; "(n/a)" where either is undefined (an empty region's HD95)."""
+    """ "0.871 (-0.119)": a metric and its change; "n/a" where the metric is undefined (an empty
+    region's HD95), "(n/a)" for the change where only the one before is."""
     change = now - before
-    return f"{now:.{digits}f} " + (f"({change:+.{digits}f})" if math.isfinite(change) else "(n/a)")
+    if not math.isfinite(now):
+        return UNDEFINED
+    return f"{metric_text(now, digits)} " + (f"({change:+.{digits}f})" if math.isfinite(change) else f"({UNDEFINED})")
 
 
 rows = []
@@ -216,4 +221,5 @@ if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     references = ", ".join(f"{REGION_DISPLAY[r]} {m.volume_ref_ml:.1f} mL" for r, m in after_metrics.items())
     st.caption("Each metric on the shifted case (in brackets: the change from the case as acquired, same model, "
-               f"same sequences off). HD95 in mm, lower is better. Reference volumes: {references}.")  # fmt: skip
+               f"same sequences off). HD95 in mm, lower is better; {UNDEFINED} where the region is empty in the "
+               f"prediction or the reference. Reference volumes: {references}.")  # fmt: skip

@@ -53,8 +53,9 @@ if without_t1c and not set(without_t1c) & set(scoped["missing"]):
     st.info(
         "These results hold no combination with **T1c missing**, so choosing 15 shows the same 8 combinations "
         "as choosing 8 (the bundled demo results were evaluated on the paper's 8: T1c, the reference sequence, always "
-        f"present). To add the other 7 for {pair[0]} and {pair[1]} on these {simulated['patient_id'].nunique()} "
-        f"patients, run the commands below; the results go to your own store ({store}) and appear here under "
+        f"present). To add the other 7 for {pair[0]} and {pair[1]} on the {simulated['patient_id'].nunique()} "
+        f"complete patients (those whose combinations are simulated), run the commands below; the results go to "
+        f"your own store ({store}) and appear here under "
         "**Results: your data** (the demo results are never changed)."
     )
     out = "runs/t1c" if len(chosen) else "YOUR_COHORT"  # a cohort of the user's own is theirs to name

@@ -89,8 +89,9 @@ targets = pd.DataFrame(paper_targets(table, region, adjust, result if paper_fami
 targets["status"] = targets["met"].map(STATUS)
 targets["value"] = targets["value"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}")
 st.table(targets[["model", "target", "value", "n", "status"]].set_index("model"))
-st.caption("BraTS accurate on the public data; sparsified training helps most without FLAIR; a model trained "
-           "on many hospitals holds up on a new one whatever is missing.")  # fmt: skip
+st.caption("The paper's claims: BraTS accurate on the public data; sparsified training helps most without FLAIR; a "
+           "model trained on many hospitals holds up on a new one whatever is missing. The status column says "
+           "whether these results bear each one out.")  # fmt: skip
 
 st.subheader("Volume agreement (Bland-Altman)")
 c1, c2 = st.columns(2)

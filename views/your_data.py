@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.cases import inspect_path
 from core.convert import install_model
+from core.metrics import HD95_HELP, metric_text
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
 from ui.data import (
@@ -144,9 +145,10 @@ if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
         st.stop()
     bar.empty()
     results_table.clear()
-    st.success(f"{summary.results_written} results written to {user_store()} in {summary.seconds:.0f} s "
-               f"({summary.skipped_done} already there). They are below, and on the Hospitals, Missing sequences "
-               "and Statistics pages under **Results: your data**.")  # fmt: skip
+    written = summary.results_written
+    st.success(f"{written} prediction{'' if written == 1 else 's'} written to {user_store()} in "
+               f"{summary.seconds:.0f} s ({summary.skipped_done} already there). They are below, and on the "
+               "Hospitals, Missing sequences and Statistics pages under **Results: your data**.")  # fmt: skip
     for error in summary.errors:
         st.error(error)
 
@@ -159,4 +161,7 @@ if len(mine):
     st.subheader("Your results for these cases")
     columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
                "volume_ref_ml", "device", "runtime"]  # fmt: skip
-    st.dataframe(mine[columns].round(3), hide_index=True, width="stretch")
+    shown = mine[columns].round(3)
+    shown["hd95"] = shown["hd95"].map(lambda value: metric_text(value, 1))
+    st.dataframe(shown, hide_index=True, width="stretch")
+    st.caption(f"hd95: {HD95_HELP}.")
