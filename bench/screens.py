@@ -65,7 +65,7 @@ def main() -> None:
                 print(f"{name}: {time.perf_counter() - start:.1f} s -> {args.out / f'{name}.png'}")
                 if name == "explorer":  # the same case with FLAIR switched off
                     page.locator("label").filter(has_text="FLAIR").first.click()  # Live: the model runs at once
-                    page.get_by_text("Complete vs current").wait_for(timeout=300_000)
+                    page.get_by_text("As acquired vs current").wait_for(timeout=300_000)
                     time.sleep(1.5)
                     page.screenshot(path=str(args.out / "explorer_flair.png"), full_page=True)
                     print(f"explorer without FLAIR -> {args.out / 'explorer_flair.png'}")

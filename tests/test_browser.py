@@ -103,7 +103,7 @@ def test_explorer_switching_flair_off_changes_the_metrics(app_url, page):
     complete = metric_values(page)
     assert len(complete) == 12  # Dice, sensitivity, HD95, volume for three regions
     page.locator("label").filter(has_text="FLAIR").first.click()
-    page.get_by_text("Complete vs current").wait_for(timeout=300_000)
+    page.get_by_text("As acquired vs current").wait_for(timeout=300_000)
     without_flair = metric_values(page)
     assert without_flair != complete
     assert page.locator("[data-testid='stMetricDelta']").count() >= 9  # change against complete data
@@ -185,7 +185,7 @@ def test_explorer_live_switch_and_run_button_on_a_patient_without_stored_predict
     choose(page, "Patient", "SYN_H2_0003")  # T2 not acquired; no stored prediction without FLAIR
     wait_idle(page)
     page.get_by_test_id("stCheckbox").filter(has_text="FLAIR").click()  # live: preview, then the whole brain
-    page.get_by_text("Complete vs current").wait_for(timeout=300_000)
+    page.get_by_text("As acquired vs current").wait_for(timeout=300_000)
     wait_idle(page)
     assert len(metric_values(page)) == 12
     assert "missing T2 + FLAIR" in " ".join(page.get_by_test_id("stMarkdown").all_inner_texts())

@@ -234,7 +234,7 @@ if prediction is None:
     st.info("Run the model to see Dice, sensitivity, HD95 and volumes." if applicable else
             "Not applicable: switch a sequence back on, or choose another model.")  # fmt: skip
 else:
-    summary, download = st.columns([3, 1])
+    summary, download = st.columns([2.6, 1.4])
     summary.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")
     download.download_button("Download segmentation (NIfTI)", prediction_nifti(prediction, case),
                              file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
@@ -272,7 +272,7 @@ if prediction is not None:
         st.caption(f"Scored on {scoring_grid_words(case)}.")
 
 if complete is not None and prediction is not None and complete is not prediction and sequence not in case.missing:
-    st.subheader("Complete vs current")
+    st.subheader("As acquired vs current")
     one, two = st.columns(2)
     label_opacity = opacity if overlay in ("prediction", "reference") else 0.5  # filled labels here
     for column, shown, words in ((one, complete, "as acquired"), (two, prediction, display_name(prediction.missing))):

@@ -45,7 +45,8 @@ elif picked:
 else:
     st.caption("Click a case's point to open it in the patient explorer.")
 summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
-           .agg(cases="count", median="median", q1=lambda v: v.quantile(0.25), q3=lambda v: v.quantile(0.75))
+           .agg(cases="count", median="median", **{"lower quartile": lambda v: v.quantile(0.25),
+                                                    "upper quartile": lambda v: v.quantile(0.75)})
            .round(3).reset_index())  # fmt: skip
 rank = {h: i for i, h in enumerate(hospital_order(summary["hospital"]))}
 summary = summary.sort_values(["model", "hospital"], key=lambda c: c.map(rank) if c.name == "hospital" else c)

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.card import STATUS, paper_pairs, site_pairs, sparsified_pairs
-from core.figures import bland_altman_figure
+from core.figures import METRIC_TITLES, bland_altman_figure
 from core.report import COMPUTE, paper_targets
 from core.sequences import REGION_DISPLAY, combination_label, order_combinations
 from core.stats import (
@@ -26,7 +26,7 @@ family = c1.radio("Comparisons", ["the paper's family", "sparsified vs not", "ho
                   help="The paper: every pair with and without sparsified training, and with and without "
                   "hospital 1 data, adjusted over all their tests")  # fmt: skip
 region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="stat_region")
-metric = c3.selectbox("Metric", ["dice", "sensitivity", "hd95"], key="stat_metric")
+metric = c3.selectbox("Metric", ["dice", "sensitivity", "hd95"], key="stat_metric", format_func=METRIC_TITLES.get)
 adjust = c4.radio("Adjustment", ADJUSTMENTS, format_func=ADJUSTMENT_NAMES.get, key="stat_adjust")
 if family != "choose pairs":
     pairs = {"the paper's family": paper_pairs, "sparsified vs not": sparsified_pairs,
