@@ -91,6 +91,10 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), empty: s
 
 
 UNDEFINED = "n/a"  # how pages show a metric that does not exist (HD95 of a region empty on one side)
+UNDEFINED_HELP = (
+    f"{UNDEFINED} where a metric is undefined: Dice where the region is empty in both the prediction and the "
+    "reference, sensitivity where it is empty in the reference, HD95 where it is empty in either"
+)
 HD95_HELP = (
     "95th percentile of the distances between the predicted and the reference outline, in mm; "
     f"{UNDEFINED} where the region is empty in the prediction or the reference, so no distance exists"

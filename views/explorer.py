@@ -20,7 +20,7 @@ from core.figures import (
     tri_planar_slices,
 )
 from core.io import scoring_grid_words
-from core.metrics import HD95_HELP, metric_text
+from core.metrics import HD95_HELP, UNDEFINED_HELP, metric_text
 from core.sequences import (
     DISPLAY,
     LABEL_NAMES,
@@ -261,14 +261,15 @@ if prediction is not None:
             was = before[region_name] if before else None
             st.markdown(f"**{REGION_DISPLAY[region_name].capitalize()}**")
             a, b, c, d = st.columns(4)
-            a.metric("Dice", f"{m.dice:.3f}", **change(m.dice, was and was.dice, 3))
-            b.metric("Sensitivity", f"{m.sensitivity:.3f}", **change(m.sensitivity, was and was.sensitivity, 3))
+            a.metric("Dice", metric_text(m.dice, 3), help=UNDEFINED_HELP, **change(m.dice, was and was.dice, 3))
+            b.metric("Sensitivity", metric_text(m.sensitivity, 3), help=UNDEFINED_HELP,
+                     **change(m.sensitivity, was and was.sensitivity, 3))  # fmt: skip
             c.metric("HD95 mm", metric_text(m.hd95, 1), help=HD95_HELP,
                      **({"delta_color": "inverse"} | change(m.hd95, was and was.hd95, 1)))  # fmt: skip
             d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", **(change(m.volume_pred_ml, m.volume_ref_ml, 1)
                      | {"delta_color": "off"}), delta_description=f"vs reference {m.volume_ref_ml:.1f}")  # fmt: skip
         if before is None and prediction.missing != case.missing:
-            st.caption("Run with every acquired sequence on too, to see the change against complete data.")
+            st.caption("Run with every acquired sequence on too, to see the change against the case as acquired.")
         st.caption(f"Scored on {scoring_grid_words(case)}.")
 
 if complete is not None and prediction is not None and complete is not prediction and sequence not in case.missing:

@@ -9,7 +9,7 @@ import streamlit as st
 from core.card import num_classes_of
 from core.external import combination_applicable
 from core.figures import outline, overlay_rgb, take_slice, tumour_centre, window
-from core.metrics import UNDEFINED, metric_text
+from core.metrics import UNDEFINED_HELP, metric_text
 from core.sequences import DISPLAY, REGION_DISPLAY, SECONDARY, SEQUENCES, run_phrase
 from ui.data import (
     available_models,
@@ -190,8 +190,8 @@ def with_change(now: float, before: float, digits: int) -> str:
     region's HD95), "(n/a)" for the change where only the one before is."""
     change = now - before
     if not math.isfinite(now):
-        return UNDEFINED
-    return f"{metric_text(now, digits)} " + (f"({change:+.{digits}f})" if math.isfinite(change) else f"({UNDEFINED})")
+        return metric_text(now, digits)
+    return f"{metric_text(now, digits)} " + (f"({change:+.{digits}f})" if math.isfinite(change) else "(n/a)")
 
 
 rows = []
@@ -208,10 +208,11 @@ for name, (baseline, prediction) in shown.items():
     after_metrics = metrics_table(prediction, case, num_classes)
     for region, m in after_metrics.items():
         b = before_metrics[region]
-        delta = f"{m.dice - b.dice:+.3f}"
-        still = {"delta_arrow": "off", "delta_color": "off"} if float(delta) == 0 else {}  # no arrow for +0.000
-        chips.metric(f"{region.upper()} Dice", f"{m.dice:.3f}", delta, help=f"Dice of the {REGION_DISPLAY[region]}, "
-                     "shifted; below it the change from the case as acquired", **still)  # fmt: skip
+        delta = f"{m.dice - b.dice:+.3f}" if math.isfinite(m.dice - b.dice) else None
+        still = {"delta_arrow": "off", "delta_color": "off"} if delta and float(delta) == 0 else {}  # no arrow: +0.000
+        chips.metric(f"{region.upper()} Dice", metric_text(m.dice, 3), delta, help=f"Dice of the "
+                     f"{REGION_DISPLAY[region]}, shifted; below it the change from the case as acquired. "
+                     f"{UNDEFINED_HELP}.", **still)  # fmt: skip
         # Each metric as "shifted (change)": six columns fit at 1280 px, ten did not.
         rows.append({"model": name, "region": REGION_DISPLAY[region], "Dice": with_change(m.dice, b.dice, 3),
                      "sensitivity": with_change(m.sensitivity, b.sensitivity, 3),
@@ -221,5 +222,5 @@ if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     references = ", ".join(f"{REGION_DISPLAY[r]} {m.volume_ref_ml:.1f} mL" for r, m in after_metrics.items())
     st.caption("Each metric on the shifted case (in brackets: the change from the case as acquired, same model, "
-               f"same sequences off). HD95 in mm, lower is better; {UNDEFINED} where the region is empty in the "
-               f"prediction or the reference. Reference volumes: {references}.")  # fmt: skip
+               f"same sequences off). HD95 in mm, lower is better; {UNDEFINED_HELP}. Reference volumes: "
+               f"{references}.")  # fmt: skip

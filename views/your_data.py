@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.cases import inspect_path
 from core.convert import install_model
-from core.metrics import HD95_HELP, metric_text
+from core.metrics import UNDEFINED, UNDEFINED_HELP
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
 from ui.data import (
@@ -145,10 +145,11 @@ if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
         st.stop()
     bar.empty()
     results_table.clear()
-    written = summary.results_written
+    written = summary.results_written - summary.not_applicable  # combinations a model cannot run: not predicted
+    inapplicable = f", {summary.not_applicable} not applicable" if summary.not_applicable else ""
     st.success(f"{written} prediction{'' if written == 1 else 's'} written to {user_store()} in "
-               f"{summary.seconds:.0f} s ({summary.skipped_done} already there). They are below, and on the "
-               "Hospitals, Missing sequences and Statistics pages under **Results: your data**.")  # fmt: skip
+               f"{summary.seconds:.0f} s ({summary.skipped_done} already there{inapplicable}). They are below, and "
+               "on the Hospitals, Missing sequences and Statistics pages under **Results: your data**.")  # fmt: skip
     for error in summary.errors:
         st.error(error)
 
@@ -161,7 +162,6 @@ if len(mine):
     st.subheader("Your results for these cases")
     columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
                "volume_ref_ml", "device", "runtime"]  # fmt: skip
-    shown = mine[columns].round(3)
-    shown["hd95"] = shown["hd95"].map(lambda value: metric_text(value, 1))
-    st.dataframe(shown, hide_index=True, width="stretch")
-    st.caption(f"hd95: {HD95_HELP}.")
+    # Numbers stay numbers (they sort as numbers); an undefined one reads n/a.
+    st.dataframe(mine[columns].style.format(precision=3, na_rep=UNDEFINED), hide_index=True, width="stretch")
+    st.caption(f"HD95 in mm; {UNDEFINED_HELP}.")
