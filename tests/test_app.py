@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -85,6 +87,25 @@ def explorer_data(tmp_path, monkeypatch):
     # The explorer's background predictions are tested on their own (tests/test_prefetch.py): off here,
     # so each page test takes one path, not whichever the worker's timing allows.
     monkeypatch.setenv("GBM_PREFETCH", "0")
+
+
+def test_explorer_says_n_a_for_a_metric_the_reference_leaves_undefined(explorer_data):
+    # P0 without enhancing tumour in its reference (BraTS label 4 drawn as necrosis): the enhancing region's
+    # sensitivity and HD95 do not exist, and the page says so rather than printing nan.
+    path = Path(os.environ["GBM_DEMO_COHORT"]) / "P0" / "P0_seg.nii.gz"
+    image = nib.load(str(path))
+    labels = np.asarray(image.dataobj).copy()
+    assert (labels == 4).any()
+    labels[labels == 4] = 1
+    nib.save(nib.Nifti1Image(labels, image.affine, image.header), str(path))
+    at = AppTest.from_file(str(ROOT / "views" / "explorer.py"), default_timeout=120)
+    at.session_state["live_run"] = False
+    at.run()
+    next(b for b in at.button if b.label.startswith("Run TinyBraTS")).click().run()
+    assert not at.exception
+    enhancing = {m.label: m.value for m in at.metric[8:12]}  # tumour core, whole tumour, then enhancing tumour
+    assert enhancing["Sensitivity"] == "n/a" and enhancing["HD95 mm"] == "n/a"
+    assert "nan" not in " ".join(m.value for m in at.metric)
 
 
 def test_explorer_runs_the_model_and_shows_the_change(explorer_data):

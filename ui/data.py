@@ -390,7 +390,8 @@ def _digest(array: np.ndarray) -> str:
 
 
 @st.cache_data(max_entries=48, show_spinner=False)
-def _scores(case_id: str, labels_digest: str, num_classes: int, _labels: np.ndarray, _case: Case) -> dict:
+def _scores(case_id: str, labels_digest: str, reference_digest: str, num_classes: int, _labels: np.ndarray,
+            _case: Case) -> dict:  # fmt: skip
     from core.io import scoring_reference
     from core.sequences import scorable_regions
 
@@ -402,20 +403,23 @@ def metrics_table(prediction: Prediction, case: Case, num_classes: int = 4) -> d
     """{region: RegionMetrics} of a prediction against the case's reference, for the regions a
     ``num_classes`` model and the case's labels allow (``core.sequences.scorable_regions``),
     scored on the case's own grid as in its files (``core.io.scoring_grid_words`` says which).
-    Cached by case and the prediction's content."""
-    return _scores(case.case_id, _digest(prediction.labels), num_classes, prediction.labels, case)
+    Cached by case, the prediction's content and the reference's: two cohorts may share a case id."""
+    reference = "" if case.labels is None else _digest(case.labels)
+    return _scores(case.case_id, _digest(prediction.labels), reference, num_classes, prediction.labels, case)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _nifti(case_id: str, labels_digest: str, _labels: np.ndarray, _case: Case) -> bytes:
+def _nifti(case_id: str, labels_digest: str, grid_digest: str, _labels: np.ndarray, _case: Case) -> bytes:
     from core.io import label_nifti_bytes
 
     return label_nifti_bytes(_labels, _case)
 
 
 def prediction_nifti(prediction: Prediction, case: Case) -> bytes:
-    """The prediction as .nii.gz bytes for download, cached by case and the prediction's content."""
-    return _nifti(case.case_id, _digest(prediction.labels), prediction.labels, case)
+    """The prediction as .nii.gz bytes for download, cached by case, the prediction's content and the
+    case's grid (its affine and shape: two cohorts may share a case id)."""
+    grid = _digest(np.append(np.asarray(case.affine, np.float64).ravel(), case.shape))
+    return _nifti(case.case_id, _digest(prediction.labels), grid, prediction.labels, case)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
