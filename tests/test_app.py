@@ -250,7 +250,7 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     import os
     import shutil
 
-    from core.store import ResultStore
+    from core.store import ResultKey, ResultStore
 
     root = tmp_path / "root"
     shutil.copytree(os.environ["GBM_DEMO_COHORT"], root / "cohort")
@@ -270,6 +270,17 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     assert "1 prediction written" in at.success[0].value and "t2" in at.error[0].value
     with ResultStore(tmp_path / "user.sqlite") as store:
         assert store.counts()["results"] == 3
+        # A combination the model cannot run on: counted under the table, not shown as a row of n/a.
+        model, case = store.db.execute("SELECT model_sha256, case_key FROM results LIMIT 1").fetchone()
+        assert store.write_not_applicable(ResultKey(model, case, "flair"), ["tc", "wt", "et"])
+    from ui.data import results_table
+
+    results_table.clear()
+    at.run()
+    assert not at.exception
+    shown = at.dataframe[-1].value
+    assert len(shown) == 3 and "flair" not in set(shown["missing"])
+    assert "1 result not applicable left out" in at.caption[-1].value
 
 
 def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import streamlit as st
 from core.cases import inspect_path
 from core.convert import install_model
 from core.metrics import UNDEFINED, UNDEFINED_HELP
+from core.stats import applicable_rows, not_applicable_words
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
 from ui.data import (
@@ -162,6 +163,9 @@ if len(mine):
     st.subheader("Your results for these cases")
     columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
                "volume_ref_ml", "device", "runtime"]  # fmt: skip
-    # Numbers stay numbers (they sort as numbers); an undefined one reads n/a.
-    st.dataframe(mine[columns].style.format(precision=3, na_rep=UNDEFINED), hide_index=True, width="stretch")
-    st.caption(f"HD95 in mm; {UNDEFINED_HELP}.")
+    # Numbers stay numbers (they sort as numbers); an undefined one reads n/a. Combinations a model
+    # cannot run on have no metrics at all: they are counted under the table, not shown as n/a rows.
+    shown = applicable_rows(mine)
+    if len(shown):
+        st.dataframe(shown[columns].style.format(precision=3, na_rep=UNDEFINED), hide_index=True, width="stretch")
+    st.caption(" ".join(filter(None, [f"HD95 in mm; {UNDEFINED_HELP}.", not_applicable_words(mine)])))
