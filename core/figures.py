@@ -438,7 +438,7 @@ def missing_comparison_figure(table, model_a: str, model_b: str, comparison=None
             figure.add_annotation(x=combination_label(row["missing"]), y=1.05 if metric == "dice" else None,
                                   text=SIGNIFICANCE_MARK, showarrow=False, font={"size": 20})  # fmt: skip
     categories = [combination_label(n) for n in order]
-    figure.update_layout(boxmode="group", height=440, title=title, margin={"t": 50, "b": 80},
+    figure.update_layout(boxmode="group", height=440, title=title, margin={"t": 50 if title else 20, "b": 80},
                          xaxis={"categoryorder": "array", "categoryarray": categories})  # fmt: skip
     if metric == "dice":
         figure.update_yaxes(range=[0, 1.1], title="Dice")
@@ -467,7 +467,9 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
                                   colorscale="Viridis", zmin=0, zmax=1 if metric == "dice" else None,
                                   text=np.round(pivot.to_numpy(), 2), texttemplate="%{text}",
                                   colorbar={"title": f"median {metric}"}))  # fmt: skip
-    figure.update_layout(height=120 + 40 * len(pivot), title=title, margin={"t": 50, "b": 80})
+    figure.update_layout(
+        height=90 + 40 * len(pivot) + (30 if title else 0), title=title, margin={"t": 50 if title else 20, "b": 80}
+    )  # no title: no empty band above the grid
     return figure
 
 

@@ -216,6 +216,7 @@ def results_store(tmp_path, monkeypatch):
     from ui.data import results_table
 
     results_table.clear()
+    return path
 
 
 def test_hospitals_page_shows_boxplots_and_counts(results_store):
@@ -224,6 +225,22 @@ def test_hospitals_page_shows_boxplots_and_counts(results_store):
     summary = at.dataframe[0].value
     assert list(summary["cases"]) == [12, 12] and set(summary["hospital"]) == {"1"}
     assert at.get("plotly_chart")
+    assert not any("differ between models" in c.value for c in at.caption)
+    # Another architecture evaluated on 3 of the 12 patients: its box is said to rest on few cases.
+    from core.metrics import RegionMetrics
+    from core.store import ResultKey, ResultStore
+    from ui.data import results_table
+
+    with ResultStore(results_store) as store:
+        store.add_model("sha-unet", "UNet3D", {"name": "UNet3D", "architecture": "unet3d"})
+        for k in range(3):
+            metrics = {r: RegionMetrics(r, 0.5, 0.6, 5.0, 40.0, 42.0) for r in ("tc", "wt", "et")}
+            store.write(ResultKey("sha-unet", f"H1_{k:02d}@abc", "none"), metrics, 1.0, "CPU")
+    results_table.clear()
+    at.multiselect(key="hosp_models").set_value(["BraTS", "UNet3D"]).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["cases"]) == [12, 3]
+    assert any("(UNet3D: 3, against up to 12)" in c.value for c in at.caption)
 
 
 def test_missing_page_marks_the_significant_combination(results_store):

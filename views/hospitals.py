@@ -44,6 +44,14 @@ elif picked:
     st.info(f"{picked[0]} is not in the explorer's cohort ({demo_cohort()}); its results are shown here only.")
 else:
     st.caption("Click a case's point to open it in the patient explorer.")
+# A model evaluated on fewer of the cases than another (UNet3D on a subset, say) gets boxes of the same size.
+counts = data[data["region"] == region].groupby(["model", "hospital"])["patient_id"].nunique().unstack(fill_value=0)
+fewer = [m for m in counts.index if (counts.loc[m] < counts.max()).any()]
+if len(counts) > 1 and fewer:
+    spans = {m: sorted({counts.loc[m].min(), counts.loc[m].max()}) for m in fewer}
+    words = "; ".join(f"{m}: {'-'.join(map(str, span))}" for m, span in spans.items())
+    st.caption(f"Cases per hospital differ between models ({words}, against up to {counts.max().max()}): a box of "
+               "few cases is rough. The table gives each count.")  # fmt: skip
 summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
            .agg(cases="count", median="median", **{"lower quartile": lambda v: v.quantile(0.25),
                                                     "upper quartile": lambda v: v.quantile(0.75)})
