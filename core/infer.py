@@ -233,21 +233,24 @@ def _head_layers(net, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tens
     return layers
 
 
-def _low_share(net, low: torch.Tensor) -> torch.Tensor:
+def _low_share(layers, low: torch.Tensor) -> torch.Tensor:
     """The subsampled pathway's share of the first 1x1x1 layer (bias included), one row per
-    low-resolution voxel (C order): computed once per such voxel, not for each of its 27."""
+    low-resolution voxel (C order): computed once per such voxel, not for each of its 27.
+    ``layers``: :func:`_head_layers` in ``low``'s dtype."""
     channels = low.shape[1]
-    first, bias, _ = _head_layers(net, low.dtype)[0]
+    first, bias, _ = layers[0]
     return nn_functional.linear(low.permute(0, 2, 3, 4, 1).reshape(-1, channels), first[:, channels:], bias)
 
 
-def _head(net, normal: torch.Tensor, shared: torch.Tensor, flat: torch.Tensor, low_flat: torch.Tensor) -> torch.Tensor:
+def _head(
+    layers, normal: torch.Tensor, shared: torch.Tensor, flat: torch.Tensor, low_flat: torch.Tensor
+) -> torch.Tensor:
     """Class scores of the chosen voxels (rows ``flat`` of the normal pathway's output, rows
-    ``low_flat`` of :func:`_low_share`): DeepMedic's 1x1x1 layers as matrix products on those
-    voxels only. On a CPU the voxels go through all the layers a block at a time, so that each
-    layer reads the last one's output from cache rather than from memory."""
+    ``low_flat`` of :func:`_low_share`): DeepMedic's 1x1x1 layers (:func:`_head_layers` in
+    ``normal``'s dtype) as matrix products on those voxels only. On a CPU the voxels go through
+    all the layers a block at a time, so that each layer reads the last one's output from cache
+    rather than from memory."""
     channels = normal.shape[1]
-    layers = _head_layers(net, normal.dtype)
     (first, _, first_act), rest = layers[0], layers[1:]
     if len(flat) == 0:
         return normal.new_empty((0, layers[-1][0].shape[0]))
@@ -290,6 +293,13 @@ def brain_outputs(
         x = torch.from_numpy(block)[None].to(device)
         return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
 
+    folded: dict[torch.dtype, list] = {}  # the 1x1x1 layers per dtype, batch norm folded once per brain
+
+    def head_layers(dtype: torch.dtype) -> list:
+        if dtype not in folded:
+            folded[dtype] = _head_layers(net, dtype)
+        return folded[dtype]
+
     order = np.cumsum(inside.ravel()).reshape(inside.shape) - 1  # row of each brain voxel in the result
     out = torch.empty((int(inside.sum()), net.config.num_classes), dtype=torch.float32)
     boxes = brain_boxes(inside, largest)
@@ -301,7 +311,8 @@ def brain_outputs(
     if once:  # no more voxels than the largest box's normal pathway: it fits where that does
         with autocast(device, amp):
             low = tensor(extract(volume, [1 - HALF] * 3, [n + NORMAL_CONTEXT for n in low_grid], SUBSAMPLE))
-            shared = _low_share(net, net.subsampled(low))
+            low = net.subsampled(low)
+            shared = _low_share(head_layers(low.dtype), low)
     for done, box in enumerate(boxes, start=1):
         starts, sizes = [a for a, _ in box], [b - a for a, b in box]
         region = tuple(slice(a, min(b, n)) for (a, b), n in zip(box, inside.shape))
@@ -316,12 +327,17 @@ def brain_outputs(
             else:
                 low_flat = np.ravel_multi_index((voxels // SUBSAMPLE).T, [n // SUBSAMPLE for n in sizes])
                 window = tensor(extract(volume, [a - HALF for a in starts], [n + CONTEXT for n in sizes]))
-                shared = _low_share(net, net.subsampled(window[:, :, 1::SUBSAMPLE, 1::SUBSAMPLE, 1::SUBSAMPLE]))
+                low = net.subsampled(window[:, :, 1::SUBSAMPLE, 1::SUBSAMPLE, 1::SUBSAMPLE])
+                shared = _low_share(head_layers(low.dtype), low)
                 c = HALF - NORMAL_CONTEXT // 2
                 x = window[:, :, c : c + sizes[0] + 16, c : c + sizes[1] + 16, c : c + sizes[2] + 16]
             normal = net.normal(x)
             scores = _head(
-                net, normal, shared, torch.from_numpy(flat).to(device), torch.from_numpy(low_flat).to(device)
+                head_layers(normal.dtype),
+                normal,
+                shared,
+                torch.from_numpy(flat).to(device),
+                torch.from_numpy(low_flat).to(device),
             )
         out[torch.from_numpy(order[region][inside[region]])] = scores.float().cpu()
         if on_progress:
