@@ -225,7 +225,7 @@ def test_hospitals_page_shows_boxplots_and_counts(results_store):
     summary = at.dataframe[0].value
     assert list(summary["cases"]) == [12, 12] and set(summary["hospital"]) == {"1"}
     assert at.get("plotly_chart")
-    assert not any("differ between models" in c.value for c in at.caption)
+    assert not any("Fewer cases" in c.value for c in at.caption)
     # Another architecture evaluated on 3 of the 12 patients: its box is said to rest on few cases.
     from core.metrics import RegionMetrics
     from core.store import ResultKey, ResultStore
@@ -240,7 +240,7 @@ def test_hospitals_page_shows_boxplots_and_counts(results_store):
     at.multiselect(key="hosp_models").set_value(["BraTS", "UNet3D"]).run()
     assert not at.exception
     assert list(at.dataframe[0].value["cases"]) == [12, 3]
-    assert any("(UNet3D: 3, against up to 12)" in c.value for c in at.caption)
+    assert any("UNet3D at the one hospital (3 cases each, against 12)" in c.value for c in at.caption)
 
 
 def test_missing_page_marks_the_significant_combination(results_store):
@@ -267,6 +267,7 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     import os
     import shutil
 
+    from core.metrics import RegionMetrics
     from core.store import ResultKey, ResultStore
 
     root = tmp_path / "root"
@@ -290,13 +291,21 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
         # A combination the model cannot run on: counted under the table, not shown as a row of n/a.
         model, case = store.db.execute("SELECT model_sha256, case_key FROM results LIMIT 1").fetchone()
         assert store.write_not_applicable(ResultKey(model, case, "flair"), ["tc", "wt", "et"])
+        # And one whose metrics are undefined (no enhancing tumour on either side): n/a, not None or nan.
+        nan = float("nan")
+        undefined = {"et": RegionMetrics("et", nan, nan, nan, 0.0, 0.0)}
+        assert store.write(ResultKey(model, case, "t2"), undefined, 1.0, "CPU")
     from ui.data import results_table
 
     results_table.clear()
     at.run()
     assert not at.exception
     shown = at.dataframe[-1].value
-    assert len(shown) == 3 and "flair" not in set(shown["missing"])
+    assert len(shown) == 4 and "flair" not in set(shown["missing"])
+    undefined = shown[shown["missing"] == "t2"].iloc[0]
+    assert [undefined[c] for c in ("dice", "sensitivity", "hd95")] == ["n/a"] * 3
+    defined = shown[shown["missing"] != "t2"]
+    assert defined["dice"].map(lambda v: v == "n/a" or len(v.split(".")[1]) == 3).all()
     assert "1 result not applicable left out" in at.caption[-1].value
 
 

@@ -46,12 +46,18 @@ else:
     st.caption("Click a case's point to open it in the patient explorer.")
 # A model evaluated on fewer of the cases than another (UNet3D on a subset, say) gets boxes of the same size.
 counts = data[data["region"] == region].groupby(["model", "hospital"])["patient_id"].nunique().unstack(fill_value=0)
-fewer = [m for m in counts.index if (counts.loc[m] < counts.max()).any()]
-if len(counts) > 1 and fewer:
-    spans = {m: sorted({counts.loc[m].min(), counts.loc[m].max()}) for m in fewer}
-    words = "; ".join(f"{m}: {'-'.join(map(str, span))}" for m, span in spans.items())
-    st.caption(f"Cases per hospital differ between models ({words}, against up to {counts.max().max()}): a box of "
-               "few cases is rough. The table gives each count.")  # fmt: skip
+most = counts.max()
+notes = []
+for model in counts.index if len(counts) > 1 else []:
+    fewer = counts.columns[counts.loc[model] < most]
+    if len(fewer):
+        spans = [sorted({int(v.min()), int(v.max())}) for v in (counts.loc[model, fewer], most[fewer])]
+        mine, theirs = ("-".join(map(str, span)) for span in spans)
+        where = f"{len(fewer)} of {len(counts.columns)} hospitals" if len(counts.columns) > 1 else "the one hospital"
+        notes.append(f"{model} at {where} ({mine} cases each, against {theirs})")
+if notes:
+    st.caption(f"Fewer cases behind some boxes: {'; '.join(notes)}. A box of few cases is rough; the table gives "
+               "each count.")  # fmt: skip
 summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
            .agg(cases="count", median="median", **{"lower quartile": lambda v: v.quantile(0.25),
                                                     "upper quartile": lambda v: v.quantile(0.75)})
