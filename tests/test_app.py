@@ -225,22 +225,27 @@ def test_hospitals_page_shows_boxplots_and_counts(results_store):
     summary = at.dataframe[0].value
     assert list(summary["cases"]) == [12, 12] and set(summary["hospital"]) == {"1"}
     assert at.get("plotly_chart")
-    assert not any("Fewer cases" in c.value for c in at.caption)
-    # Another architecture evaluated on 3 of the 12 patients: its box is said to rest on few cases.
+    assert not any("Not every box" in c.value for c in at.caption)
+    # Another architecture evaluated on 3 of hospital 1's 12 patients, and a hospital 2 patient it was not
+    # run on: the caption names both, hospital by hospital.
     from core.metrics import RegionMetrics
     from core.store import ResultKey, ResultStore
     from ui.data import results_table
 
     with ResultStore(results_store) as store:
         store.add_model("sha-unet", "UNet3D", {"name": "UNet3D", "architecture": "unet3d"})
+        store.add_case("H2_00@abc", "H2_00", "abc", "2", "test", frozenset())
+        metrics = {r: RegionMetrics(r, 0.5, 0.6, 5.0, 40.0, 42.0) for r in ("tc", "wt", "et")}
+        for name in ("BraTS", "BraTSst"):
+            store.write(ResultKey(f"sha-{name}", "H2_00@abc", "none"), metrics, 1.0, "CPU")
         for k in range(3):
-            metrics = {r: RegionMetrics(r, 0.5, 0.6, 5.0, 40.0, 42.0) for r in ("tc", "wt", "et")}
             store.write(ResultKey("sha-unet", f"H1_{k:02d}@abc", "none"), metrics, 1.0, "CPU")
     results_table.clear()
     at.multiselect(key="hosp_models").set_value(["BraTS", "UNet3D"]).run()
     assert not at.exception
-    assert list(at.dataframe[0].value["cases"]) == [12, 3]
-    assert any("UNet3D at the one hospital (3 cases each, against 12)" in c.value for c in at.caption)
+    assert list(at.dataframe[0].value["cases"]) == [12, 1, 3]
+    expected = "UNet3D: fewer cases (hospital 1: 3 against 12) and no results at hospital 2"
+    assert any(expected in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_missing_page_marks_the_significant_combination(results_store):

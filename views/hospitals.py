@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.card import other_models
-from core.figures import METRIC_TITLES, hospital_boxplot, hospital_order
+from core.figures import METRIC_TITLES, hospital_boxplot, hospital_label, hospital_order
 from core.sequences import REGION_DISPLAY
 from core.stats import as_acquired
 from ui.cohort import pick_results
@@ -45,19 +45,22 @@ elif picked:
 else:
     st.caption("Click a case's point to open it in the patient explorer.")
 # A model evaluated on fewer of the cases than another (UNet3D on a subset, say) gets boxes of the same size.
-counts = data[data["region"] == region].groupby(["model", "hospital"])["patient_id"].nunique().unstack(fill_value=0)
+# Counted as the boxes and the table count: results with this metric defined.
+counts = data[data["region"] == region].groupby(["model", "hospital"])[metric].count().unstack(fill_value=0)
+counts = counts[hospital_order(counts.columns)]
 most = counts.max()
 notes = []
 for model in counts.index if len(counts) > 1 else []:
-    fewer = counts.columns[counts.loc[model] < most]
-    if len(fewer):
-        spans = [sorted({int(v.min()), int(v.max())}) for v in (counts.loc[model, fewer], most[fewer])]
-        mine, theirs = ("-".join(map(str, span)) for span in spans)
-        where = f"{len(fewer)} of {len(counts.columns)} hospitals" if len(counts.columns) > 1 else "the one hospital"
-        notes.append(f"{model} at {where} ({mine} cases each, against {theirs})")
+    fewer = [f"{hospital_label(h)}: {counts.loc[model, h]} against {most[h]}" for h in counts.columns
+             if 0 < counts.loc[model, h] < most[h]]  # fmt: skip
+    absent = [hospital_label(h) for h in counts.columns if counts.loc[model, h] == 0]
+    parts = ([f"fewer cases ({', '.join(fewer)})"] if fewer else []) + (
+        [f"no results at {', '.join(absent)}"] if absent else []
+    )
+    if parts:
+        notes.append(f"{model}: {' and '.join(parts)}")
 if notes:
-    st.caption(f"Fewer cases behind some boxes: {'; '.join(notes)}. A box of few cases is rough; the table gives "
-               "each count.")  # fmt: skip
+    st.caption(f"Not every box rests on as many cases: {'; '.join(notes)}. A box of few cases is rough.")
 summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
            .agg(cases="count", median="median", **{"lower quartile": lambda v: v.quantile(0.25),
                                                     "upper quartile": lambda v: v.quantile(0.75)})

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.cases import inspect_path
 from core.convert import install_model
-from core.metrics import UNDEFINED_HELP, metric_text
+from core.metrics import UNDEFINED, UNDEFINED_HELP, metric_text
 from core.stats import applicable_rows, not_applicable_words
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
@@ -164,13 +164,18 @@ if len(mine):
     columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
                "volume_ref_ml", "device", "runtime"]  # fmt: skip
     # An undefined metric reads n/a, as on every page: the metrics are text here, since the browser's
-    # table shows a missing number as "None" whatever a Styler says. Combinations a model cannot run
-    # on have no metrics at all: they are counted under the table, not shown as rows of n/a.
+    # table shows a missing number as "None" whatever a Styler says. Figure spaces pad them to one
+    # width, so that sorting by a column (as text) still sorts the numbers. Combinations a model
+    # cannot run on have no metrics at all: they are counted under the table, not shown as rows of n/a.
     shown = applicable_rows(mine)[columns].copy()
     for column in ("dice", "sensitivity", "hd95"):
-        shown[column] = [metric_text(v, 1 if column == "hd95" else 3) for v in shown[column]]
+        texts = [metric_text(v, 1 if column == "hd95" else 3) for v in shown[column]]
+        width = max(map(len, texts), default=0)
+        shown[column] = [t if t == UNDEFINED else t.rjust(width, "\u2007") for t in texts]
+    words = not_applicable_words(mine)
     if len(shown):
         config = {c: st.column_config.NumberColumn(format="%.3f") for c in ("volume_pred_ml", "volume_ref_ml")}
         config |= {c: st.column_config.TextColumn(alignment="right") for c in ("dice", "sensitivity", "hd95")}
         st.dataframe(shown, hide_index=True, width="stretch", column_config=config)
-    st.caption(" ".join(filter(None, [f"HD95 in mm; {UNDEFINED_HELP}.", not_applicable_words(mine)])))
+        words = f"HD95 in mm; {UNDEFINED_HELP}. {words}"
+    st.caption(words)
