@@ -44,9 +44,15 @@ elif picked:
     st.info(f"{picked[0]} is not in the explorer's cohort ({demo_cohort()}); its results are shown here only.")
 else:
     st.caption("Click a case's point to open it in the patient explorer.")
+summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
+           .agg(cases="count", median="median", **{"lower quartile": lambda v: v.quantile(0.25),
+                                                    "upper quartile": lambda v: v.quantile(0.75)})
+           .round(3).reset_index())  # fmt: skip
+rank = {h: i for i, h in enumerate(hospital_order(summary["hospital"]))}
+summary = summary.sort_values(["model", "hospital"], key=lambda c: c.map(rank) if c.name == "hospital" else c)
 # A model evaluated on fewer of the cases than another (UNet3D on a subset, say) gets boxes of the same size.
-# Counted as the boxes and the table count: results with this metric defined.
-counts = data[data["region"] == region].groupby(["model", "hospital"])[metric].count().unstack(fill_value=0)
+# Counted as the boxes and the table count (the table's cases: results with this metric defined).
+counts = summary.pivot(index="model", columns="hospital", values="cases").fillna(0).astype(int)
 counts = counts[hospital_order(counts.columns)]
 most = counts.max()
 notes = []
@@ -61,12 +67,6 @@ for model in counts.index if len(counts) > 1 else []:
         notes.append(f"{model}: {' and '.join(parts)}")
 if notes:
     st.caption(f"Not every box rests on as many cases: {'; '.join(notes)}. A box of few cases is rough.")
-summary = (data[data["region"] == region].groupby(["model", "hospital"])[metric]
-           .agg(cases="count", median="median", **{"lower quartile": lambda v: v.quantile(0.25),
-                                                    "upper quartile": lambda v: v.quantile(0.75)})
-           .round(3).reset_index())  # fmt: skip
-rank = {h: i for i, h in enumerate(hospital_order(summary["hospital"]))}
-summary = summary.sort_values(["model", "hospital"], key=lambda c: c.map(rank) if c.name == "hospital" else c)
 st.dataframe(summary, hide_index=True, width="stretch", height="content")
 if viewable:
     patient = st.selectbox("Open a case in the patient explorer", viewable, key="hosp_open")
