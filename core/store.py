@@ -71,6 +71,10 @@ MIGRATIONS: dict[int, str] = {
         ALTER TABLE results ADD COLUMN runtime TEXT NOT NULL DEFAULT 'torch';
         ALTER TABLE results ADD COLUMN applicable INTEGER NOT NULL DEFAULT 1;
     """,
+    # Version 5: a single thread is "CPU (1 thread)"; earlier sweeps wrote "CPU (1 threads)".
+    5: """
+        UPDATE results SET device = replace(device, '(1 threads)', '(1 thread)') WHERE device LIKE '%(1 threads)%';
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 SCORED_ON = "each case's own grid, as in its files (the reference is never resampled)"

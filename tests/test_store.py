@@ -115,10 +115,26 @@ def test_schema_migration_keeps_old_rows(tmp_path):
     db.execute("INSERT INTO results VALUES ('abc', 'p@1', 'none', 'tc', 'nan', '0.1.0', 0.8, 0.9, 3.0, 10, 11)")
     db.close()
     with ResultStore(path) as store:
-        assert store.version == SCHEMA_VERSION == 4
+        assert store.version == SCHEMA_VERSION == 5
         table = store.table()
         assert table.loc[0, "dice"] == 0.8 and pd.isna(table.loc[0, "seconds"])
         assert store.counts()["predictions"] == 0
+
+
+def test_migration_5_names_one_thread_in_the_singular(tmp_path):
+    path = tmp_path / "v4.sqlite"
+    db = sqlite3.connect(str(path), isolation_level=None)
+    script = " ".join(MIGRATIONS[v] for v in (1, 2, 3, 4))
+    db.executescript(f"BEGIN; {script} PRAGMA user_version = 4; COMMIT;")
+    db.execute("INSERT INTO models VALUES ('abc', 'BraTS', '{}')")
+    db.execute("INSERT INTO cases VALUES ('p@1', 'p', '1', '1', 'test', 'none', '{}')")
+    for missing, device in (("none", "CPU (1 threads)"), ("flair", "CPU (2 threads)"), ("t1", "GPU: H200 (1 threads)")):
+        db.execute("INSERT INTO results (model_sha256, case_key, missing, region, empty_policy, code_version, dice, "
+                   "device) VALUES ('abc', 'p@1', ?, 'tc', 'nan', '0.1.0', 0.8, ?)", (missing, device))  # fmt: skip
+    db.close()
+    with ResultStore(path) as store:
+        devices = dict(store.db.execute("SELECT missing, device FROM results").fetchall())
+    assert devices == {"none": "CPU (1 thread)", "flair": "CPU (2 threads)", "t1": "GPU: H200 (1 thread)"}
 
 
 def test_export_round_trip_and_stats_cli(grid, tmp_path):
@@ -414,7 +430,7 @@ def test_a_version_3_store_gains_the_runtime_and_not_applicable_rows(tmp_path):
                "'CPU', 1.0)")  # fmt: skip
     db.close()
     with ResultStore(path) as store:
-        assert store.version == 4
+        assert store.version == SCHEMA_VERSION
         old = store.table()
         # Rows before version 4 are the native engine's, without rewriting them.
         assert old.loc[0, "runtime"] == "torch" and old.loc[0, "applicable"] == 1 and old.loc[0, "dice"] == 0.8

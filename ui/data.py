@@ -239,8 +239,7 @@ def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str
     found = _ask_stores(cohort, case_id, lambda store, key: store.stored_prediction(sha256, key, frozenset(missing)))
     if found is None:
         return None
-    device = found.device.replace("(1 threads)", "(1 thread)")  # as older sweeps wrote it
-    return Prediction(found.labels, None, frozenset(missing), found.seconds, f"precomputed ({device})", (0, 0, 0))
+    return Prediction(found.labels, None, frozenset(missing), found.seconds, f"precomputed ({found.device})", (0, 0, 0))
 
 
 def stored_combinations(cohort: str, case_id: str, sha256: str,
