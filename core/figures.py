@@ -409,6 +409,12 @@ def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str
                     category_orders={"hospital": order}, title=title)  # fmt: skip
     figure.update_layout(height=440, boxmode="group", margin={"t": 60, "b": 40})
     figure.update_xaxes(title_text="hospital (cases as acquired; each point is one case)")
+    # Under each hospital: how many cases its boxes rest on (those with the metric defined), a
+    # range where the models were evaluated on different numbers of them.
+    counts = data.groupby(["hospital", "model"])[metric].count().groupby(level="hospital")
+    low, high = counts.min(), counts.max()
+    ticks = [f"{h}<br>{low[h]} cases" if low[h] == high[h] else f"{h}<br>{low[h]}-{high[h]} cases" for h in order]
+    figure.update_xaxes(tickmode="array", tickvals=order, ticktext=ticks)
     figure.update_yaxes(title_text=metric_title)
     if metric == "dice":
         figure.update_yaxes(range=[0, 1.02])

@@ -47,6 +47,10 @@ def test_heatmap_holds_medians_and_boxplot_one_box_per_model():
     assert list(median_heatmap(fewer).data[0].y) == ["BraTS (n=12)", "BraTSst (n=10)"]
     box = hospital_boxplot(table)
     assert {t.name for t in box.data} == {"BraTS", "BraTSst"} and all(len(t.y) == 12 for t in box.data)
+    assert box.layout.xaxis.ticktext == ("hospital 1<br>12 cases",)
+    undefined = fewer.copy()
+    undefined.loc[(undefined["model"] == "BraTS") & (undefined["patient_id"] == "H1_5"), "dice"] = np.nan
+    assert hospital_boxplot(undefined).layout.xaxis.ticktext == ("hospital 1<br>10-11 cases",)
 
 
 def test_report_is_self_contained_with_the_three_figures():
