@@ -413,7 +413,8 @@ def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str
     # range where the models were evaluated on different numbers of them.
     counts = data.groupby(["hospital", "model"])[metric].count().groupby(level="hospital")
     low, high = counts.min(), counts.max()
-    ticks = [f"{h}<br>{low[h]} cases" if low[h] == high[h] else f"{h}<br>{low[h]}-{high[h]} cases" for h in order]
+    ticks = [f"{h}<br>{high[h]} case{'' if high[h] == 1 else 's'}" if low[h] == high[h]
+             else f"{h}<br>{low[h]} to {high[h]} cases (by model)" for h in order]  # fmt: skip
     figure.update_xaxes(tickmode="array", tickvals=order, ticktext=ticks)
     figure.update_yaxes(title_text=metric_title)
     if metric == "dice":

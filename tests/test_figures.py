@@ -50,7 +50,9 @@ def test_heatmap_holds_medians_and_boxplot_one_box_per_model():
     assert box.layout.xaxis.ticktext == ("hospital 1<br>12 cases",)
     undefined = fewer.copy()
     undefined.loc[(undefined["model"] == "BraTS") & (undefined["patient_id"] == "H1_5"), "dice"] = np.nan
-    assert hospital_boxplot(undefined).layout.xaxis.ticktext == ("hospital 1<br>10-11 cases",)
+    one = table[table["patient_id"] == "H1_0"]
+    assert hospital_boxplot(one).layout.xaxis.ticktext == ("hospital 1<br>1 case",)
+    assert hospital_boxplot(undefined).layout.xaxis.ticktext == ("hospital 1<br>10 to 11 cases (by model)",)
 
 
 def test_report_is_self_contained_with_the_three_figures():
