@@ -283,7 +283,7 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     at = AppTest.from_file(str(ROOT / "views" / "your_data.py"), default_timeout=120).run()
     assert not at.exception
     at.text_input(key="data_path").set_value("../../").run()
-    assert "outside the data root" in at.error[0].value
+    assert "outside the data root" in at.error[0].value and "GBM_DATA_ROOT" in at.error[0].value
     at.text_input(key="data_path").set_value("cohort").run()
     assert not at.exception
     report = at.dataframe[0].value

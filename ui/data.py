@@ -528,8 +528,11 @@ def resolve_in_root(text: str) -> Path:
     """
     root = data_root()
     path = (root / text.strip()).resolve()
+    # What to do about it: the page reads only below the root, which the server's owner chooses.
+    remedy = (f"copy your case folders into {root}, or start the app with GBM_DATA_ROOT set to the folder "
+              "that holds them (or use Upload one case)")  # fmt: skip
     if not path.is_relative_to(root):
-        raise ValueError(f"{text!r} is outside the data root {root}")
+        raise ValueError(f"{text!r} is outside the data root {root}: this page reads only below it; {remedy}")
     if not path.exists():
-        raise ValueError(f"{text!r} does not exist under {root}")
+        raise ValueError(f"{text!r} does not exist under the data root {root}; {remedy}")
     return path
