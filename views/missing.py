@@ -34,8 +34,7 @@ scoped = select_scope(table, scope)
 without_t1c = [n for n in names if "t1c" in n]
 if without_t1c and not set(without_t1c) & set(scoped["missing"]):
     # The 15 differ from the 8 only by the combinations with T1c missing: say why they are absent.
-    # Complete patients with at least one simulated combination (not every complete case of "all" has them).
-    simulated = scoped[(scoped["acquired_missing"] == "none") & (scoped["missing"] != "none")]
+    simulated = select_scope(table, "simulated")  # the complete patients with simulated combinations
     patients = demo_patients(str(demo_cohort()), str(demo_store()))
     chosen = patients[patients["patient_id"].isin(set(simulated["patient_id"]))]
     # Where the cases come from: the store says for regenerated ones, the bundled cases' manifest for its own
