@@ -410,11 +410,12 @@ def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str
     figure.update_layout(height=440, boxmode="group", margin={"t": 60, "b": 40})
     figure.update_xaxes(title_text="hospital (cases as acquired; each point is one case)")
     # Under each hospital: how many cases its boxes rest on (those with the metric defined), a
-    # range where the models were evaluated on different numbers of them.
+    # range where the models were evaluated on different numbers of them (short enough to stay
+    # level at 1280 px; the Hospitals page's caption names the models).
     counts = data.groupby(["hospital", "model"])[metric].count().groupby(level="hospital")
     low, high = counts.min(), counts.max()
     ticks = [f"{h}<br>{high[h]} case{'' if high[h] == 1 else 's'}" if low[h] == high[h]
-             else f"{h}<br>{low[h]} to {high[h]} cases (by model)" for h in order]  # fmt: skip
+             else f"{h}<br>{low[h]} to {high[h]} cases" for h in order]  # fmt: skip
     figure.update_xaxes(tickmode="array", tickvals=order, ticktext=ticks)
     figure.update_yaxes(title_text=metric_title)
     if metric == "dice":

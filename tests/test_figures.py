@@ -52,7 +52,7 @@ def test_heatmap_holds_medians_and_boxplot_one_box_per_model():
     undefined.loc[(undefined["model"] == "BraTS") & (undefined["patient_id"] == "H1_5"), "dice"] = np.nan
     one = table[table["patient_id"] == "H1_0"]
     assert hospital_boxplot(one).layout.xaxis.ticktext == ("hospital 1<br>1 case",)
-    assert hospital_boxplot(undefined).layout.xaxis.ticktext == ("hospital 1<br>10 to 11 cases (by model)",)
+    assert hospital_boxplot(undefined).layout.xaxis.ticktext == ("hospital 1<br>10 to 11 cases",)
 
 
 def test_report_is_self_contained_with_the_three_figures():
