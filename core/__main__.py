@@ -204,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         per_hospital=args.max_per_hospital,
     )
     with ResultStore(args.store) as store:
-        summary = run_sweep(store, config, on_progress=_progress("evaluate", unit="unit"))
+        summary = run_sweep(store, config, on_progress=_progress("evaluate", unit="prediction"))
         counts = store.counts()
     _print_json(summary.__dict__ | {"store": str(args.store), "store_counts": counts})
     return 0 if not summary.errors else 1

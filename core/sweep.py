@@ -112,9 +112,10 @@ def _model(path: str, sha256: str, device: str = "cpu"):
     return load_any_model(path, device=device)
 
 
-def run_unit(unit: WorkUnit) -> UnitResult:
+def run_unit(unit: WorkUnit, on_step: Callable[[int], None] | None = None) -> UnitResult:
     """Evaluate one work unit (in a worker process). Errors are returned, not raised; a
-    combination the model's card says it cannot run on comes back as not applicable (no metrics)."""
+    combination the model's card says it cannot run on comes back as not applicable (no metrics).
+    ``on_step(k)``: called after the k-th missing set (in the process that runs the unit)."""
     from core.external import NotApplicable, normalise_for, runtime_of
     from core.infer import predict_volume
 
@@ -127,7 +128,9 @@ def run_unit(unit: WorkUnit) -> UnitResult:
         regions = scorable_regions(case.label_scheme, model.config.num_classes, unit.regions)
         reference, spacing = scoring_reference(case)  # the grid predictions come back on
         normalised = normalise_for(model, case)  # once for every missing set
-        for missing in unit.missing:
+        for step, missing in enumerate(unit.missing, start=1):
+            if on_step and step > 1:
+                on_step(step - 1)
             try:
                 prediction = predict_volume(model, case, missing, amp=unit.amp, normalised=normalised)
             except NotApplicable as exc:  # recorded as not applicable, never as Dice 0
@@ -228,10 +231,11 @@ def _result_key(model_sha256: str, key: str, missing: frozenset[str], empty_poli
     return ResultKey(model_sha256, key, combination_name(missing), empty_policy, CODE_VERSION)
 
 
-def _local_results(units: list[WorkUnit], workers: int, device: str = "cpu") -> Iterator[UnitResult]:
-    if workers <= 1:
+def _local_results(units: list[WorkUnit], workers: int, device: str = "cpu",
+                   on_step: Callable[[WorkUnit, int], None] | None = None) -> Iterator[UnitResult]:  # fmt: skip
+    if workers <= 1:  # in this process: progress within a unit too
         for unit in units:
-            yield run_unit(unit)
+            yield run_unit(unit, on_step and (lambda k, unit=unit: on_step(unit, k)))
         return
     gpu = device.startswith("cuda")
     context = multiprocessing.get_context("spawn" if gpu else None)  # CUDA does not survive a fork
@@ -281,16 +285,26 @@ def run_sweep(store: ResultStore, config: SweepConfig,
     """Evaluate what the store lacks and write it, result by result, from this process only.
 
     ``results_written`` counts what this sweep wrote: a result another writer stored first is
-    left as it is.
+    left as it is. ``on_progress(done, total, words)`` counts predictions (combinations of
+    missing sequences), with the case and model in words; in one local process it moves after
+    each prediction, else after each model's case.
     """
     start = time.perf_counter()
     plan = plan_sweep(store, config)
+    # Progress counts predictions (a unit holds 1 to 15), so that a long unit moves the bar too.
+    total, finished = sum(len(u.missing) for u in plan.units), 0
+
+    def step(unit: WorkUnit, k: int) -> None:
+        on_progress(finished + k, total, _progress_words(unit))
+
     if config.dask:
         results = _dask_results(plan.units, config.dask, config.device)
     else:
-        results = _local_results(plan.units, config.workers, config.device)
+        results = _local_results(plan.units, config.workers, config.device, step if on_progress else None)
+    if on_progress and plan.units:
+        on_progress(0, total, _progress_words(plan.units[0]))
     written, errors, not_applicable = 0, list(plan.rejected), 0
-    for done, result in enumerate(results, start=1):
+    for result in results:
         unit = result.unit
         for item in result.results:
             key = _result_key(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy)
@@ -302,10 +316,15 @@ def run_sweep(store: ResultStore, config: SweepConfig,
                                    item["runtime"])  # fmt: skip
         if result.error:
             errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {result.error}")
+        finished += len(unit.missing)
         if on_progress:
-            on_progress(done, len(plan.units), unit.source.case_id)
+            on_progress(finished, total, _progress_words(unit))
     return SweepSummary(len(plan.units), written, plan.skipped_done, plan.skipped_cases, errors,
                         time.perf_counter() - start, not_applicable=not_applicable)  # fmt: skip
+
+
+def _progress_words(unit: WorkUnit) -> str:
+    return f"{unit.source.case_id}, {Path(unit.model_path).name}"
 
 
 def default_workers() -> int:

@@ -61,6 +61,18 @@ def test_acquired_and_simulated_sweeps_fill_the_store_once(grid, tmp_path):
     assert labels.shape == (36, 36, 36) and labels.dtype == np.uint8
 
 
+def test_sweep_progress_counts_predictions_within_each_case(grid, tmp_path):
+    manifest, models = grid
+    calls = []
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_sweep(store, SweepConfig(models[:1], manifest, "simulated", combinations=8, splits=SPLITS),
+                  on_progress=lambda done, total, words: calls.append((done, total, words)))  # fmt: skip
+    # 3 complete cases x 8 combinations, one prediction at a time, in one process.
+    assert [done for done, _, _ in calls] == list(range(3 * 8 + 1))
+    assert {total for _, total, _ in calls} == {24}
+    assert calls[5][2] == "P0, A" and calls[9][2] == "P1, A"  # the case and model being predicted
+
+
 def test_dask_local_cluster_gives_the_same_results(grid, tmp_path):
     pytest.importorskip("dask.distributed")
     manifest, models = grid

@@ -11,6 +11,7 @@ import streamlit as st
 from core.cases import inspect_path
 from core.convert import install_model
 from core.metrics import UNDEFINED, UNDEFINED_HELP, metric_text
+from core.sequences import REGION_DISPLAY, combination_label
 from core.stats import applicable_rows, not_applicable_words
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
@@ -132,11 +133,16 @@ c1, c2 = st.columns([2, 1])
 chosen = c1.multiselect("Models", list(models), default=list(models)[:1], key="data_models")
 mode = c2.radio("Mode", ["acquired", "simulated"], key="data_mode",
                 help="acquired: each case as it is; simulated: the 8 combinations on complete cases")  # fmt: skip
-if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
-    bar = st.progress(0.0, text="Evaluating...")
+# The click only asks for the run, which the rerun makes with the button disabled; popped, so a run that
+# another click interrupts is not asked for again (what it wrote stays: the sweep resumes).
+running = st.session_state.pop("data_running", False)
+st.button("Evaluate", type="primary", key="data_run", disabled=not chosen or running,
+          on_click=lambda: st.session_state.update(data_running=True))  # fmt: skip
+if running:
+    bar = st.progress(0.0, text="Evaluating: reading the cases...")
     try:
         with ResultStore(user_store()) as store:
-            progress = lambda d, t, m: bar.progress(d / t, text=f"{m} ({d}/{t})")  # noqa: E731
+            progress = lambda d, t, m: bar.progress(d / t, text=f"Evaluating {m}: prediction {d + (d < t)} of {t}")  # noqa: E731
             config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1,
                                  root=str(root))  # fmt: skip
             with waited_for():  # the explorer's background predictions hold off meanwhile
@@ -148,10 +154,16 @@ if st.button("Evaluate", type="primary", key="data_run", disabled=not chosen):
     results_table.clear()
     written = summary.results_written - summary.not_applicable  # combinations a model cannot run: not predicted
     inapplicable = f", {summary.not_applicable} not applicable" if summary.not_applicable else ""
-    st.success(f"{written} prediction{'' if written == 1 else 's'} written to {user_store()} in "
-               f"{summary.seconds:.0f} s ({summary.skipped_done} already there{inapplicable}). They are below, and "
-               "on the Hospitals, Missing sequences and Statistics pages under **Results: your data**.")  # fmt: skip
-    for error in summary.errors:
+    st.session_state["data_summary"] = (
+        f"{written} prediction{'' if written == 1 else 's'} written to {user_store()} in {summary.seconds:.0f} s "
+        f"({summary.skipped_done} already there{inapplicable}). They are below, and on the Hospitals, Missing "
+        "sequences and Statistics pages under **Results: your data**.",
+        summary.errors,
+    )
+    st.rerun()  # the button enabled again, the summary below
+if done := st.session_state.pop("data_summary", None):
+    st.success(done[0])
+    for error in done[1]:
         st.error(error)
 
 # Your results for these cases and models (from your store only; the demo results are not read here).
@@ -168,14 +180,21 @@ if len(mine):
     # width, so that sorting by a column (as text) still sorts the numbers. Combinations a model
     # cannot run on have no metrics at all: they are counted under the table, not shown as rows of n/a.
     shown = applicable_rows(mine)[columns].copy()
+    shown["missing"] = shown["missing"].map(combination_label)
+    shown["region"] = shown["region"].map(REGION_DISPLAY)
     for column in ("dice", "sensitivity", "hd95"):
         texts = [metric_text(v, 1 if column == "hd95" else 3) for v in shown[column]]
         width = max(map(len, texts), default=0)
         shown[column] = [t if t == UNDEFINED else t.rjust(width, "\u2007") for t in texts]
     words = not_applicable_words(mine)
     if len(shown):
-        config = {c: st.column_config.NumberColumn(format="%.3f") for c in ("volume_pred_ml", "volume_ref_ml")}
-        config |= {c: st.column_config.TextColumn(alignment="right") for c in ("dice", "sensitivity", "hd95")}
+        titles = {"model": "Model", "patient_id": "Patient", "missing": "Sequences", "region": "Region"}
+        config = {c: st.column_config.TextColumn(t) for c, t in titles.items()}
+        config |= {c: st.column_config.NumberColumn(t, format="%.1f") for c, t in
+                   (("volume_pred_ml", "Volume, model (mL)"), ("volume_ref_ml", "Volume, reference (mL)"))}  # fmt: skip
+        config |= {c: st.column_config.TextColumn(t, alignment="right") for c, t in
+                   (("dice", "Dice"), ("sensitivity", "Sensitivity"), ("hd95", "HD95 (mm)"))}  # fmt: skip
+        config |= {"device": st.column_config.TextColumn("Run on"), "runtime": st.column_config.TextColumn("Engine")}
         st.dataframe(shown, hide_index=True, width="stretch", column_config=config)
         words = f"HD95 in mm; {UNDEFINED_HELP}. {words}"
     st.caption(words)
