@@ -260,7 +260,8 @@ def test_statistics_page_tabulates_the_comparisons(results_store):
     at = AppTest.from_file(str(ROOT / "views" / "statistics.py"), default_timeout=60).run()
     assert not at.exception
     result = at.dataframe[0].value
-    assert list(result["missing"]) == ["none", "flair"] and list(result["significant"]) == [False, True]
+    assert list(result["missing"]) == ["complete", "missing FLAIR"] and list(result["significant"]) == [False, True]
+    assert list(result["pair"]) == ["BraTSst - BraTS"] * 2 and "model_a" not in result  # as readers read it
     # All 12 differences positive without FLAIR: exact p = 2 / 2^12, two tests (Bonferroni x 2).
     assert result.loc[1, "p_value"] == pytest.approx(2 / 2**12)
     assert at.get("download_button") and len(at.get("plotly_chart")) == 1
@@ -306,10 +307,10 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     at.run()
     assert not at.exception
     shown = at.dataframe[-1].value
-    assert len(shown) == 4 and "flair" not in set(shown["missing"])
-    undefined = shown[shown["missing"] == "t2"].iloc[0]
+    assert len(shown) == 4 and "missing FLAIR" not in set(shown["missing"])  # display names, not t2+flair
+    undefined = shown[shown["missing"] == "missing T2"].iloc[0]
     assert [undefined[c] for c in ("dice", "sensitivity", "hd95")] == ["n/a"] * 3
-    defined = shown[shown["missing"] != "t2"]
+    defined = shown[shown["missing"] != "missing T2"]
     assert defined["dice"].map(lambda v: v == "n/a" or len(v.split(".")[1]) == 3).all()
     assert "1 result not applicable left out" in at.caption[-1].value
 

@@ -73,7 +73,8 @@ def test_evaluating_a_copy_of_a_demo_case_leaves_the_demo_results_alone(demo_and
     at.button(key="data_run").click().run()
     assert not at.exception and "1 prediction written" in at.success[0].value
     mine = at.dataframe[-1].value  # the new results, on the page itself
-    assert list(mine["patient_id"]) == ["P0"] * 3 and set(mine["region"]) == {"tc", "wt", "et"}
+    assert list(mine["patient_id"]) == ["P0"] * 3
+    assert set(mine["region"]) == {"tumour core", "whole tumour", "enhancing tumour"}
     assert sha256(demo_and_copy) == before
     assert hospital_counts("demo") == {"public": 2}  # not 1 (the copy replacing P0) and no blank group
     assert hospital_counts("user") == {"not given": 1}  # a named group
@@ -111,15 +112,15 @@ def test_statistics_leaves_untestable_comparisons_out_of_the_family(results_stor
     at = page("statistics").run()
     assert not at.exception
     result = at.dataframe[0].value
-    assert list(result["missing"]) == ["none", "flair"] and "t1" not in set(result["missing"])
+    assert list(result["missing"]) == ["complete", "missing FLAIR"] and "missing T1" not in set(result["missing"])
     # All 12 differences positive without FLAIR: exact p = 2 / 2^12, Bonferroni over 2 tests (not 3).
     assert result["p_adjusted"].iloc[1] == pytest.approx(4 / 2**12)
     assert any("1 comparisons left out" in i.value and "t1: 1 of 1 pairs differ" in i.value for i in at.info)
     mixed = at.dataframe[1].value  # the mixed-effects model's contrasts
     # The mixed model keeps the single T1 pair (it borrows the patient's intercept from the other combinations).
     mixed = mixed.set_index("missing")
-    assert list(mixed.index) == ["none", "t1", "flair"]
-    assert mixed.loc["flair", "estimate"] == pytest.approx(0.3, abs=0.02)  # BraTSst - BraTS
+    assert list(mixed.index) == ["complete", "missing T1", "missing FLAIR"]
+    assert mixed.loc["missing FLAIR", "estimate"] == pytest.approx(0.3, abs=0.02)  # BraTSst - BraTS
     assert any("dice ~ model * missing + (1 | patient)" in c.value for c in at.caption)
     at.radio(key="stat_adjust").set_value("bh").run()
     bh = at.dataframe[0].value  # Benjamini-Hochberg over 2 tests: the smaller p times 2, the larger p times 2/2

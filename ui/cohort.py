@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.sequences import combination_label
 from core.stats import MixedModelResult, comparison_table, mixed_model, not_applicable_words
 from core.store import RESULT_SOURCES
 from ui.data import cohort_results, user_store
@@ -33,6 +34,27 @@ def pick_results(page: str) -> tuple[str, pd.DataFrame]:
     if words := not_applicable_words(table):
         st.caption(words)
     return source, table
+
+
+# Column titles of a comparison table as shown (the CSV keeps the names core.stats gives them).
+COMPARISON_TITLES = {"pair": "A - B", "missing": "Sequences", "n": "Patients", "median_difference": "Median A - B",
+                     "estimate": "Estimate A - B", "ci": "95 % CI", "p_value": "p", "p_adjusted": "p adjusted",
+                     "significant": "Significant", "n_nonzero": "Pairs that differ"}  # fmt: skip
+
+
+def show_comparisons(table: pd.DataFrame) -> None:
+    """A table of comparisons (``core.stats.comparison_table`` or a mixed model's contrasts) as
+    readers read it: one "A - B" column, combinations in words, the CI as one column, p-values in
+    significant digits (rounded to 4 decimals, every significant one would read 0)."""
+    shown = table.assign(pair=table["model_a"] + " - " + table["model_b"],
+                         missing=table["missing"].map(combination_label),
+                         ci=[f"{lo:.3f} to {hi:.3f}" if pd.notna(lo) else "" for lo, hi in
+                             zip(table["ci_low"], table["ci_high"])])  # fmt: skip
+    shown = shown[[c for c in COMPARISON_TITLES if c in shown]]
+    decimals = {c: "{:.3f}" for c in ("median_difference", "estimate") if c in shown}
+    styled = shown.style.format(decimals | {"p_value": "{:.2g}", "p_adjusted": "{:.2g}"}, na_rep="")
+    config = {c: st.column_config.Column(title) for c, title in COMPARISON_TITLES.items() if c in shown}
+    st.dataframe(styled, hide_index=True, width="stretch", column_config=config)
 
 
 @st.cache_data(max_entries=16, show_spinner="Testing...")

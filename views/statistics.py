@@ -15,7 +15,7 @@ from core.stats import (
     select_scope,
     untested_reasons,
 )
-from ui.cohort import comparisons, mixed_effects, pick_results
+from ui.cohort import comparisons, mixed_effects, pick_results, show_comparisons
 
 st.title("Statistics")
 source, table = pick_results("stat")
@@ -46,13 +46,11 @@ if scoped.empty:
 rows = scoped[scoped["region"] == region]
 result = comparisons(rows, pairs, metric=metric, adjust=adjust)
 tested = result[result["tested"]].drop(columns=["tested"]).reset_index(drop=True)
-# p-values in significant digits: rounded to 4 decimals, every significant one would read 0.
-p_columns = {"p_value": "{:.2g}", "p_adjusted": "{:.2g}"}
-decimals = {c: "{:.4f}" for c in tested.select_dtypes("float").columns if c not in p_columns}
-st.dataframe(tested.style.format(decimals | p_columns), hide_index=True, width="stretch")
+show_comparisons(tested)
 st.caption(
     f"{len(tested)} tests on {scoped['patient_id'].nunique()} patients, {ADJUSTMENT_NAMES[adjust]}-adjusted over "
-    "these tests; differences are A - B; estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test."
+    "these tests; differences are A - B; estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test; pairs that "
+    "differ: patients whose two results are not equal (the signed-rank test ranks only those)."
 )
 if left_out := untested_reasons(result):
     st.info(
@@ -69,10 +67,7 @@ try:
 except ValueError as error:
     st.info(f"No mixed-effects model: {error}.")
 else:
-    shown = mixed.contrasts.drop(columns=["significant"]).style.format(
-        {"estimate": "{:.4f}", "ci_low": "{:.4f}", "ci_high": "{:.4f}"} | p_columns
-    )
-    st.dataframe(shown, hide_index=True, width="stretch")
+    show_comparisons(mixed.contrasts)
     variance = f"patient variance {mixed.patient_variance:.4g}, residual {mixed.residual_variance:.4g}"
     st.caption(
         f"`{mixed.formula}`, REML (statsmodels mixedlm) on {mixed.n_obs} results of {mixed.n_patients} patients; "
