@@ -456,7 +456,9 @@ def missing_comparison_figure(table, model_a: str, model_b: str, comparison=None
 def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str = ""):
     """The paper's Figure 5: median of a metric, models x combinations of missing sequences.
 
-    Rows are labelled with the model and the number of patients behind its medians.
+    Rows are labelled with the model and the number of patients behind its medians ("n=20", or
+    "n=20 to 172" where the combinations rest on different numbers); each cell's own number is
+    in its hover text.
     """
     import plotly.graph_objects as go
 
@@ -466,12 +468,18 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
     data = data[data["region"] == region]
     pivot = data.pivot_table(index="model", columns="missing", values=metric, aggfunc="median")
     pivot = pivot[order_combinations(pivot.columns)]
-    # Each row says how many patients its medians are of: models evaluated on different
-    # numbers of patients can share the grid, but should not pass for the same sample.
-    patients = data.groupby("model")["patient_id"].nunique()
-    rows = [f"{model} (n={patients[model]})" for model in pivot.index]
+    # The patients each median is of (an undefined metric is left out of it): models and combinations
+    # evaluated on different numbers of patients can share the grid, but should not pass for one sample.
+    counts = data.dropna(subset=[metric]).pivot_table(index="model", columns="missing", values="patient_id",
+                                                      aggfunc="nunique")  # fmt: skip
+    counts = counts.reindex(index=pivot.index, columns=pivot.columns).fillna(0).astype(int)
+    rows = []
+    for model, row in counts.iterrows():
+        low, high = row[row > 0].min(), row.max()
+        rows.append(f"{model} (n={high})" if low == high else f"{model} (n={low} to {high})")
     figure = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[combination_label(c) for c in pivot.columns],
-                                  y=rows,
+                                  y=rows, customdata=counts.to_numpy(),
+                                  hovertemplate="%{y}, %{x}: median %{z:.3f} of %{customdata} patients<extra></extra>",
                                   colorscale="Viridis", zmin=0, zmax=1 if metric == "dice" else None,
                                   text=np.round(pivot.to_numpy(), 2), texttemplate="%{text}",
                                   colorbar={"title": f"median {metric}"}))  # fmt: skip

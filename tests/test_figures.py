@@ -45,6 +45,11 @@ def test_heatmap_holds_medians_and_boxplot_one_box_per_model():
     assert list(heat.data[0].y) == ["BraTS (n=12)", "BraTSst (n=12)"]
     fewer = table[~((table["model"] == "BraTSst") & table["patient_id"].isin(["H1_0", "H1_1"]))]
     assert list(median_heatmap(fewer).data[0].y) == ["BraTS (n=12)", "BraTSst (n=10)"]
+    # One combination on fewer patients than another: the row says both, each cell its own.
+    partial = table[~((table["model"] == "BraTS") & (table["missing"] == "flair") & (table["patient_id"] == "H1_3"))]
+    heat = median_heatmap(partial)
+    assert list(heat.data[0].y) == ["BraTS (n=11 to 12)", "BraTSst (n=12)"]
+    assert np.asarray(heat.data[0].customdata).tolist() == [[12, 11], [12, 12]]
     box = hospital_boxplot(table)
     assert {t.name for t in box.data} == {"BraTS", "BraTSst"} and all(len(t.y) == 12 for t in box.data)
     assert box.layout.xaxis.ticktext == ("hospital 1<br>12 cases",)
