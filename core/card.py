@@ -204,7 +204,7 @@ def model_summary(card: dict) -> str:
     family = (card.get("architecture") or {}).get("family", "ONNX")
     runtime = f"; {family} in ONNX Runtime" if is_onnx_card(card) else ""
     world = training_world(card)
-    data = f"{hospitals} ({world} world)" if world else hospitals
+    data = f"{hospitals} (synthetic world: {world})" if world else hospitals
     return f"trained on {data}; sparsified training {sparsified}{runtime}"
 
 
@@ -271,14 +271,14 @@ def replace_results(markdown: str, results: dict | None) -> str:
 
 def training_world(card: dict) -> str | None:
     """The synthetic world a model learnt from, in a few words: the cohort preset and the domain
-    randomisation of its training windows (``core.augment``), e.g. ``realistic, randomised 1``;
+    randomisation of its training windows (``core.augment``), e.g. ``realistic, domain randomisation 1``;
     None for a card that names no synthetic cohort and no randomisation (real or unstated data)."""
     synthetic = (card.get("training") or {}).get("synthetic")
     strength = _randomisation(card)
     if not synthetic and not strength:
         return None
     preset = synthetic["preset"] if synthetic else "cohort not stated"
-    return f"{preset}, randomised {strength:g}" if strength else preset
+    return f"{preset}, domain randomisation {strength:g}" if strength else preset
 
 
 def _randomisation(card: dict) -> float:

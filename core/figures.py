@@ -253,7 +253,7 @@ def tri_planar_figure(slices: dict, point, shape, box=None, titles: dict | None 
         point: the crosshair voxel (x, y, z).
         shape: the volume's (X, Y, Z).
         box: ((x0, x1), (y0, y1), (z0, z1)) inclusive voxel ranges to zoom to, or None.
-        titles: {plane: title}, written in each image's corner; the plane's name by default.
+        titles: {plane: title}, written in each image's bottom-left corner; the plane's name by default.
 
     Axes: axial x/y, coronal x2/y2, sagittal x3/y3. Each plane carries a grid of invisible
     points (at most CLICK_POINTS, evenly spaced over the visible part) whose customdata is the
@@ -285,8 +285,9 @@ def tri_planar_figure(slices: dict, point, shape, box=None, titles: dict | None 
         figure.add_vline(x=cross_col, line=line, row=row, col=col)
         figure.add_hline(y=cross_row, line=line, row=row, col=col)
         axis = "" if number == 1 else str(number)
-        figure.add_annotation(text=titles[plane], xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.01, y=0.99,
-                              xanchor="left", yanchor="top", showarrow=False, font={"color": "white", "size": 12},
+        # Bottom left: the top right is where Plotly's toolbar appears, over the coronal image.
+        figure.add_annotation(text=titles[plane], xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.01, y=0.01,
+                              xanchor="left", yanchor="bottom", showarrow=False, font={"color": "white", "size": 12},
                               bgcolor="rgba(0, 0, 0, 0.5)")  # fmt: skip
         figure.update_xaxes(range=[columns[0] - 0.5, columns[1] + 0.5], row=row, col=col)
         figure.update_yaxes(range=[rows[1] + 0.5, rows[0] - 0.5], scaleanchor=f"x{axis}", row=row, col=col)

@@ -17,6 +17,8 @@ DISPLAY = {"t1": "T1", "t1c": "T1c", "t2": "T2", "flair": "FLAIR"}
 # Canonical labels (the BraTS 2023 values).
 BACKGROUND, NECROSIS, OEDEMA, ENHANCING = 0, 1, 2, 3
 LABEL_NAMES = {BACKGROUND: "background", NECROSIS: "necrosis", OEDEMA: "oedema", ENHANCING: "enhancing"}
+# As legends name them: label 1 is BraTS's "necrotic and non-enhancing tumour core", both at once.
+LABEL_LEGEND = LABEL_NAMES | {NECROSIS: "necrosis / non-enhancing"}
 
 # Label schemes found on disk -> mapping to canonical labels.
 #   brats2020: BraTS 2017-2021, 1 necrosis / non-enhancing core, 2 oedema, 4 enhancing.

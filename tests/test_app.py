@@ -105,6 +105,10 @@ def test_explorer_says_n_a_for_a_metric_the_reference_leaves_undefined(explorer_
     assert not at.exception
     enhancing = {m.label: m.value for m in at.metric[8:12]}  # tumour core, whole tumour, then enhancing tumour
     assert enhancing["Sensitivity"] == "n/a" and enhancing["HD95 mm"] == "n/a"
+    volume = float(enhancing["Volume mL"])
+    words = "The reference has no enhancing tumour: " + (f"the model's {volume:.1f} mL are all false positives"
+                                                          if volume else "nor does the prediction")  # fmt: skip
+    assert any(c.value.startswith(words) for c in at.caption)
     assert "nan" not in " ".join(m.value for m in at.metric)
 
 
@@ -122,7 +126,7 @@ def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
     labels = [m.label for m in at.metric]
     assert labels.count("Dice") == 3 and "HD95 mm" in labels  # tumour core, whole tumour, enhancing
     assert all(not m.delta for m in at.metric if m.label != "Volume mL")  # nothing to compare with yet
-    at.run()  # on the next run the button gives way to a caption: nothing left to run for this combination
+    # The button gives way to a caption at once: nothing is left to run for this combination.
     assert not any(b.label.startswith("Run TinyBraTS") for b in at.button)
     assert any("all sequences): this combination is computed already" in c.value for c in at.caption)
     at.toggle(key="use_flair_P0").set_value(False).run()
@@ -161,7 +165,7 @@ def test_models_page_shows_cards_curves_and_pairs(tmp_path, monkeypatch):
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["model"]) == ["BraTS", "BraTSst"] and list(table["sparsified"]) == [False, True]
-    assert list(table["synthetic world"]) == ["paper", "realistic, randomised 1"]
+    assert list(table["synthetic world"]) == ["paper", "realistic, domain randomisation 1"]
     card_text = (tmp_path / "BraTSst" / "MODEL_CARD.md").read_text()
     assert "training windows" in card_text and "strength 1." in card_text
     assert any("BraTSst vs BraTS" in m.value for m in at.markdown)

@@ -44,6 +44,7 @@ def run_lab() -> AppTest:
     assert not at.exception
     at.button(key="lab_run").click().run()
     assert not at.exception
+    assert at.button(key="lab_run").disabled  # at once: these settings are computed
     return at
 
 

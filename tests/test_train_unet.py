@@ -46,15 +46,15 @@ def test_the_card_names_the_synthetic_world_of_the_training_cases():
     assert world == {"preset": "realistic", "scale": 1.0, "seed": 0}
     assert synthetic_origin([source, SimpleNamespace(meta={"preset": "paper", "scale": "1.0", "seed": "0"})]) is None
     assert synthetic_origin([SimpleNamespace(meta={"hospital": "1"})]) is None  # real cases
-    assert training_world({"training": {"synthetic": world, "randomise": 1.0}}) == "realistic, randomised 1"
+    assert training_world({"training": {"synthetic": world, "randomise": 1.0}}) == "realistic, domain randomisation 1"
     trained = {"training": {"synthetic": world}, "config": {"randomise": 0.5}}  # a DeepMedic card
-    assert training_world(trained) == "realistic, randomised 0.5"
+    assert training_world(trained) == "realistic, domain randomisation 0.5"
     assert training_world({"training": {"synthetic": world, "randomise": 0.0}}) == "realistic"
     assert training_world({"training": {"hospitals": ["1"]}}) is None  # a model trained on real data
     real = {"training": {"hospitals": ["1"]}, "sparsity": {"flair": 0.2}}
     assert model_summary(real) == "trained on 1; sparsified training on"
     synthetic = {"training": {"hospitals": ["public"], "synthetic": world}, "sparsity": {"flair": 0.0}}
-    assert model_summary(synthetic) == "trained on public (realistic world); sparsified training off"
+    assert model_summary(synthetic) == "trained on public (synthetic world: realistic); sparsified training off"
 
 
 def test_a_resumed_run_keeps_its_randomisation(tmp_path):

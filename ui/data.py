@@ -99,7 +99,7 @@ def showcase_patient(store: str) -> str | None:
 
 def case_folder(case_id: str) -> str:
     """The cohort folder that holds ``case_id``: the demo cohort, or the regeneration cache,
-    rendering the case there first if needed (a few seconds; the same bytes the demo results
+    rendering the case there first if needed (5-10 s on two cores; the same bytes the demo results
     were computed on, checked by the results store's content hash).
 
     Raises:
@@ -116,7 +116,8 @@ def case_folder(case_id: str) -> str:
         return str(demo_cohort())
     folder = case_cache() / f"{preset}_scale{scale:g}_seed{seed}"
     if not (folder / case_id / "case.json").is_file() or not (folder / "manifest.csv").is_file():
-        write_cohort(folder, preset, float(scale), int(seed), patient_ids=[case_id])
+        with waited_for():  # the background worker's predictions hold off: the user waits for this
+            write_cohort(folder, preset, float(scale), int(seed), patient_ids=[case_id])
     return str(folder)
 
 

@@ -40,4 +40,7 @@ else:
     gray = take_slice(window(case.images[channel]), plane, index)
     labels = take_slice(case.labels, plane, index) if show_labels and case.labels is not None else None
     st.image(overlay_rgb(gray, labels), width=520, caption=f"{case_id} · {choice} · {plane} {index}")
-    st.caption("Overlay colours: necrosis orange, oedema sky blue, enhancing yellow (colour-blind safe).")
+    st.caption(
+        "Overlay colours: necrosis / non-enhancing tumour orange, oedema sky blue, enhancing yellow "
+        "(colour-blind safe)."
+    )

@@ -23,12 +23,13 @@ from core.io import scoring_grid_words
 from core.metrics import HD95_HELP, UNDEFINED_HELP, metric_text
 from core.sequences import (
     DISPLAY,
-    LABEL_NAMES,
+    LABEL_LEGEND,
     REGION_DISPLAY,
     SECONDARY,
     SEQUENCES,
     combination_name,
     display_name,
+    parse_combination,
     run_phrase,
     scorable_regions,
 )
@@ -71,18 +72,20 @@ rows = manifest if hospital == "all" else manifest[manifest["hospital"] == hospi
 patients = rows["patient_id"].tolist()
 case_id = right.selectbox("Patient", patients, key="patient",
                           index=patients.index(showcase) if showcase in patients else 0)  # fmt: skip
-with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a few seconds)..."):
-    cohort = case_folder(case_id)
-case = load_case(cohort, case_id)
-
-st.caption(f"{name}: {model_summary(card)}. As acquired: {display_name(case.missing)}.")
+# The switches come first, from the manifest: a click on one while a case is being generated is kept.
+acquired_missing = parse_combination(rows.loc[rows["patient_id"] == case_id, "missing"].iloc[0])
+st.caption(f"{name}: {model_summary(card)}. As acquired: {display_name(acquired_missing)}.")
 switches = st.columns(4)
 switches[1].toggle("T1c (required)", value=True, disabled=True, key="use_t1c")
 use = {}
 for column, sequence in zip((switches[0], switches[2], switches[3]), SECONDARY):
-    acquired = sequence not in case.missing
+    acquired = sequence not in acquired_missing
     use[sequence] = column.toggle(DISPLAY[sequence] + ("" if acquired else " (not acquired)"), value=acquired,
                                   disabled=not acquired, key=f"use_{sequence}_{case_id}")  # fmt: skip
+with st.spinner(f"Preparing {case_id} (a synthetic case that is not bundled is generated once: 5-10 s, "
+                "longer while the computer is busy)..."):  # fmt: skip
+    cohort = case_folder(case_id)
+case = load_case(cohort, case_id)
 missing = tuple(s for s in SEQUENCES if s in case.missing or (s in use and not use[s]))
 args = (cohort, case_id, card["path"], card["weights_sha256"])
 # A model whose card says it cannot run without a sequence: that combination is not applicable.
@@ -104,7 +107,8 @@ progress = st.empty()
 
 def predict_with_progress():
     bar = progress.progress(0.0, text="Predicting the whole brain...")
-    done = run_prediction(*args, missing, on_progress=lambda d, t, m: bar.progress(d / t, text=f"{m} {d}/{t}"))
+    done = run_prediction(*args, missing, on_progress=lambda d, t, _: bar.progress(
+        d / t, text=f"Predicting the whole brain: part {min(d + 1, t)} of {t}"))  # fmt: skip
     progress.empty()
     return done
 
@@ -117,7 +121,8 @@ elif live:
 elif prediction is not None:
     action.caption(f"{name} ({run_phrase(frozenset(missing))}): this combination is computed already.")
 elif action.button(f"Run {name} ({run_phrase(frozenset(missing))})", type="primary"):
-    prediction = predict_with_progress()
+    predict_with_progress()
+    st.rerun()  # drawn again from the cache: the answer, without the button
 
 names = [DISPLAY[s] for s in SEQUENCES]
 view = case_view(cohort, case_id)  # window limits, tumour centre and box: computed once per case
@@ -143,7 +148,7 @@ regions = scorable_regions(case.label_scheme, num_classes)
 region = two.selectbox("Region (outlines, errors)", regions, format_func=lambda r: REGION_DISPLAY[r],
                        key="view_region", disabled=overlay not in ("outlines", "errors"))  # fmt: skip
 if overlay in ("prediction", "reference"):
-    classes = {label: LABEL_NAMES[label] for label in LABEL_COLOURS}
+    classes = {label: LABEL_LEGEND[label] for label in LABEL_COLOURS}
 elif overlay == "errors":
     classes = {kind: ERROR_WORDS[kind].split(" (")[0] for kind in ERROR_COLOURS}
 else:
@@ -213,7 +218,7 @@ elif applicable and prediction is not None:
         progress.caption("Getting ready in the background, so a switch answers at once: "
                          + "; ".join(run_phrase(frozenset(m)) for m in queued) + ".")  # fmt: skip
 if overlay in ("prediction", "reference"):
-    items = [(LABEL_COLOURS[label], LABEL_NAMES[label]) for label in LABEL_COLOURS]
+    items = [(LABEL_COLOURS[label], LABEL_LEGEND[label]) for label in LABEL_COLOURS]
     heading = f"{overlay.capitalize()} labels"
 elif overlay == "outlines":
     items = [(OUTLINE_COLOURS[k], f"{k} (drawn {'inside' if k == 'prediction' else 'outside'} its edge)")
@@ -268,6 +273,11 @@ if prediction is not None:
                      **({"delta_color": "inverse"} | change(m.hd95, was and was.hd95, 1)))  # fmt: skip
             d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", **(change(m.volume_pred_ml, m.volume_ref_ml, 1)
                      | {"delta_color": "off"}), delta_description=f"vs reference {m.volume_ref_ml:.1f}")  # fmt: skip
+            if m.volume_ref_ml == 0:  # why Dice is 0 (or n/a) and sensitivity n/a
+                st.caption(f"The reference has no {REGION_DISPLAY[region_name]}: "
+                           + (f"the model's {m.volume_pred_ml:.1f} mL are all false positives (Dice 0)"
+                              if m.volume_pred_ml > 0 else "nor does the prediction (Dice undefined)")
+                           + "; sensitivity (the share of the reference found) and HD95 are undefined.")  # fmt: skip
         if before is None and prediction.missing != case.missing:
             st.caption("Run with every acquired sequence on too, to see the change against the case as acquired.")
         st.caption(f"Scored on {scoring_grid_words(case)}.")

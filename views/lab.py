@@ -118,15 +118,16 @@ if st.button(label, type="primary", key="lab_run", disabled=ready is not None or
         card = models[name]
         model = (card["path"], card["weights_sha256"], missing)
 
-        def progress(done, total, message, k=k, name=name, kind=kind):
-            bar.progress((k + done / total) / len(steps), text=f"{name}, {kind}: {message} {done}/{total}")
+        def progress(done, total, _, k=k, name=name, kind=kind):
+            part = f"part {min(done + 1, total)} of {total}"
+            bar.progress((k + done / total) / len(steps), text=f"{name}, {kind}: {part}")
 
         if kind == "as acquired" and cached_prediction(cohort, case_id, *model) is None:
             run_prediction(cohort, case_id, *model, on_progress=progress)
         elif kind == "shifted" and changes:
             run_shifted_prediction(cohort, case_id, changes, SEED, *model, on_progress=progress)
     bar.empty()
-    ready = lookup(current)
+    st.rerun()  # drawn again from the cache: the results, and the button disabled
 if ready is not None:
     st.session_state["lab_last"] = current  # the settings of the results on screen, for when they change
 
@@ -176,7 +177,7 @@ before.image(picture(as_acquired), caption=f"{DISPLAY[view]} as acquired", width
 after.image(picture(gray_shifted), caption=f"{DISPLAY[view]} shifted", width="stretch")
 if reference is not None:
     st.caption("White outline: the reference whole tumour. Filled colours below: the models' labels "
-               "(orange necrosis, sky blue oedema, yellow enhancing).")  # fmt: skip
+               "(orange necrosis / non-enhancing tumour, sky blue oedema, yellow enhancing).")  # fmt: skip
 
 if shown is None:
     st.stop()
