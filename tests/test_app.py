@@ -298,6 +298,11 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     assert "1 prediction written" in at.success[0].value and "t2" in at.error[0].value
     with ResultStore(tmp_path / "user.sqlite") as store:
         assert store.counts()["results"] == 3
+        # In the precision every page predicts in: bfloat16 where this CPU runs it natively.
+        from core.device import bf16_supported
+
+        device = store.db.execute("SELECT DISTINCT device FROM results").fetchone()[0]
+        assert device.endswith(", bfloat16") == bf16_supported("cpu"), device
         # A combination the model cannot run on: counted under the table, not shown as a row of n/a.
         model, case = store.db.execute("SELECT model_sha256, case_key FROM results LIMIT 1").fetchone()
         assert store.write_not_applicable(ResultKey(model, case, "flair"), ["tc", "wt", "et"])

@@ -165,9 +165,9 @@ def test_lab_results_stay_when_the_slice_moves(app_url, page):
     assert page.locator("[data-testid='stException']").count() == 0
 
 
-def test_home_and_models_text_is_not_cut_at_1280_px(app_url, page):
+def test_home_models_and_statistics_text_is_not_cut_at_1280_px(app_url, page):
     """No metric label ends in an ellipsis and no table needs a horizontal scroll bar."""
-    for path in ("", "models"):
+    for path in ("", "models", "statistics"):
         page.goto(f"{app_url}/{path}")
         page.get_by_test_id("stMetricLabel").or_(page.get_by_test_id("stDataFrame")).first.wait_for()
         wait_idle(page)

@@ -37,9 +37,11 @@ def pick_results(page: str) -> tuple[str, pd.DataFrame]:
 
 
 # Column titles of a comparison table as shown (the CSV keeps the names core.stats gives them).
-COMPARISON_TITLES = {"pair": "A - B", "missing": "Sequences", "n": "Patients", "median_difference": "Median A - B",
-                     "estimate": "Estimate A - B", "ci": "95 % CI", "p_value": "p", "p_adjusted": "p adjusted",
-                     "significant": "Significant", "n_nonzero": "Pairs that differ"}  # fmt: skip
+COMPARISON_TITLES = {"pair": "A - B", "missing": "Sequences", "n": "n", "median_difference": "Median",
+                     "estimate": "Estimate", "ci": "95 % CI", "p_value": "p", "p_adjusted": "p adj.",
+                     "significant": "Sig.", "n_nonzero": "Differ"}  # fmt: skip
+# Short values in pixels wide enough for them: the table then fits at 1280 px without a scroll bar.
+NARROW = {"n": 48, "p_value": 68, "p_adjusted": 68, "significant": 48, "n_nonzero": 60}
 
 
 def show_comparisons(table: pd.DataFrame) -> None:
@@ -53,7 +55,8 @@ def show_comparisons(table: pd.DataFrame) -> None:
     shown = shown[[c for c in COMPARISON_TITLES if c in shown]]
     decimals = {c: "{:.3f}" for c in ("median_difference", "estimate") if c in shown}
     styled = shown.style.format(decimals | {"p_value": "{:.2g}", "p_adjusted": "{:.2g}"}, na_rep="")
-    config = {c: st.column_config.Column(title) for c, title in COMPARISON_TITLES.items() if c in shown}
+    config = {c: st.column_config.Column(title, width=NARROW.get(c))
+              for c, title in COMPARISON_TITLES.items() if c in shown}  # fmt: skip
     st.dataframe(styled, hide_index=True, width="stretch", column_config=config)
 
 

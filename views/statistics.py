@@ -49,8 +49,9 @@ tested = result[result["tested"]].drop(columns=["tested"]).reset_index(drop=True
 show_comparisons(tested)
 st.caption(
     f"{len(tested)} tests on {scoped['patient_id'].nunique()} patients, {ADJUSTMENT_NAMES[adjust]}-adjusted over "
-    "these tests; differences are A - B; estimate and 95 % CI: Hodges-Lehmann, as R's wilcox.test; pairs that "
-    "differ: patients whose two results are not equal (the signed-rank test ranks only those)."
+    "these tests. n: patients with both results; median and estimate of A - B, the estimate and its 95 % CI by "
+    "Hodges-Lehmann, as R's wilcox.test; sig.: adjusted p < 0.05; differ: patients whose two results are not "
+    "equal (the signed-rank test ranks only those)."
 )
 if left_out := untested_reasons(result):
     st.info(

@@ -16,6 +16,7 @@ from core.stats import applicable_rows, not_applicable_words
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
 from ui.data import (
+    AMP,
     MAX_UPLOAD_MB,
     YOUR_MODEL,
     available_models,
@@ -143,8 +144,9 @@ if running:
     try:
         with ResultStore(user_store()) as store:
             progress = lambda d, t, m: bar.progress(d / t, text=f"Evaluating {m}: prediction {d + (d < t)} of {t}")  # noqa: E731
+            # bfloat16 where the CPU runs it natively, as every page's predictions (ui.data.AMP)
             config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1,
-                                 root=str(root))  # fmt: skip
+                                 amp=AMP, root=str(root))  # fmt: skip
             with waited_for():  # the explorer's background predictions hold off meanwhile
                 summary = run_sweep(store, config, on_progress=progress)
     except StoreError as error:
@@ -188,13 +190,16 @@ if len(mine):
         shown[column] = [t if t == UNDEFINED else t.rjust(width, "\u2007") for t in texts]
     words = not_applicable_words(mine)
     if len(shown):
+        # Where every row was run alike, that goes in the caption: the table then fits at 1280 px.
+        alike = [c for c in ("device", "runtime") if shown[c].nunique() == 1]
         titles = {"model": "Model", "patient_id": "Patient", "missing": "Sequences", "region": "Region"}
         config = {c: st.column_config.TextColumn(t) for c, t in titles.items()}
         config |= {c: st.column_config.NumberColumn(t, format="%.1f") for c, t in
-                   (("volume_pred_ml", "Volume, model (mL)"), ("volume_ref_ml", "Volume, reference (mL)"))}  # fmt: skip
+                   (("volume_pred_ml", "Model mL"), ("volume_ref_ml", "Reference mL"))}  # fmt: skip
         config |= {c: st.column_config.TextColumn(t, alignment="right") for c, t in
-                   (("dice", "Dice"), ("sensitivity", "Sensitivity"), ("hd95", "HD95 (mm)"))}  # fmt: skip
+                   (("dice", "Dice"), ("sensitivity", "Sensitivity"), ("hd95", "HD95 mm"))}  # fmt: skip
         config |= {"device": st.column_config.TextColumn("Run on"), "runtime": st.column_config.TextColumn("Engine")}
-        st.dataframe(shown, hide_index=True, width="stretch", column_config=config)
-        words = f"HD95 in mm; {UNDEFINED_HELP}. {words}"
+        st.dataframe(shown.drop(columns=alike), hide_index=True, width="stretch", column_config=config)
+        ran = "; ".join(f"{config[c]['label'].lower()} {shown[c].iloc[0]}" for c in alike)
+        words = f"HD95 in mm; {UNDEFINED_HELP}. " + (f"Every row: {ran}. " if ran else "") + words
     st.caption(words)
