@@ -62,7 +62,7 @@ PRESETS = {
     "deepmedic-lite": ModelConfig(feature_maps=(15, 15, 20, 20, 20, 20, 25, 25), fc=(75, 75)),
 }
 RESIDUAL_LAYERS = (4, 6, 8)  # 1-based, as in DeepMedic
-PRELU_BLOCK = 1 << 18  # values per block of InferencePReLU on a CPU: half a megabyte in bfloat16
+PRELU_BLOCK = 1 << 22  # values per block of InferencePReLU on a CPU (8 MB in bfloat16): see InferencePReLU
 
 
 class ConvBlock(nn.Sequential):
@@ -181,7 +181,11 @@ class InferencePReLU(nn.PReLU):
             pick(rows, rows * slope, out=rows)
             return x
         # On a CPU, a block of rows at a time: the temporary stays in cache for the pass that
-        # follows, instead of a whole activation written out and read back.
+        # follows, instead of a whole activation written out and read back. Blocks are large, as
+        # each op is an OpenMP parallel region, which costs about 70 us more when started from a
+        # thread other than the process's first (the app's threads; torch.mul on 256k bfloat16
+        # values: 25-35 us on the main thread, 103 us in another, 58 us on one core): blocks of
+        # 256k values cost the app's whole-brain runs 1.3x the main thread's time, 8 MB blocks 1.08x.
         step = max(1, PRELU_BLOCK // rows.shape[1])
         scaled = torch.empty((min(step, rows.shape[0]), rows.shape[1]), dtype=rows.dtype)
         for start in range(0, rows.shape[0], step):
