@@ -131,7 +131,7 @@ def test_viewer_is_one_linked_tri_planar_figure(explorer_data):  # noqa: F811
     # Outlines instead of filled labels; opacity per class for filled labels.
     at.radio(key="overlay").set_value("reference").run()
     assert [s.label for s in at.slider if s.key.startswith("opacity_")] == [
-        "Necrosis opacity", "Oedema opacity", "Enhancing opacity"]  # fmt: skip
+        "Necrosis / non-enhancing opacity", "Oedema opacity", "Enhancing opacity"]  # fmt: skip
     at.radio(key="overlay").set_value("outlines").run()
     assert not at.exception and any("Outlines of the tumour core" in m.value for m in at.markdown)
     # Session state holds ids and choices, never arrays (AppTest has no public way to list it).
