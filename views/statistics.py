@@ -73,7 +73,7 @@ else:
     st.caption(
         f"`{mixed.formula}`, REML (statsmodels mixedlm) on {mixed.n_obs} results of {mixed.n_patients} patients; "
         f"{variance}. Each row: A - B in that combination, Wald 95 % CI and p, {ADJUSTMENT_NAMES[adjust]}-adjusted "
-        "over these contrasts."
+        "over these contrasts (sig.: adjusted p < 0.05)."
         + ("" if mixed.converged else " The fit did not converge: read with care.")
         + (f" Left out (not every model has results): {', '.join(mixed.left_out)}." if mixed.left_out else "")
     )
