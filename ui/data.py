@@ -305,6 +305,11 @@ def prefetcher() -> Prefetcher:
         return _WORKER[0]
 
 
+def next_of(done: int, total: int) -> str:
+    """Progress in words, the step under way: 0 of 5 done reads "1 of 5", 5 of 5 "5 of 5"."""
+    return f"{min(done + 1, total)} of {total}"
+
+
 def waited_for(key: tuple | None = None, on_progress=None):
     """Around work a user waits for: the background worker, if started, holds off (``Prefetcher.foreground``)."""
     return _WORKER[0].foreground(key, on_progress) if _WORKER else nullcontext()

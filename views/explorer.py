@@ -45,6 +45,7 @@ from ui.data import (
     load_case,
     metrics_table,
     models_root,
+    next_of,
     prediction_nifti,
     prefetch,
     preview_slice,
@@ -73,7 +74,10 @@ patients = rows["patient_id"].tolist()
 case_id = right.selectbox("Patient", patients, key="patient",
                           index=patients.index(showcase) if showcase in patients else 0)  # fmt: skip
 # The switches come first, from the manifest: a click on one while a case is being generated is kept.
-acquired_missing = parse_combination(rows.loc[rows["patient_id"] == case_id, "missing"].iloc[0])
+try:
+    acquired_missing = parse_combination(rows.loc[rows["patient_id"] == case_id, "missing"].iloc[0])
+except ValueError:  # a manifest's own wording: the case as read below still decides what is missing
+    acquired_missing = frozenset()
 st.caption(f"{name}: {model_summary(card)}. As acquired: {display_name(acquired_missing)}.")
 switches = st.columns(4)
 switches[1].toggle("T1c (required)", value=True, disabled=True, key="use_t1c")
@@ -108,7 +112,7 @@ progress = st.empty()
 def predict_with_progress():
     bar = progress.progress(0.0, text="Predicting the whole brain...")
     done = run_prediction(*args, missing, on_progress=lambda d, t, _: bar.progress(
-        d / t, text=f"Predicting the whole brain: part {min(d + 1, t)} of {t}"))  # fmt: skip
+        d / t, text=f"Predicting the whole brain: part {next_of(d, t)}"))  # fmt: skip
     progress.empty()
     return done
 

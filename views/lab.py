@@ -22,6 +22,7 @@ from ui.data import (
     load_case,
     metrics_table,
     models_root,
+    next_of,
     run_prediction,
     run_shifted_prediction,
     shifted_case,
@@ -119,8 +120,7 @@ if st.button(label, type="primary", key="lab_run", disabled=ready is not None or
         model = (card["path"], card["weights_sha256"], missing)
 
         def progress(done, total, _, k=k, name=name, kind=kind):
-            part = f"part {min(done + 1, total)} of {total}"
-            bar.progress((k + done / total) / len(steps), text=f"{name}, {kind}: {part}")
+            bar.progress((k + done / total) / len(steps), text=f"{name}, {kind}: part {next_of(done, total)}")
 
         if kind == "as acquired" and cached_prediction(cohort, case_id, *model) is None:
             run_prediction(cohort, case_id, *model, on_progress=progress)

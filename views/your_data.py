@@ -22,6 +22,7 @@ from ui.data import (
     available_models,
     data_root,
     list_models,
+    next_of,
     resolve_in_root,
     results_table,
     user_models_root,
@@ -143,7 +144,7 @@ if running:
     bar = st.progress(0.0, text="Evaluating: reading the cases...")
     try:
         with ResultStore(user_store()) as store:
-            progress = lambda d, t, m: bar.progress(d / t, text=f"Evaluating {m}: prediction {d + (d < t)} of {t}")  # noqa: E731
+            progress = lambda d, t, m: bar.progress(d / t, text=f"Evaluating {m}: prediction {next_of(d, t)}")  # noqa: E731
             # bfloat16 where the CPU runs it natively, as every page's predictions (ui.data.AMP)
             config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1,
                                  amp=AMP, root=str(root))  # fmt: skip
