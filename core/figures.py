@@ -484,8 +484,11 @@ def median_heatmap(table, region: str = "tc", metric: str = "dice", title: str =
                                   colorscale="Viridis", zmin=0, zmax=1 if metric == "dice" else None,
                                   text=np.round(pivot.to_numpy(), 2), texttemplate="%{text}",
                                   colorbar={"title": f"median {metric}"}))  # fmt: skip
+    # At least 240 px: with one or two rows the colour bar would have no room for its title and ticks.
     figure.update_layout(
-        height=90 + 40 * len(pivot) + (30 if title else 0), title=title, margin={"t": 50 if title else 20, "b": 80}
+        height=max(240, 90 + 40 * len(pivot)) + (30 if title else 0),
+        title=title,
+        margin={"t": 50 if title else 20, "b": 100, "r": 40},
     )  # no title: no empty band above the grid
     return figure
 

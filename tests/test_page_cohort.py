@@ -212,3 +212,31 @@ def test_your_data_saves_a_good_upload(write_case, tmp_path, monkeypatch):
     assert not at.exception and "Saved 5 files" in at.success[0].value and "accepted" in at.success[0].value
     assert sorted(p.name for p in (tmp_path / "root" / "uploads" / "up").iterdir()) == [p for p, _, _ in files]
     assert at.text_input(key="data_path").value == "uploads/up" and at.dataframe[0].value["ok"].tolist() == [True]
+
+
+def test_cohort_pages_with_one_model_show_it_alone(results_store):  # noqa: F811
+    """Results of one model (a user who evaluated one): nothing to compare, said in words; what
+    needs no pair (the median heat map, the volume agreement) is still shown."""
+    import sqlite3
+
+    from ui.data import results_table
+
+    with sqlite3.connect(results_store) as db:
+        db.execute("DELETE FROM results WHERE model_sha256 = 'sha-BraTSst'")
+    results_table.clear()
+    at = page("missing").run()
+    assert not at.exception and [s.key for s in at.selectbox] == ["miss_region"]  # no "BraTS vs BraTS" to choose
+    assert any(i.value.startswith("These results hold one model, BraTS") for i in at.info)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert [c["data"][0]["type"] for c in charts] == ["heatmap"]  # the medians, no comparison of BraTS with itself
+    assert charts[0]["data"][0]["y"] == ["BraTS (n=12)"] and charts[0]["layout"]["height"] >= 240
+    at = page("statistics").run()
+    assert not at.exception and not at.dataframe
+    assert any("Nothing to compare in these results (BraTS)" in i.value for i in at.info)
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert points(figure["data"][0]) == 12  # Bland-Altman of BraTS: 12 patients, complete
+
+
+def test_statistics_caption_counts_the_patients_of_each_test(results_store):  # noqa: F811
+    at = page("statistics").run()
+    assert any(c.value.startswith("2 tests on 12 patients each") for c in at.caption)

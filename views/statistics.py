@@ -35,20 +35,48 @@ else:
     a = st.multiselect("Model A", models, default=models[:1], key="stat_a")
     b = st.multiselect("Model B", models, default=models[-1:], key="stat_b")
     pairs = [(x, y) for x in a for y in b if x != y]
-if not pairs:
-    st.warning("No model pairs to compare (sparsified pairs need X and Xst; hospital 1 pairs H1X and X).")
-    st.stop()
 scope = st.radio("Cases", list(SCOPES), horizontal=True, key="stat_scope", format_func=SCOPES.get)
 scoped = select_scope(table, scope)
 if scoped.empty:
     st.warning(f"No results for these choices ({SCOPES[scope]}).")
     st.stop()
 rows = scoped[scoped["region"] == region]
+
+
+def volume_agreement() -> None:
+    """Bland-Altman of one model in one combination: it needs no pair."""
+    st.subheader("Volume agreement (Bland-Altman)")
+    c1, c2 = st.columns(2)
+    model = c1.selectbox("Model", sorted(scoped["model"].unique()), key="stat_ba")
+    combinations = order_combinations(scoped["missing"])
+    combination = c2.selectbox("Missing sequences", combinations, format_func=combination_label,
+                               key="stat_ba_missing",
+                               help="One combination at a time: the 95 % limits assume independent points, and "
+                               "one patient's results under several combinations are not")  # fmt: skip
+    agreement = rows[(rows["model"] == model) & (rows["missing"] == combination)]
+    n = agreement["patient_id"].nunique()
+    title = f"{model}, {combination_label(combination)}: volume agreement ({n} patients)"
+    st.plotly_chart(bland_altman_figure(agreement, model, region, title=title), width="stretch")
+    st.caption(f"{len(agreement)} results of {n} patients: the cases chosen above "
+               f"({SCOPES[scope]}), {combination_label(combination)}.")  # fmt: skip
+
+
+if not pairs:
+    needs = {"the paper's family": "a model and its sparsified twin (BraTS and BraTSst) or a model with and without "
+             "hospital 1 data (H1BraTS and BraTS)", "sparsified vs not": "a model and its sparsified twin (BraTS and "
+             "BraTSst)", "hospital 1 data vs not": "a model with and without hospital 1 data (H1BraTS and BraTS)",
+             "choose pairs": "two different models in A and B"}[family]  # fmt: skip
+    st.info(f"Nothing to compare in these results ({', '.join(models)}): these comparisons need {needs}. "
+            "Choose other comparisons or results above; the volume agreement of each model is below.")  # fmt: skip
+    volume_agreement()
+    st.stop()
 result = comparisons(rows, pairs, metric=metric, adjust=adjust)
 tested = result[result["tested"]].drop(columns=["tested"]).reset_index(drop=True)
 show_comparisons(tested)
+counts = sorted(set(tested["n"].astype(int)))
+patients = "" if not counts else f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
 st.caption(
-    f"{len(tested)} tests on {scoped['patient_id'].nunique()} patients, {ADJUSTMENT_NAMES[adjust]}-adjusted over "
+    f"{len(tested)} tests on {patients} patients each, {ADJUSTMENT_NAMES[adjust]}-adjusted over "
     "these tests. n: patients with both results; median and estimate of A - B, the estimate and its 95 % CI by "
     "Hodges-Lehmann, as R's wilcox.test; sig.: adjusted p < 0.05; differ: patients whose two results are not "
     "equal (the signed-rank test ranks only those)."
@@ -89,15 +117,4 @@ st.caption("The paper's claims: BraTS accurate on the public data; sparsified tr
            "model trained on many hospitals holds up on a new one whatever is missing. The status column says "
            "whether these results bear each one out.")  # fmt: skip
 
-st.subheader("Volume agreement (Bland-Altman)")
-c1, c2 = st.columns(2)
-model = c1.selectbox("Model", sorted(scoped["model"].unique()), key="stat_ba")
-combinations = order_combinations(scoped["missing"])
-combination = c2.selectbox("Missing sequences", combinations, format_func=combination_label, key="stat_ba_missing",
-                           help="One combination at a time: the 95 % limits assume independent points, and "
-                           "one patient's results under several combinations are not")  # fmt: skip
-agreement = scoped[(scoped["model"] == model) & (scoped["region"] == region) & (scoped["missing"] == combination)]
-title = f"{model}, {combination_label(combination)}: volume agreement ({agreement['patient_id'].nunique()} patients)"
-st.plotly_chart(bland_altman_figure(agreement, model, region, title=title), width="stretch")
-st.caption(f"{len(agreement)} results of {agreement['patient_id'].nunique()} patients: the cases chosen above "
-           f"({SCOPES[scope]}), {combination_label(combination)}.")  # fmt: skip
+volume_agreement()
