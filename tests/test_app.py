@@ -125,6 +125,7 @@ def test_explorer_runs_the_model_and_shows_the_change(explorer_data):
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert labels.count("Dice") == 3 and "HD95 mm" in labels  # tumour core, whole tumour, enhancing
+    assert any("**complete** · computed now on CPU (" in m.value for m in at.markdown)
     assert all(not m.delta for m in at.metric if m.label != "Volume mL")  # nothing to compare with yet
     # The button gives way to a caption at once: nothing is left to run for this combination.
     assert not any(b.label.startswith("Run TinyBraTS") for b in at.button)
@@ -339,7 +340,7 @@ def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path,
     assert not at.exception
     assert any("computed already" in c.value for c in at.caption)  # nothing to run: the sweep's prediction
     assert [m.label for m in at.metric].count("Dice") == 3
-    assert any("precomputed" in m.value for m in at.markdown)
+    assert any("**complete** · from the stored results (computed on CPU (" in m.value for m in at.markdown)
     at.toggle(key="use_flair_P0").set_value(False).run()
     assert all(m.delta for m in at.metric if m.label == "Dice")  # also precomputed, compared with complete
 

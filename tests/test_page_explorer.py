@@ -38,8 +38,11 @@ def test_quick_preview_without_a_stored_prediction_has_no_traceback(explorer_dat
     assert not at.exception, at.exception  # the button's key and the session-state key were both "preview"
     assert at.button(key="preview_button").label == f"Quick preview, axial {axial}"
     assert at.session_state["preview_choice"] == ("P0", "TinyBraTS", ("flair",), axial)
+    assert any(c.value.startswith(f"The model's labels on axial slice {axial} alone") for c in at.caption)
+    assert not any(c.value.startswith("No prediction yet") for c in at.caption)
     at.slider(key="slice_axial_P0").set_value(axial - 1).run()  # another slice: not previewed yet
     assert not at.exception and at.button(key="preview_button").label == f"Quick preview, axial {axial - 1}"
+    assert any(c.value.startswith("No prediction yet") for c in at.caption)
 
 
 @pytest.fixture
@@ -72,11 +75,12 @@ def test_metric_chips_point_the_way_the_value_moved(fixed_metrics):
     assert volume.value == "30.0" and volume.proto.delta == "-11.6"  # 11.6 mL below the reference
     assert volume.proto.direction == MetricProto.MetricDirection.DOWN
     assert volume.proto.color == MetricProto.MetricColor.GRAY and "41.6" in volume.proto.delta_description
-    assert hd95.proto.delta == "±0.0"  # 5.02 - 5.00 rounds to zero: neither worse nor better
+    assert hd95.proto.delta == "no change"  # 5.02 - 5.00 rounds to zero: neither worse nor better
     assert hd95.proto.direction == MetricProto.MetricDirection.NONE
     assert hd95.proto.color == MetricProto.MetricColor.GRAY
     assert dice.proto.delta == "-0.100" and dice.proto.direction == MetricProto.MetricDirection.DOWN
     assert dice.proto.color == MetricProto.MetricColor.RED
+    assert dice.proto.delta_description == hd95.proto.delta_description == "vs as acquired"  # said against what
 
 
 def visible_text(markup: str) -> str:

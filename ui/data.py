@@ -235,12 +235,15 @@ def _ask_stores(cohort: str, case_id: str, ask):
     return None
 
 
+STORED = "precomputed ("  # how a stored prediction's device begins (stored_prediction)
+
+
 def stored_prediction(cohort: str, case_id: str, sha256: str, missing: tuple[str, ...]) -> Prediction | None:
     """A prediction precomputed by a sweep (demo or user store), or None."""
     found = _ask_stores(cohort, case_id, lambda store, key: store.stored_prediction(sha256, key, frozenset(missing)))
     if found is None:
         return None
-    return Prediction(found.labels, None, frozenset(missing), found.seconds, f"precomputed ({found.device})", (0, 0, 0))
+    return Prediction(found.labels, None, frozenset(missing), found.seconds, f"{STORED}{found.device})", (0, 0, 0))
 
 
 def stored_combinations(cohort: str, case_id: str, sha256: str,
@@ -253,6 +256,15 @@ def stored_combinations(cohort: str, case_id: str, sha256: str,
 
     _ask_stores(cohort, case_id, ask)
     return held
+
+
+def how_computed(prediction: Prediction) -> str:
+    """Where a prediction comes from and what it cost, in words: "computed now on CPU (2 threads),
+    bfloat16 (half precision), in 2.3 s" or "from the stored results (computed on ..., in 26.1 s)"."""
+    device = prediction.device.replace("bfloat16", "bfloat16 (half precision)")
+    if device.startswith(STORED):
+        return f"from the stored results (computed on {device[len(STORED) : -1]}, in {prediction.seconds:.1f} s)"
+    return f"computed now on {device}, in {prediction.seconds:.1f} s"
 
 
 def cached_prediction(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]):

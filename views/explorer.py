@@ -42,6 +42,7 @@ from ui.data import (
     demo_cohort,
     demo_patients,
     demo_store,
+    how_computed,
     load_case,
     metrics_table,
     models_root,
@@ -164,13 +165,16 @@ with three.popover("Opacity", disabled=not classes, width="stretch"):
 preview = None
 if prediction is None and not live and applicable:
     note, button = st.columns([2.3, 1.2], vertical_alignment="center")
-    note.caption("No prediction yet: run the model, or preview the axial slice alone (a few seconds).")
     axial = st.session_state.get(f"slice_axial_{case_id}", view["centre"][2])
     choice = (case_id, name, missing, axial)  # ids and choices only: the labels stay in the cache
     if button.button(f"Quick preview, axial {axial}", key="preview_button", width="stretch"):
         st.session_state["preview_choice"] = choice
     if st.session_state.get("preview_choice") == choice:
         preview = preview_slice(*args, missing, axial)
+        note.caption(f"The model's labels on axial slice {axial} alone, below: run it for the whole brain and the "
+                     "numbers.")  # fmt: skip
+    else:
+        note.caption("No prediction yet: run the model, or preview the axial slice alone (a few seconds).")
 
 viewer = st.container()
 point = [0, 0, 0]
@@ -244,20 +248,21 @@ if prediction is None:
             "Not applicable: switch a sequence back on, or choose another model.")  # fmt: skip
 else:
     summary, download = st.columns([2.6, 1.4])
-    summary.markdown(f"**{display_name(prediction.missing)}** · {prediction.device} · {prediction.seconds:.1f} s")
+    summary.markdown(f"**{display_name(prediction.missing)}** · {how_computed(prediction)}")
     download.download_button("Download segmentation (NIfTI)", prediction_nifti(prediction, case),
                              file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
                              mime="application/gzip")  # fmt: skip
 
 
-def change(now: float, before: float | None, digits: int) -> dict:
-    """st.metric arguments for a change: signed, and grey without an arrow when it rounds to zero."""
+def change(now: float, before: float | None, digits: int, against: str = "vs as acquired") -> dict:
+    """st.metric arguments for a change, said against what: signed, and "no change" in grey
+    without an arrow when it rounds to zero."""
     if before is None or not math.isfinite(now - before):
         return {}
     text = f"{now - before:+.{digits}f}"
     if float(text) == 0:
-        return {"delta": f"±{0:.{digits}f}", "delta_arrow": "off", "delta_color": "off"}
-    return {"delta": text}
+        return {"delta": "no change", "delta_arrow": "off", "delta_color": "off", "delta_description": against}
+    return {"delta": text, "delta_description": against}
 
 
 if prediction is not None:
@@ -275,8 +280,8 @@ if prediction is not None:
                      **change(m.sensitivity, was and was.sensitivity, 3))  # fmt: skip
             c.metric("HD95 mm", metric_text(m.hd95, 1), help=HD95_HELP,
                      **({"delta_color": "inverse"} | change(m.hd95, was and was.hd95, 1)))  # fmt: skip
-            d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", **(change(m.volume_pred_ml, m.volume_ref_ml, 1)
-                     | {"delta_color": "off"}), delta_description=f"vs reference {m.volume_ref_ml:.1f}")  # fmt: skip
+            d.metric("Volume mL", f"{m.volume_pred_ml:.1f}", **(change(m.volume_pred_ml, m.volume_ref_ml, 1,
+                     f"vs reference {m.volume_ref_ml:.1f}") | {"delta_color": "off"}))  # fmt: skip
             if m.volume_ref_ml == 0:  # why Dice is 0 (or n/a) and sensitivity n/a
                 st.caption(f"The reference has no {REGION_DISPLAY[region_name]}: "
                            + (f"the model's {m.volume_pred_ml:.1f} mL are all false positives (Dice 0)"

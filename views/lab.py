@@ -19,6 +19,7 @@ from ui.data import (
     demo_cohort,
     demo_patients,
     demo_store,
+    how_computed,
     load_case,
     metrics_table,
     models_root,
@@ -198,10 +199,10 @@ def with_change(now: float, before: float, digits: int) -> str:
 rows = []
 for name, (baseline, prediction) in shown.items():
     left, right, chips = st.columns([2, 2, 1])
-    left.image(picture(as_acquired, baseline.labels), caption=f"{name} · as acquired · {baseline.device}",
+    left.image(picture(as_acquired, baseline.labels), caption=f"{name} · as acquired · {how_computed(baseline)}",
                width="stretch")  # fmt: skip
     right.image(picture(gray_shifted, prediction.labels), width="stretch",
-                caption=f"{name} · shifted · {prediction.seconds:.1f} s on {prediction.device}")  # fmt: skip
+                caption=f"{name} · shifted · {how_computed(prediction)}")  # fmt: skip
     if case.labels is None:
         continue
     num_classes = num_classes_of(models[name])
