@@ -288,6 +288,7 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     monkeypatch.setenv("GBM_STORE", str(tmp_path / "user.sqlite"))
     at = AppTest.from_file(str(ROOT / "views" / "your_data.py"), default_timeout=120).run()
     assert not at.exception
+    assert any(c.value == "In the data root now: cohort." for c in at.caption)  # what there is to type
     at.text_input(key="data_path").set_value("../../").run()
     assert "outside the data root" in at.error[0].value and "GBM_DATA_ROOT" in at.error[0].value
     at.text_input(key="data_path").set_value("cohort").run()
@@ -318,6 +319,9 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     assert not at.exception
     shown = at.dataframe[-1].value
     assert len(shown) == 4 and "missing FLAIR" not in set(shown["missing"])  # display names, not t2+flair
+    # Complete first, then by combination; regions in the order tumour core, whole tumour, enhancing tumour.
+    assert list(shown["missing"]) == ["complete"] * 3 + ["missing T2"]
+    assert list(shown["region"][:3]) == ["tumour core", "whole tumour", "enhancing tumour"]
     undefined = shown[shown["missing"] == "missing T2"].iloc[0]
     assert [undefined[c] for c in ("dice", "sensitivity", "hd95")] == ["n/a"] * 3
     defined = shown[shown["missing"] != "missing T2"]

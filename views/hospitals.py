@@ -11,7 +11,7 @@ from ui.data import demo_cohort, demo_patients, demo_store
 
 st.title("Hospitals")
 source, table = pick_results("hosp")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3 = st.columns([2, 1, 1])  # room for three models' tags
 names = sorted(table["model"].unique())
 # Two of the paper's models, and any other architecture next to them.
 models = c1.multiselect("Models", names, default=list(dict.fromkeys(names[:2] + other_models(names))),
@@ -67,7 +67,9 @@ for model in counts.index if len(counts) > 1 else []:
         notes.append(f"{model}: {' and '.join(parts)}")
 if notes:
     st.caption(f"Not every box rests on as many cases: {'; '.join(notes)}. A box of few cases is rough.")
-st.dataframe(summary, hide_index=True, width="stretch", height="content")
+digits = "%.1f" if metric in ("hd95", "volume_diff_ml") else "%.3f"  # one number of decimals per column
+quartiles = {c: st.column_config.NumberColumn(format=digits) for c in ("median", "lower quartile", "upper quartile")}
+st.dataframe(summary, hide_index=True, width="stretch", height="content", column_config=quartiles)
 if viewable:
     patient = st.selectbox("Open a case in the patient explorer", viewable, key="hosp_open")
     if st.button("Open in the explorer", key="hosp_go"):

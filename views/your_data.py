@@ -11,7 +11,7 @@ import streamlit as st
 from core.cases import inspect_path
 from core.convert import install_model
 from core.metrics import UNDEFINED, UNDEFINED_HELP, metric_text
-from core.sequences import REGION_DISPLAY, combination_label
+from core.sequences import REGION_DISPLAY, combination_label, order_combinations
 from core.stats import applicable_rows, not_applicable_words
 from core.store import ResultStore, StoreError
 from core.sweep import SweepConfig, run_sweep
@@ -106,8 +106,15 @@ with st.expander("Upload a model (ONNX)"):
             else:
                 st.error(f"Not saved: {saved['error']}")
 
-path_text = st.text_input("Folder or manifest, relative to the data root", key="data_path")
+entries = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+path_text = st.text_input(
+    "Folder or manifest, relative to the data root",
+    key="data_path",
+    placeholder=f"for example {entries[0]}" if entries else "copy a cohort or case folder there",
+)
 if not path_text:
+    listed = ", ".join(entries[:12]) + (f" and {len(entries) - 12} more" if len(entries) > 12 else "")
+    st.caption(f"In the data root now: {listed}." if entries else "The data root is empty.")
     st.stop()
 try:
     path = resolve_in_root(path_text)
@@ -182,7 +189,18 @@ if len(mine):
     # table shows a missing number as "None" whatever a Styler says. Figure spaces pad them to one
     # width, so that sorting by a column (as text) still sorts the numbers. Combinations a model
     # cannot run on have no metrics at all: they are counted under the table, not shown as rows of n/a.
-    shown = applicable_rows(mine)[columns].copy()
+    # Complete first, then the combinations in their usual order; regions as everywhere.
+    order = {name: k for k, name in enumerate(order_combinations(mine["missing"]))}
+    shown = applicable_rows(mine)[columns].sort_values(
+        ["model", "patient_id", "missing", "region"],
+        key=lambda c: (
+            c.map(order)
+            if c.name == "missing"
+            else c.map({"tc": 0, "wt": 1, "et": 2}).fillna(3)
+            if c.name == "region"
+            else c
+        ),
+    )
     shown["missing"] = shown["missing"].map(combination_label)
     shown["region"] = shown["region"].map(REGION_DISPLAY)
     for column in ("dice", "sensitivity", "hd95"):
@@ -200,7 +218,13 @@ if len(mine):
         config |= {c: st.column_config.TextColumn(t, alignment="right") for c, t in
                    (("dice", "Dice"), ("sensitivity", "Sensitivity"), ("hd95", "HD95 mm"))}  # fmt: skip
         config |= {"device": st.column_config.TextColumn("Run on"), "runtime": st.column_config.TextColumn("Engine")}
-        st.dataframe(shown.drop(columns=alike), hide_index=True, width="stretch", column_config=config)
+        st.dataframe(
+            shown.drop(columns=alike),
+            hide_index=True,
+            width="stretch",
+            column_config=config,
+            height=min(38 + 35 * len(shown), 740),
+        )  # a case's 8 x 3 rows at once, a cohort's scrolled
         ran = "; ".join(f"{config[c]['label'].lower()} {shown[c].iloc[0]}" for c in alike)
         words = f"HD95 in mm; {UNDEFINED_HELP}. " + (f"Every row: {ran}. " if ran else "") + words
     st.caption(words)
