@@ -244,6 +244,11 @@ def clicked_voxel(point: dict) -> tuple[int, int, int] | None:
     return tuple(int(v) for v in data)
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 patient``, ``20 patients``: a count with its noun in the number it takes."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def tri_planar_figure(slices: dict, point, shape, box=None, titles: dict | None = None, height: int = 460):
     """Plotly figure: the axial slice through ``point`` large on the left, the coronal and
     sagittal ones stacked on the right, each with a crosshair at ``point``.
@@ -415,7 +420,7 @@ def hospital_boxplot(table, metric: str = "dice", region: str = "tc", title: str
     # level at 1280 px; the Hospitals page's caption names the models).
     counts = data.groupby(["hospital", "model"])[metric].count().groupby(level="hospital")
     low, high = counts.min(), counts.max()
-    ticks = [f"{h}<br>{high[h]} case{'' if high[h] == 1 else 's'}" if low[h] == high[h]
+    ticks = [f"{h}<br>{counted(high[h], 'case')}" if low[h] == high[h]
              else f"{h}<br>{low[h]} to {high[h]} cases" for h in order]  # fmt: skip
     figure.update_xaxes(tickmode="array", tickvals=order, ticktext=ticks)
     figure.update_yaxes(title_text=metric_title)

@@ -235,6 +235,13 @@ def test_cohort_pages_with_one_model_show_it_alone(results_store):  # noqa: F811
     assert any("Nothing to compare in these results (BraTS)" in i.value for i in at.info)
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert points(figure["data"][0]) == 12  # Bland-Altman of BraTS: 12 patients, complete
+    with sqlite3.connect(results_store) as db:  # one patient left: "1 patient", not "1 patients"
+        db.execute("DELETE FROM results WHERE case_key != 'H1_00@abc'")
+    results_table.clear()
+    at = page("missing").run()
+    assert any(c.value.startswith("1 patient (hospital 1)") for c in at.caption)
+    at = page("statistics").run()
+    assert any(c.value.startswith("1 result of 1 patient:") for c in at.caption)
 
 
 def test_statistics_caption_counts_the_patients_of_each_test(results_store):  # noqa: F811

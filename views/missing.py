@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.card import other_models, paper_pairs, synthetic_origin
 from core.cases import find_cases
-from core.figures import hospital_label, hospital_order, median_heatmap, missing_comparison_figure
+from core.figures import counted, hospital_label, hospital_order, median_heatmap, missing_comparison_figure
 from core.report import extended_evaluation_command
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
 from core.stats import SCOPES, select_scope
@@ -72,7 +72,7 @@ if data.empty:
     st.warning(f"No results for these choices ({SCOPES[scope]}).")
     st.stop()
 hospitals = ", ".join(hospital_label(h) for h in hospital_order(data["hospital"]))
-st.caption(f"{data['patient_id'].nunique()} patients ({hospitals}); results: {RESULT_SOURCES[source]}.")
+st.caption(f"{counted(data['patient_id'].nunique(), 'patient')} ({hospitals}); results: {RESULT_SOURCES[source]}.")
 shown = [n for n in names if n in set(data["missing"])]
 if pair is None:
     st.info(f"These results hold one model, {models[0]}: a comparison needs two (evaluate another on the Your data "

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.card import STATUS, paper_pairs, site_pairs, sparsified_pairs
-from core.figures import METRIC_TITLES, bland_altman_figure
+from core.figures import METRIC_TITLES, bland_altman_figure, counted
 from core.report import COMPUTE, paper_targets
 from core.sequences import REGION_DISPLAY, combination_label, order_combinations
 from core.stats import (
@@ -55,9 +55,9 @@ def volume_agreement() -> None:
                                "one patient's results under several combinations are not")  # fmt: skip
     agreement = rows[(rows["model"] == model) & (rows["missing"] == combination)]
     n = agreement["patient_id"].nunique()
-    title = f"{model}, {combination_label(combination)}: volume agreement ({n} patients)"
+    title = f"{model}, {combination_label(combination)}: volume agreement ({counted(n, 'patient')})"
     st.plotly_chart(bland_altman_figure(agreement, model, region, title=title), width="stretch")
-    st.caption(f"{len(agreement)} results of {n} patients: the cases chosen above "
+    st.caption(f"{counted(len(agreement), 'result')} of {counted(n, 'patient')}: the cases chosen above "
                f"({SCOPES[scope]}), {combination_label(combination)}.")  # fmt: skip
 
 
