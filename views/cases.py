@@ -16,10 +16,13 @@ table = manifest[["patient_id", "hospital", "split", "missing", "source"]].copy(
 table["sequences"] = table["missing"].map(combination_label)
 st.caption(f"{len(table)} cases: the bundled demo files and the synthetic test cases of the demo results, "
            "which are regenerated bit for bit when opened.")  # fmt: skip
-st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch", height=240)
+titles = {"patient_id": "Patient", "hospital": "Hospital", "split": "Split", "source": "Files",
+          "sequences": "Sequences"}  # fmt: skip
+st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch", height=388,
+             column_config={c: st.column_config.TextColumn(t) for c, t in titles.items()})  # fmt: skip
 
 case_id = st.selectbox("Case", table["patient_id"], key="case_id")
-with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a few seconds)..."):
+with st.spinner(f"Preparing {case_id} (a synthetic case that is not bundled is generated once: 5-10 s)..."):
     case = load_case(case_folder(case_id), case_id)
 for message in case.warnings:
     st.caption(f":material/warning: {message}")
