@@ -17,7 +17,15 @@ import torch
 
 import core
 from core.device import bf16_supported
-from core.sequences import LABEL_NAMES, SEQUENCES, Sparsifier
+from core.sequences import (
+    DISPLAY,
+    LABEL_NAMES,
+    REGION_DISPLAY,
+    SEQUENCES,
+    Sparsifier,
+    combination_label,
+    order_combinations,
+)
 
 # How the report and the cards word a target's status (met is True, False, or None without results).
 STATUS = {True: "met", False: "not met", None: "no results"}
@@ -154,12 +162,12 @@ def model_card_markdown(card: dict) -> str:
     if is_onnx_card(card):
         return external_card_markdown(card)
     training, sparsity = card["training"], card["sparsity"]
-    dropped = ", ".join(f"{s} {p:g}" for s, p in sparsity.items() if p) or "none (ordinary training)"
+    dropped = ", ".join(f"{DISPLAY.get(s, s)} {p:g}" for s, p in sparsity.items() if p) or "none (ordinary training)"
     val = card["validation"]
     return f"""# {card["name"]}
 
 DeepMedic (`{card["preset"]}`, {card["parameters"]:,} parameters) segmenting glioblastoma into
-{", ".join(card["classes"])} from {", ".join(card["inputs"])} (missing sequences as zeros).
+{", ".join(card["classes"])} from {", ".join(DISPLAY.get(s, s) for s in card["inputs"])} (missing sequences as zeros).
 
 - Training data: hospitals {", ".join(training["hospitals"])} of {_cohort_words(training)},
   {training["n_train_cases"]} training cases{" with complete sequences only" if training["complete_only"] else ""},
@@ -299,15 +307,15 @@ def results_markdown(results: dict | None) -> str:
     """The card's section on its evaluation results (``python -m core report --cards``)."""
     if not results:
         return ""
-    region = results["region"].upper()
+    region = f"{REGION_DISPLAY.get(results['region'], results['region'])} ({results['region'].upper()})"
     store = f" (`{results['store']}`)" if results.get("store") else ""
     lines = ["", f"## Results{store}", "", f"Median {region} Dice as acquired, per hospital:", "",
              "| hospital | median | n |", "|---|---|---|"]  # fmt: skip
     lines += [f"| {h} | {v['median']:.3f} | {v['n']} |" for h, v in results["median_dice_as_acquired"].items()]
-    if results["median_dice_simulated"]:
+    if simulated := results["median_dice_simulated"]:
         lines += ["", f"Median {region} Dice with sequences switched off ({results['simulated_patients']} complete "
-                  "cases):", "", "| missing | median |", "|---|---|"]  # fmt: skip
-        lines += [f"| {m} | {v:.3f} |" for m, v in results["median_dice_simulated"].items()]
+                  "cases):", "", "| sequences | median |", "|---|---|"]  # fmt: skip
+        lines += [f"| {combination_label(m)} | {simulated[m]:.3f} |" for m in order_combinations(simulated)]
     significant = [t for t in results.get("tests", []) if t["significant"]]
     if results.get("tests"):
         lines += ["", f"Paired Wilcoxon against {', '.join(sorted({t['versus'] for t in results['tests']}))}: "

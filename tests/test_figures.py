@@ -154,7 +154,8 @@ def test_report_cards_get_the_results_of_their_own_weights(tmp_path):
     assert [t["missing"] for t in results["tests"] if t["significant"]] == ["flair"] and results["family_size"] == 2
     assert results["targets"][0]["model"] == "BraTSst" and results["targets"][0]["met"]
     text = (tmp_path / "BraTSst" / "MODEL_CARD.md").read_text()
-    assert "## Results (`results.sqlite`)" in text and "| flair |" in text and "**met**" in text
+    assert "## Results (`results.sqlite`)" in text and "| missing FLAIR |" in text and "**met**" in text
+    assert "Median tumour core (TC) Dice" in text and text.index("| complete |") < text.index("| missing FLAIR |")
 
 
 # --------------------------------------------------------------------------- the slice viewer
@@ -379,5 +380,5 @@ def test_report_cards_of_an_onnx_model_keep_its_text_and_replace_its_results(tmp
         assert update_cards(table, tmp_path, source="results.sqlite") == ["UNet"]
     markdown = (folder / "MODEL_CARD.md").read_text()
     assert "Trained by its authors on their data." in markdown and markdown.count("## Results") == 1
-    assert markdown.rstrip().endswith("not a medical device.") and "| flair |" in markdown
+    assert markdown.rstrip().endswith("not a medical device.") and "| missing FLAIR |" in markdown
     assert json.loads((folder / "card.json").read_text())["demo_results"]["median_dice_simulated"]
