@@ -92,8 +92,8 @@ def test_session_state_holds_choices_not_arrays(lab_data):
 
 
 def changed(text: str) -> tuple[float, float]:
-    """(value, change) of a cell such as "0.871 (-0.119)", "12.3 (n/a)" or "n/a" (NaN for n/a)."""
-    parts = text.replace("(", "").replace(")", "").replace("n/a", "nan").split()
+    """(value, change) of a cell such as "0.871 (-0.119)", "12.3 (was n/a)" or "n/a" (NaN for n/a)."""
+    parts = text.replace("(was ", "(").replace("(", "").replace(")", "").replace("n/a", "nan").split()
     value, change = parts if len(parts) == 2 else (parts[0], "nan")
     return float(value), float(change)
 

@@ -189,11 +189,11 @@ if settings["changes"] != changes:  # stale results: their own shifted case unde
 
 def with_change(now: float, before: float, digits: int) -> str:
     """ "0.871 (-0.119)": a metric and its change; "n/a" where the metric is undefined (an empty
-    region's HD95), "(n/a)" for the change where only the one before is."""
+    region's HD95), "(was n/a)" for the change where only the one before is."""
     change = now - before
     if not math.isfinite(now):
         return metric_text(now, digits)
-    return f"{metric_text(now, digits)} " + (f"({change:+.{digits}f})" if math.isfinite(change) else "(n/a)")
+    return f"{metric_text(now, digits)} " + (f"({change:+.{digits}f})" if math.isfinite(change) else "(was n/a)")
 
 
 rows = []
@@ -225,4 +225,7 @@ if rows:
     references = ", ".join(f"{REGION_DISPLAY[r]} {m.volume_ref_ml:.1f} mL" for r, m in after_metrics.items())
     st.caption("Each metric on the shifted case (in brackets: the change from the case as acquired, same model, "
                f"same sequences off). HD95 in mm, lower is better; {UNDEFINED_HELP}. Reference volumes: "
-               f"{references}.")  # fmt: skip
+               f"{references}."
+               + "".join(f" The reference has no {REGION_DISPLAY[r]}: any the models label so is a false positive "
+                         "(Dice 0), and its sensitivity and HD95 are undefined." for r, m in after_metrics.items()
+                         if m.volume_ref_ml == 0))  # fmt: skip
