@@ -76,7 +76,8 @@ show_comparisons(tested)
 counts = sorted(set(tested["n"].astype(int)))
 patients = "" if not counts else f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
 st.caption(
-    f"{len(tested)} tests on {patients} patients each, {ADJUSTMENT_NAMES[adjust]}-adjusted over "
+    (f"{counted(len(tested), 'test')} on {patients} patients each" if counts else "No test")
+    + f", {ADJUSTMENT_NAMES[adjust]}-adjusted over "
     "these tests. n: patients with both results; median and estimate of A - B, the estimate and its 95 % CI by "
     "Hodges-Lehmann, as R's wilcox.test; sig.: adjusted p < 0.05; differ: patients whose two results are not "
     "equal (the signed-rank test ranks only those)."
