@@ -190,16 +190,10 @@ if len(mine):
     # width, so that sorting by a column (as text) still sorts the numbers. Combinations a model
     # cannot run on have no metrics at all: they are counted under the table, not shown as rows of n/a.
     # Complete first, then the combinations in their usual order; regions as everywhere.
-    order = {name: k for k, name in enumerate(order_combinations(mine["missing"]))}
+    ranks = {"missing": {name: k for k, name in enumerate(order_combinations(mine["missing"]))},
+             "region": {region: k for k, region in enumerate(REGION_DISPLAY)}}  # fmt: skip
     shown = applicable_rows(mine)[columns].sort_values(
-        ["model", "patient_id", "missing", "region"],
-        key=lambda c: (
-            c.map(order)
-            if c.name == "missing"
-            else c.map({"tc": 0, "wt": 1, "et": 2}).fillna(3)
-            if c.name == "region"
-            else c
-        ),
+        ["model", "patient_id", "missing", "region"], key=lambda c: c.map(ranks[c.name]) if c.name in ranks else c
     )
     shown["missing"] = shown["missing"].map(combination_label)
     shown["region"] = shown["region"].map(REGION_DISPLAY)
