@@ -121,6 +121,12 @@ def case_folder(case_id: str) -> str:
     return str(folder)
 
 
+def preparing(case_id: str) -> str:
+    """The spinner's words while :func:`case_folder` may be generating a case."""
+    return (f"Preparing {case_id} (a synthetic case that is not bundled is generated once: 5-10 s, longer while "
+            "the computer is busy)...")  # fmt: skip
+
+
 def user_models_root() -> Path:
     """Where model folders uploaded on the Your data page are kept (``GBM_USER_MODELS``, default
     ``models`` under the data root), apart from the bundled models."""

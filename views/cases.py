@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.figures import overlay_rgb, take_slice, tumour_centre, window
 from core.sequences import DISPLAY, SEQUENCES, combination_label
-from ui.data import case_folder, demo_cohort, demo_patients, demo_store, load_case
+from ui.data import case_folder, demo_cohort, demo_patients, demo_store, load_case, preparing
 
 st.title("Cases")
 manifest = demo_patients(str(demo_cohort()), str(demo_store()))
@@ -22,7 +22,7 @@ st.dataframe(table.drop(columns="missing"), hide_index=True, width="stretch", he
              column_config={c: st.column_config.TextColumn(t) for c, t in titles.items()})  # fmt: skip
 
 case_id = st.selectbox("Case", table["patient_id"], key="case_id")
-with st.spinner(f"Preparing {case_id} (a synthetic case that is not bundled is generated once: 5-10 s)..."):
+with st.spinner(preparing(case_id)):
     case = load_case(case_folder(case_id), case_id)
 for message in case.warnings:
     st.caption(f":material/warning: {message}")

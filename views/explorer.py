@@ -49,6 +49,7 @@ from ui.data import (
     next_of,
     prediction_nifti,
     prefetch,
+    preparing,
     preview_slice,
     run_prediction,
     showcase_patient,
@@ -87,8 +88,7 @@ for column, sequence in zip((switches[0], switches[2], switches[3]), SECONDARY):
     acquired = sequence not in acquired_missing
     use[sequence] = column.toggle(DISPLAY[sequence] + ("" if acquired else " (not acquired)"), value=acquired,
                                   disabled=not acquired, key=f"use_{sequence}_{case_id}")  # fmt: skip
-with st.spinner(f"Preparing {case_id} (a synthetic case that is not bundled is generated once: 5-10 s, "
-                "longer while the computer is busy)..."):  # fmt: skip
+with st.spinner(preparing(case_id)):
     cohort = case_folder(case_id)
 case = load_case(cohort, case_id)
 missing = tuple(s for s in SEQUENCES if s in case.missing or (s in use and not use[s]))

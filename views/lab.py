@@ -24,6 +24,7 @@ from ui.data import (
     metrics_table,
     models_root,
     next_of,
+    preparing,
     run_prediction,
     run_shifted_prediction,
     shifted_case,
@@ -46,7 +47,7 @@ case_id = c1.selectbox("Patient", manifest["patient_id"], key="lab_patient")
 names = list(models)
 model_a = c2.selectbox("Model A", names, index=0, key="lab_a")
 model_b = c3.selectbox("Model B", names, index=min(1, len(names) - 1), key="lab_b")
-with st.spinner(f"Preparing {case_id} (a synthetic case is generated once, in a few seconds)..."):
+with st.spinner(preparing(case_id)):
     cohort = case_folder(case_id)
 case = load_case(cohort, case_id)
 acquired = [s for s in SEQUENCES if s not in case.missing]
