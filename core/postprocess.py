@@ -1,0 +1,104 @@
+"""Post-processing of a predicted label map: keep the main lesions, drop distant specks and rims.
+
+On real scans the models add false positives where our synthetic brains never show anything:
+bright rims at the skull-stripping boundary (dura, vessels, residue), the tentorium and the
+posterior fossa. They form their own connected components, mostly within a few millimetres of
+the brain's outer edge, beside the main lesion. :func:`keep_main_lesions` ranks the tumour's
+26-connected components by their volume deeper than ``rim_mm`` inside the brain and keeps those
+with at least ``share`` of the largest such volume: a second lesion of comparable size stays
+(multifocal glioblastoma), a speck or a rim along the edge goes. nnU-Net decides on the same kind
+of step (keep the largest foreground component) from validation data; the paper (section 4) says
+distant false positives could be improved by post-processing.
+
+It is an option, off by default (the stored results are of raw predictions): the explorer's
+"Clean up" switch, ``python -m core predict --clean`` and ``bench/real.py``'s cleaned columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, signal
+
+RIM_MM = 6.0  # the band along the brain's edge where real-scan false positives gather
+SHARE = 0.3  # a component is kept with at least this share of the main lesion's deep volume
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What :func:`keep_main_lesions` did."""
+
+    labels: np.ndarray  # (X, Y, Z) uint8, the label map with the dropped components set to 0
+    kept: int  # tumour components kept
+    dropped: int  # tumour components dropped
+    dropped_ml: float  # their volume
+
+    @property
+    def words(self) -> str:
+        if not self.dropped:
+            return "nothing to drop: every tumour component is a main lesion"
+        parts = "component" if self.dropped == 1 else "components"
+        return f"{self.dropped} {parts} ({self.dropped_ml:.1f} mL) dropped, {self.kept} kept"
+
+
+def deep_voxels(brain: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), rim_mm: float = RIM_MM,
+                within: tuple[slice, ...] | None = None) -> np.ndarray:  # fmt: skip
+    """Brain voxels at least ``rim_mm`` from the nearest voxel outside the brain (the volume's
+    border counts as outside), in mm with anisotropic spacing; only inside the box ``within``
+    when given (exact there: the box is widened by ``rim_mm`` to look for outside voxels).
+
+    The same as ``distance_transform_edt(brain, spacing_mm) >= rim_mm``, computed as "no outside
+    voxel within the open ball of radius ``rim_mm``": one FFT convolution, 3-4x faster here."""
+    spacing = np.asarray(spacing_mm, float)
+    if within is None:
+        within = tuple(slice(0, n) for n in brain.shape)
+    radius = np.floor(rim_mm / spacing).astype(int)
+    offsets = np.indices(2 * radius + 1) - radius[:, None, None, None]
+    ball = np.sqrt(((offsets * spacing[:, None, None, None]) ** 2).sum(0)) < rim_mm
+    wide = tuple(slice(max(s.start - r, 0), min(s.stop + r, n)) for s, r, n in zip(within, radius, brain.shape))
+    outside = np.pad(~brain[wide], [(r, r) for r in radius], constant_values=True).astype(np.float32)
+    near = signal.fftconvolve(outside, ball.astype(np.float32), mode="same") > 0.5  # counts outside voxels
+    box = tuple(slice(s.start - w.start + r, s.stop - w.start + r) for s, w, r in zip(within, wide, radius))
+    return ~near[box]
+
+
+def keep_main_lesions(labels: np.ndarray, brain: np.ndarray, spacing_mm=(1.0, 1.0, 1.0),
+                      share: float = SHARE, rim_mm: float = RIM_MM) -> Cleanup:  # fmt: skip
+    """Drop tumour components that are small beside the main lesion or lie along the brain's edge.
+
+    Args:
+        labels: (X, Y, Z) canonical label map (0 background).
+        brain: (X, Y, Z) boolean brain mask of the same case (:func:`core.preprocess.brain_mask`).
+        spacing_mm: voxel size, for the rim's width in mm.
+        share: keep a component whose volume deeper than ``rim_mm`` inside the brain is at least
+            this share of the largest such volume (1: the main lesion alone).
+        rim_mm: width of the band along the brain's edge that does not count.
+
+    Returns:
+        A :class:`Cleanup`. Without tumour the labels come back unchanged; when no component
+        reaches deeper than the rim, the components are ranked by their whole volume instead.
+
+    Raises:
+        ValueError: the shapes differ or ``share`` is outside [0, 1].
+    """
+    if labels.shape != brain.shape:
+        raise ValueError(f"labels have shape {labels.shape} but the brain mask has {brain.shape}")
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    tumour = labels > 0
+    box = ndimage.find_objects(tumour.astype(np.uint8))
+    if not box:
+        return Cleanup(labels.copy(), 0, 0, 0.0)
+    box = box[0]
+    components, n = ndimage.label(tumour[box], structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+    deep = np.bincount(components.ravel(), weights=deep_voxels(brain, spacing_mm, rim_mm, box).ravel(),
+                       minlength=n + 1)[1:]  # fmt: skip
+    rank = deep if deep.max() > 0 else sizes.astype(float)
+    keep = rank >= share * rank.max()
+    keep &= rank > 0
+    out = labels.copy()
+    out[box][~np.concatenate([[True], keep])[components]] = 0
+    voxel_ml = float(np.prod(spacing_mm)) / 1000
+    return Cleanup(out, int(keep.sum()), int(n - keep.sum()), float(sizes[~keep].sum() * voxel_ml))
