@@ -157,6 +157,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     report = {"case": case.case_id, "model": model.card.get("name", str(args.model)), "out": str(args.out),
               "missing": prediction.missing_name, "seconds": round(prediction.seconds, 2), "device": prediction.device,
               "tile": list(prediction.tile)}  # fmt: skip
+    if args.clean:
+        from core.postprocess import clean_prediction
+
+        prediction, cleanup = clean_prediction(prediction, case)
+        report["cleanup"] = {
+            "kept": cleanup.kept,
+            "dropped": cleanup.dropped,
+            "dropped_ml": round(cleanup.dropped_ml, 2),
+        }
     if case.labels is not None:  # scored before anything is written: a failure leaves no label file
         regions = scorable_regions(case.label_scheme, model.config.num_classes)
         reference, spacing = scoring_reference(case)
@@ -441,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheme", default="brats2020", choices=("brats2020", "brats2023"), help="label values written"
     )
     predict.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
+    predict.add_argument(
+        "--clean",
+        action="store_true",
+        help="keep the main lesions: drop tumour components with under 30%% of the largest one's volume "
+        "deeper than 6 mm inside the brain (specks, rims at the brain's edge; core/postprocess.py)",
+    )
     predict.add_argument(
         "--amp",
         action="store_true",

@@ -16,7 +16,7 @@ It is an option, off by default (the stored results are of raw predictions): the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage, signal
@@ -102,3 +102,13 @@ def keep_main_lesions(labels: np.ndarray, brain: np.ndarray, spacing_mm=(1.0, 1.
     out[box][~np.concatenate([[True], keep])[components]] = 0
     voxel_ml = float(np.prod(spacing_mm)) / 1000
     return Cleanup(out, int(keep.sum()), int(n - keep.sum()), float(sizes[~keep].sum() * voxel_ml))
+
+
+def clean_prediction(prediction, case):
+    """:func:`keep_main_lesions` of a :class:`core.infer.Prediction` on its case (brain mask from
+    the case's available sequences, the case's spacing): the cleaned prediction (labels only; the
+    probabilities stay the network's) and the :class:`Cleanup`."""
+    from core.preprocess import brain_mask
+
+    cleanup = keep_main_lesions(prediction.labels, brain_mask(case.images, case.available), case.spacing)
+    return replace(prediction, labels=cleanup.labels), cleanup

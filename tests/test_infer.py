@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 import core.infer
 from core.device import bf16_supported, choose_device, describe_device
@@ -199,6 +200,18 @@ def test_predict_cli_writes_labels_on_the_input_grid(tmp_path, phantom_case):
     reference = nib.load(str(manifest.parent / "P0" / "P0_t1ce.nii.gz"))
     np.testing.assert_array_equal(image.affine, reference.affine)
     assert image.shape == reference.shape and image.get_data_dtype() == np.uint8
+
+    # --clean says what it kept: the components of the file it writes (which labels it drops is
+    # tests/test_postprocess.py's; an untrained model's near-tied labels may differ between runs)
+    cleaned = tmp_path / "clean.nii.gz"
+    result = subprocess.run([sys.executable, "-m", "core", "predict", "--model", str(folder), "--case", "P0",
+                             "--cohort", str(manifest), "--missing", "flair", "--out", str(cleaned), "--clean"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cleanup = json.loads(result.stdout)["cleanup"]
+    kept = np.asarray(nib.load(str(cleaned)).dataobj)
+    assert ndimage.label(kept > 0, np.ones((3, 3, 3)))[1] == cleanup["kept"]
+    assert cleanup["dropped"] >= 0 and (cleanup["dropped_ml"] > 0) == (cleanup["dropped"] > 0)
 
 
 @pytest.mark.parametrize("residual", [False, True])
