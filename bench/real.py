@@ -5,6 +5,9 @@ For each model and each real case it predicts the whole brain with all sequences
 FLAIR missing, and prints median tumour-core (TC), whole-tumour (WT) and enhancing-tumour (ET)
 Dice. On a case without enhancing tumour ET Dice is 0 when the model predicts some and
 undefined (NaN, left out of the median; n counts the rest) when it predicts none. The
+cleaned columns score the same predictions after ``core.postprocess.keep_main_lesions`` (the
+explorer's "Clean up", ``predict --clean``): components with under 30 % of the main lesion's
+volume deeper than 6 mm inside the brain dropped. The
 synthetic column is the median TC Dice of the same weights on the public test set in a
 results store (default: the bundled demo store).
 
@@ -39,6 +42,7 @@ from core.infer import predict_volume  # noqa: E402
 from core.io import CaseError, read_case  # noqa: E402
 from core.metrics import evaluate  # noqa: E402
 from core.model import model_folders  # noqa: E402
+from core.postprocess import clean_prediction  # noqa: E402
 from core.sequences import combination_name, parse_combination  # noqa: E402
 
 REGIONS = ("tc", "wt", "et")
@@ -69,6 +73,10 @@ def real_scores(model, cases, missing_sets, progress) -> list[dict]:
                 row[f"{region}_dice"] = m.dice
                 row[f"{region}_pred_ml"] = m.volume_pred_ml
                 row[f"{region}_ref_ml"] = m.volume_ref_ml
+            cleaned, cleanup = clean_prediction(prediction, case)  # the explorer's "Clean up", predict --clean
+            for region, m in evaluate(cleaned.labels, case.labels, case.spacing, REGIONS).items():
+                row[f"{region}_dice_cleaned"] = m.dice
+            row["dropped_ml"] = cleanup.dropped_ml
             rows.append(row)
             progress["bar"].update()
     return rows
@@ -132,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{len(synthetic_cases)} public test cases of {args.synthetic}" if args.synthetic else args.store
     print(f"synthetic column: median TC Dice on {where}")
     print()
-    head = "| model | missing | TC Dice | WT Dice | ET Dice (n) | TC pred / ref mL | synthetic public test TC |"
+    head = ("| model | missing | TC Dice | WT Dice | ET Dice (n) | TC pred / ref mL | synthetic public test TC "
+            "| cleaned TC | cleaned WT | cleaned ET (n) |")  # fmt: skip
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for folder in folders:
@@ -146,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             ref_ml, _ = median(r["tc_ref_ml"] for r in sub)
             syn = synthetic.get(sub[0]["sha256"]) if name == "none" else None
             syn_text = f"{syn:.3f}" if syn is not None else "-"
+            cleaned = [median(r[f"{region}_dice_cleaned"] for r in sub) for region in REGIONS]
             print(f"| {folder.name} | {name} | {tc:.3f} | {wt:.3f} | {et:.3f} ({n_et}) | "
-                  f"{pred_ml:.1f} / {ref_ml:.1f} | {syn_text} |")  # fmt: skip
+                  f"{pred_ml:.1f} / {ref_ml:.1f} | {syn_text} | {cleaned[0][0]:.3f} | {cleaned[1][0]:.3f} | "
+                  f"{cleaned[2][0]:.3f} ({cleaned[2][1]}) |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -17,6 +17,10 @@ from core.io import CaseError
 from core.model import ModelError
 from core.store import StoreError
 
+AMP_HELP = "bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)"
+CLEAN_HELP = ("keep the main lesions: drop tumour components with under 30%% of the largest one's volume deeper than "
+              "6 mm inside the brain (specks, rims at the brain's edge; core/postprocess.py)")  # fmt: skip
+
 
 def _progress(description: str, unit: str = "case"):
     """An ``on_progress(done, total, message)`` callback drawing a tqdm bar on stderr."""
@@ -142,6 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from core.infer import predict_volume
     from core.io import read_case, scoring_grid_words, scoring_reference, write_labels
     from core.metrics import evaluate
+    from core.postprocess import clean_prediction
     from core.sequences import parse_combination, scorable_regions
 
     if args.case.exists():
@@ -432,11 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         "slice thickness, noise, misregistration; core/augment.py); optional strength, 1 when omitted",
     )
     train.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
-    train.add_argument(
-        "--amp",
-        action="store_true",
-        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
-    )
+    train.add_argument("--amp", action="store_true", help=AMP_HELP)
     train.add_argument("--out", type=Path, required=True, help="model folder")
     train.set_defaults(func=cmd_train)
 
@@ -450,17 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheme", default="brats2020", choices=("brats2020", "brats2023"), help="label values written"
     )
     predict.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best available")
-    predict.add_argument(
-        "--clean",
-        action="store_true",
-        help="keep the main lesions: drop tumour components with under 30%% of the largest one's volume "
-        "deeper than 6 mm inside the brain (specks, rims at the brain's edge; core/postprocess.py)",
-    )
-    predict.add_argument(
-        "--amp",
-        action="store_true",
-        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
-    )
+    predict.add_argument("--clean", action="store_true", help=CLEAN_HELP)
+    predict.add_argument("--amp", action="store_true", help=AMP_HELP)
     predict.set_defaults(func=cmd_predict)
 
     metrics = commands.add_parser("metrics", help="Dice, sensitivity, HD95 and volumes of a prediction (JSON)")
@@ -492,11 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--no-predictions", action="store_true", help="store metrics only, not the predicted label maps (smaller store)"
     )
-    evaluate.add_argument(
-        "--amp",
-        action="store_true",
-        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
-    )
+    evaluate.add_argument("--amp", action="store_true", help=AMP_HELP)
     evaluate.add_argument("--dask", help="tcp://scheduler:8786, or local:N for a LocalCluster of N workers")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -566,11 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--jobs", type=int, default=1, help="models trained at once (own processes; one GPU is fine)")
     zoo.add_argument("--max-minutes", type=float, default=0, help="per model: finish at the iteration reached")
     zoo.add_argument("--device", choices=("cuda", "mps", "cpu"))
-    zoo.add_argument(
-        "--amp",
-        action="store_true",
-        help="bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)",
-    )
+    zoo.add_argument("--amp", action="store_true", help=AMP_HELP)
     zoo.add_argument(
         "--randomise",
         type=float,

@@ -34,6 +34,9 @@ class Cleanup:
     dropped: int  # tumour components dropped
     dropped_ml: float  # their volume
 
+    def to_dict(self) -> dict:
+        return {"kept": self.kept, "dropped": self.dropped, "dropped_ml": round(self.dropped_ml, 2)}
+
     @property
     def words(self) -> str:
         if not self.dropped:

@@ -31,7 +31,16 @@ def test_pages_do_no_maths():
 # Core's layers, bottom first: a module imports only from its own layer or those below it.
 LAYERS = [
     {"core", "core.sequences", "core.model", "core.device", "core.augment"},
-    {"core.labels", "core.io", "core.cases", "core.preprocess", "core.metrics", "core.stats", "core.card"},
+    {
+        "core.labels",
+        "core.io",
+        "core.cases",
+        "core.preprocess",
+        "core.metrics",
+        "core.stats",
+        "core.card",
+        "core.postprocess",
+    },
     {"core.sampling", "core.synth"},
     {"core.infer", "core.train", "core.sweep", "core.store", "core.external"},
     {"core.report", "core.zoo", "core.figures", "core.realism", "core.convert"},

@@ -158,3 +158,33 @@ def test_live_switches_run_the_model_without_a_button(explorer_data):  # noqa: F
     assert len(at.get("plotly_chart")) == 1  # the preview was replaced, not stacked
     at.toggle(key="use_flair_P0").set_value(True).run()  # back: the stored run, no new computation
     assert any("computed already" in c.value for c in at.caption)
+
+
+def test_clean_up_drops_a_speck_at_the_brain_edge(explorer_data, monkeypatch):  # noqa: F811
+    """A prediction that is the reference plus a 3x3x3 blob at the brain's edge, far from the
+    tumour: whole-tumour Dice below 1 as predicted, exactly 1 once cleaned up."""
+    from scipy import ndimage
+
+    import ui.data
+    from core.infer import Prediction
+
+    def cached_prediction(cohort, case_id, model_path, sha256, missing):
+        case = ui.data.load_case(cohort, case_id)
+        brain = np.any(case.images != 0, axis=0)
+        depth = ndimage.distance_transform_edt(brain)
+        far = ndimage.distance_transform_edt(case.labels == 0)
+        x, y, z = np.argwhere(brain & (depth >= 2) & (depth <= 3) & (far > 12))[0]
+        labels = case.labels.copy()
+        labels[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2] = np.where(
+            brain[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2], 2, 0
+        )
+        return Prediction(labels, None, frozenset(missing), 1.0, "test", (0, 0, 0))
+
+    monkeypatch.setattr(ui.data, "cached_prediction", cached_prediction)
+    at = explorer()
+    wt = lambda: [m.value for m in at.metric if m.label == "Dice"][1]  # noqa: E731 (tumour core, whole, enhancing)
+    assert float(wt()) < 1
+    at.toggle(key="clean_up").set_value(True).run()
+    assert not at.exception, at.exception
+    assert wt() == "1.000"
+    assert any("cleaned up: 1 component (" in m.value and "1 kept" in m.value for m in at.markdown)

@@ -431,6 +431,22 @@ def metrics_table(prediction: Prediction, case: Case, num_classes: int = 4) -> d
     return _scores(case.case_id, _digest(prediction.labels), reference, num_classes, prediction.labels, case)
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _cleaned(case_id: str, labels_digest: str, _prediction: Prediction, _case: Case):
+    from core.postprocess import clean_prediction
+
+    cleaned, cleanup = clean_prediction(_prediction, _case)
+    cleaned.labels.setflags(write=False)
+    return cleaned, cleanup
+
+
+def cleaned_prediction(prediction: Prediction, case: Case):
+    """The prediction with its main lesions only (``core.postprocess.keep_main_lesions``) and the
+    ``Cleanup`` saying what went; shared and cached by case and the prediction's content, so the
+    same prediction gives the same object."""
+    return _cleaned(case.case_id, _digest(prediction.labels), prediction, case)
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
 def _nifti(case_id: str, labels_digest: str, grid_digest: str, _labels: np.ndarray, _case: Case) -> bytes:
     from core.io import label_nifti_bytes

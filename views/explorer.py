@@ -39,6 +39,7 @@ from ui.data import (
     cached_prediction,
     case_folder,
     case_view,
+    cleaned_prediction,
     demo_cohort,
     demo_patients,
     demo_store,
@@ -102,11 +103,16 @@ if not applicable:
 
 prediction = cached_prediction(*args, missing)
 complete = cached_prediction(*args, tuple(sorted(case.missing, key=SEQUENCES.index)))
-action, mode = st.columns([3, 1], vertical_alignment="center")
+action, mode, tidy = st.columns([3, 0.7, 1], vertical_alignment="center")
 st.session_state.setdefault("live_run", True)
 live = mode.toggle("Live", key="live_run",
                    help="Run the model on every switch: the axial slice at once, then the whole brain. "
                         "Off: run it with the button.")  # fmt: skip
+clean = tidy.toggle("Clean up", key="clean_up",
+                    help="Keep the main lesions: drop tumour components with under 30 % of the largest one's volume "
+                         "deeper than 6 mm inside the brain (specks, and the bright rims at the brain's edge that "
+                         "real scans show and our synthetic ones do not). Off: the network's own labels, as the "
+                         "stored results hold them.")  # fmt: skip
 progress = st.empty()
 
 
@@ -212,6 +218,12 @@ if prediction is None and live and applicable:  # the axial slice at once, then 
     chart.plotly_chart(viewer_figure(None, None if ahead else preview_slice(*args, missing, point[2])),
                        width="stretch", config={"displaylogo": False})  # fmt: skip
     prediction = predict_with_progress()
+cleanup = None
+if clean:  # what is drawn and scored; the cache keeps the network's own labels
+    same = complete is prediction
+    if prediction is not None:
+        prediction, cleanup = cleaned_prediction(prediction, case)
+    complete = prediction if same else complete and cleaned_prediction(complete, case)[0]
 chart.plotly_chart(viewer_figure(None if prediction is None else prediction.labels, preview), key="viewer",
                    on_select=move_crosshair, selection_mode="points", width="stretch",
                    config={"displaylogo": False})  # fmt: skip
@@ -248,9 +260,11 @@ if prediction is None:
             "Not applicable: switch a sequence back on, or choose another model.")  # fmt: skip
 else:
     summary, download = st.columns([2.6, 1.4])
-    summary.markdown(f"**{display_name(prediction.missing)}** · {how_computed(prediction)}")
+    summary.markdown(f"**{display_name(prediction.missing)}** · {how_computed(prediction)}"
+                     + (f" · cleaned up: {cleanup.words}" if cleanup else ""))  # fmt: skip
+    stem = f"{case_id}_{name}_{combination_name(prediction.missing)}" + ("_clean" if clean else "")
     download.download_button("Download segmentation (NIfTI)", prediction_nifti(prediction, case),
-                             file_name=f"{case_id}_{name}_{combination_name(prediction.missing)}.nii.gz",
+                             file_name=f"{stem}.nii.gz",
                              mime="application/gzip")  # fmt: skip
 
 
