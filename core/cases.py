@@ -73,9 +73,10 @@ def write_manifest(rows: list[dict], path: str | Path, leave_out: tuple[str, ...
 
 
 def manifest_summary(folder: str | Path) -> list[dict[str, str]]:
-    """Per case of a cohort folder's manifest: patient_id, hospital (:func:`hospital_of`), split
-    ("" when not given) and missing (the manifest's column, else the combination of secondary
-    sequences with an empty path); [] without a manifest.
+    """Per case of a cohort folder: patient_id, hospital (:func:`hospital_of`), split ("" when
+    not given) and missing (the manifest's column, else the combination of secondary sequences
+    with an empty path). Without a manifest, the case folders the folder holds (as
+    :func:`find_cases` finds them: BraTS folders of real scans, say); [] when it holds none.
 
     Raises:
         CaseError: the manifest cannot be read or lacks a required column.
@@ -84,7 +85,13 @@ def manifest_summary(folder: str | Path) -> list[dict[str, str]]:
 
     manifest = Path(folder) / MANIFEST_NAME
     if not manifest.is_file():
-        return []
+        try:
+            sources = find_cases(folder)
+        except CaseError:
+            return []
+        return [{"patient_id": s.case_id, "hospital": hospital_of(s.meta), "split": s.meta.get("split", ""),
+                 "missing": combination_name({q for q in SECONDARY if s.paths.get(q) is None})}
+                for s in sources]  # fmt: skip
     columns, rows = read_manifest_rows(manifest)
     out = []
     for row in rows:

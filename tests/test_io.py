@@ -11,7 +11,7 @@ import pytest
 
 from core.cases import inspect_path, read_manifest
 from core.io import CaseError, read_case, write_labels
-from tests.conftest import REFERENCE_CASE, SHAPE, phantom, save
+from tests.conftest import REFERENCE_CASE, SHAPE, phantom, save, write_phantom_cohort
 
 
 def test_brats2020_names_and_labels(write_case):
@@ -308,6 +308,14 @@ def test_a_written_manifest_reads_back_with_hospital_split_and_missing(tmp_path)
         {"patient_id": "C", "hospital": DEFAULT_HOSPITAL, "split": "", "missing": "t1+t2"}
     ]
     assert manifest_summary(tmp_path / "nowhere") == []
+    # Without a manifest: the case folders it holds (real BraTS folders, say), FLAIR missing where its file is
+    cohort = write_phantom_cohort(tmp_path / "folders", n=2).parent
+    (cohort / "manifest.csv").unlink()
+    (cohort / "P1" / "P1_flair.nii.gz").unlink()
+    assert manifest_summary(cohort) == [
+        {"patient_id": "P0", "hospital": DEFAULT_HOSPITAL, "split": "", "missing": "none"},
+        {"patient_id": "P1", "hospital": DEFAULT_HOSPITAL, "split": "", "missing": "flair"},
+    ]
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.csv").write_text("patient_id,t1\nD,x\n")
     with pytest.raises(CaseError, match="lacks column"):
