@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             synthetic[model.card["weights_sha256"]] = median(r["tc_dice"] for r in scores)[0]
     bar.close()
 
-    print(f"{len(cases)} real cases from {args.folder} ({', '.join(c.case_id for c in cases)}); "
+    print(f"{len(cases)} cases from {args.folder} ({', '.join(c.case_id for c in cases)}); "
           f"{'bfloat16' if amp else 'float32'}; {time.perf_counter() - start:.0f} s")  # fmt: skip
     where = f"{len(synthetic_cases)} public test cases of {args.synthetic}" if args.synthetic else args.store
     print(f"synthetic column: median TC Dice on {where}")
