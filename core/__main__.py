@@ -163,14 +163,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "missing": prediction.missing_name, "seconds": round(prediction.seconds, 2), "device": prediction.device,
               "tile": list(prediction.tile)}  # fmt: skip
     if args.clean:
-        from core.postprocess import clean_prediction
-
         prediction, cleanup = clean_prediction(prediction, case)
-        report["cleanup"] = {
-            "kept": cleanup.kept,
-            "dropped": cleanup.dropped,
-            "dropped_ml": round(cleanup.dropped_ml, 2),
-        }
+        report["cleanup"] = cleanup.to_dict()
     if case.labels is not None:  # scored before anything is written: a failure leaves no label file
         regions = scorable_regions(case.label_scheme, model.config.num_classes)
         reference, spacing = scoring_reference(case)

@@ -89,9 +89,16 @@ def manifest_summary(folder: str | Path) -> list[dict[str, str]]:
             sources = find_cases(folder)
         except CaseError:
             return []
-        return [{"patient_id": s.case_id, "hospital": hospital_of(s.meta), "split": s.meta.get("split", ""),
-                 "missing": combination_name({q for q in SECONDARY if s.paths.get(q) is None})}
-                for s in sources]  # fmt: skip
+        return [
+            {
+                "patient_id": s.case_id,
+                "hospital": hospital_of(s.meta),
+                "split": s.meta.get("split", ""),
+                "missing": combination_name({q for q in SECONDARY if s.paths.get(q) is None}),
+            }
+            for s in sources
+            if any(s.paths.values())
+        ]  # fmt: skip  (a folder of no case's files: not listed)
     columns, rows = read_manifest_rows(manifest)
     out = []
     for row in rows:

@@ -312,6 +312,8 @@ def test_a_written_manifest_reads_back_with_hospital_split_and_missing(tmp_path)
     cohort = write_phantom_cohort(tmp_path / "folders", n=2).parent
     (cohort / "manifest.csv").unlink()
     (cohort / "P1" / "P1_flair.nii.gz").unlink()
+    (cohort / "notes").mkdir()  # a folder of no case's files is not listed
+    (cohort / "notes" / "readme.txt").write_text("x")
     assert manifest_summary(cohort) == [
         {"patient_id": "P0", "hospital": DEFAULT_HOSPITAL, "split": "", "missing": "none"},
         {"patient_id": "P1", "hospital": DEFAULT_HOSPITAL, "split": "", "missing": "flair"},

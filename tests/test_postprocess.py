@@ -18,13 +18,14 @@ def brain_box(margin=5):
 
 
 def scene():
-    """Main lesion 10^3 deep inside; a second lesion 8^3 (51 % of it, kept); a speck 3^3 (3 %);
-    a rim slab of 1,500 voxels along the brain's edge (no voxel 6 mm deep)."""
+    """Main lesion 10^3 deep inside; a second lesion 8^3 (51 % of it, kept); a deep speck 5^3
+    (12.5 %: dropped for its share); a rim slab of 1,500 voxels along the brain's edge (no voxel
+    6 mm deep)."""
     labels = np.zeros(SHAPE, np.uint8)
     labels[15:25, 15:25, 15:25] = 2
     labels[18:22, 18:22, 18:22] = 3  # the core inside the main lesion: one component with it
     labels[35:43, 35:43, 15:23] = 2
-    labels[30:33, 15:18, 28:31] = 1
+    labels[28:33, 14:19, 16:21] = 1  # 10+ voxels from every edge
     labels[5:8, 5:55, 10:20] = 2  # voxels 1-3 mm inside the brain's edge
     return labels
 
@@ -32,13 +33,14 @@ def scene():
 def test_drops_speck_and_rim_keeps_both_lesions():
     labels = scene()
     expected = labels.copy()
-    expected[30:33, 15:18, 28:31] = 0
+    expected[28:33, 14:19, 16:21] = 0
     expected[5:8, 5:55, 10:20] = 0
     result = keep_main_lesions(labels, brain_box())
     np.testing.assert_array_equal(result.labels, expected)
     assert (result.kept, result.dropped) == (2, 2)
-    assert result.dropped_ml == pytest.approx((27 + 3 * 50 * 10) / 1000)
-    assert labels[30, 15, 28] == 1  # the input is left as it was
+    assert result.dropped_ml == pytest.approx((125 + 3 * 50 * 10) / 1000)
+    assert labels[30, 15, 18] == 1  # the input is left as it was
+    assert keep_main_lesions(labels, brain_box(), share=0.1).dropped == 1  # the speck stays at 10 %
 
 
 def test_share_one_keeps_the_main_lesion_alone():
@@ -62,6 +64,17 @@ def test_rim_counts_in_mm_with_anisotropic_spacing():
     at_2mm = keep_main_lesions(labels, brain, (1, 1, 2))
     assert at_2mm.labels[30, 30, 7] == 2 and at_2mm.labels[7, 30, 10] == 0
     assert at_2mm.dropped_ml == pytest.approx(3 * 48 * 24 * 2 / 1000)
+
+
+def test_a_deep_speck_does_not_outrank_a_lesion_at_the_edge():
+    """Under 0.1 mL of deep volume counts as none: a 4.5 mL lesion 1-3 mm inside the edge stays
+    (ranked by whole volume), a 1-voxel speck deep inside goes."""
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[5:8, 5:55, 5:35] = 2
+    labels[30, 30, 20] = 1
+    result = keep_main_lesions(labels, brain_box())
+    assert result.labels[6, 30, 20] == 2 and result.labels[30, 30, 20] == 0
+    assert (result.kept, result.dropped, result.dropped_ml) == (1, 1, pytest.approx(0.001))
 
 
 def test_deep_voxels_in_a_box_match_the_whole_volume():

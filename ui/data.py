@@ -432,7 +432,7 @@ def metrics_table(prediction: Prediction, case: Case, num_classes: int = 4) -> d
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _cleaned(case_id: str, labels_digest: str, _prediction: Prediction, _case: Case):
+def _cleaned(case_id: str, labels_digest: str, run: tuple, _prediction: Prediction, _case: Case):
     from core.postprocess import clean_prediction
 
     cleaned, cleanup = clean_prediction(_prediction, _case)
@@ -442,9 +442,11 @@ def _cleaned(case_id: str, labels_digest: str, _prediction: Prediction, _case: C
 
 def cleaned_prediction(prediction: Prediction, case: Case):
     """The prediction with its main lesions only (``core.postprocess.keep_main_lesions``) and the
-    ``Cleanup`` saying what went; shared and cached by case and the prediction's content, so the
-    same prediction gives the same object."""
-    return _cleaned(case.case_id, _digest(prediction.labels), prediction, case)
+    ``Cleanup`` saying what went; shared and cached by case, the prediction's content and its run
+    (missing set, device, time: two runs may give the same labels), so the same prediction gives the
+    same object."""
+    run = (prediction.missing_name, prediction.device, prediction.seconds)
+    return _cleaned(case.case_id, _digest(prediction.labels), run, prediction, case)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
