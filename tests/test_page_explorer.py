@@ -188,3 +188,16 @@ def test_clean_up_drops_a_speck_at_the_brain_edge(explorer_data, monkeypatch):  
     assert not at.exception, at.exception
     assert wt() == "1.000"
     assert any("cleaned up: 1 component (" in m.value and "1 kept" in m.value for m in at.markdown)
+
+
+def test_a_folder_of_ones_own_cases_opens_on_its_first_case(explorer_data, monkeypatch):  # noqa: F811
+    """Case folders without a manifest (real BraTS folders, say) beside the demo results: the explorer
+    lists them and opens on the first, not on the demo results' showcase patient (SYN_H1_0008)."""
+    import os
+
+    cohort = os.environ["GBM_DEMO_COHORT"]
+    os.remove(os.path.join(cohort, "manifest.csv"))
+    monkeypatch.setenv("GBM_DEMO_STORE", str(ROOT / "data_samples" / "results.sqlite"))
+    at = explorer()
+    assert at.selectbox(key="patient").value == "P0" and at.selectbox(key="hospital").value == "public"
+    assert "P1" in at.selectbox(key="patient").options

@@ -70,6 +70,9 @@ card = models[name]
 hospitals = ["all", *sorted(manifest["hospital"].unique())]
 # Open where every switch has a precomputed answer, unless another page chose the patient.
 showcase = None if "patient" in st.session_state else showcase_patient(str(demo_store()))
+own = manifest.loc[manifest["source"] == "bundled files", "patient_id"].tolist()
+if showcase is not None and own and showcase not in own:  # a cohort of one's own (real scans): its first case
+    showcase = own[0]
 home = manifest.loc[manifest["patient_id"] == showcase, "hospital"].tolist()
 hospital = middle.selectbox("Hospital", hospitals, key="hospital", index=hospitals.index(home[0]) if home else 0)
 rows = manifest if hospital == "all" else manifest[manifest["hospital"] == hospital]
