@@ -112,10 +112,15 @@ def keep_main_lesions(labels: np.ndarray, brain: np.ndarray, spacing_mm=(1.0, 1.
 
 
 def clean_prediction(prediction, case):
-    """:func:`keep_main_lesions` of a :class:`core.infer.Prediction` on its case (brain mask from
-    the case's available sequences, the case's spacing): the cleaned prediction (labels only; the
-    probabilities stay the network's) and the :class:`Cleanup`."""
+    """:func:`keep_main_lesions` of a :class:`core.infer.Prediction` on its case: the cleaned
+    prediction (labels only; the probabilities stay the network's) and the :class:`Cleanup`.
+
+    The brain mask comes from the case's available sequences and, like the prediction, lies on the
+    grid the case was read from (a case resampled to 1 mm on reading has its mask mapped back, and
+    the rim is measured with that grid's spacing)."""
+    from core.io import resample_to_original, scoring_reference
     from core.preprocess import brain_mask
 
-    cleanup = keep_main_lesions(prediction.labels, brain_mask(case.images, case.available), case.spacing)
+    brain = resample_to_original(brain_mask(case.images, case.available).astype(np.uint8), case, order=0) > 0
+    cleanup = keep_main_lesions(prediction.labels, brain, scoring_reference(case)[1])
     return replace(prediction, labels=cleanup.labels), cleanup

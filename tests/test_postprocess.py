@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.postprocess import deep_voxels, keep_main_lesions
+from core.postprocess import clean_prediction, deep_voxels, keep_main_lesions
 
 SHAPE = (60, 60, 40)
 
@@ -106,3 +106,26 @@ def test_deep_voxels_match_the_euclidean_distance_transform(spacing):
     brain[:, :, :2] = brain[:, :2] = False
     expected = ndimage.distance_transform_edt(np.pad(brain, 1), sampling=spacing)[1:-1, 1:-1, 1:-1] >= 6.0
     np.testing.assert_array_equal(deep_voxels(brain, spacing, 6.0), expected)
+
+
+def test_clean_prediction_on_a_case_read_from_3_mm_slices(tmp_path):
+    """A case resampled to 1 mm on reading: the prediction is on the 3 mm grid it was read from, and
+    so are the brain mask and the rim (a 2 x 2 x 1 speck in the brain's corner: 12 mm3)."""
+    from core.infer import Prediction
+    from core.io import read_case
+    from tests.conftest import save
+
+    images = np.zeros((4, 24, 24, 10), np.float32)
+    images[:, 2:22, 2:22, 1:9] = np.random.default_rng(0).uniform(50, 100, (4, 20, 20, 8))
+    for suffix, volume in zip(("t1", "t1ce", "t2", "flair"), images):
+        save(volume, tmp_path / f"c_{suffix}.nii.gz", np.diag([1.0, 1.0, 3.0, 1.0]))
+    case = read_case(tmp_path)
+    assert case.original_grid is not None and case.shape != (24, 24, 10)
+    labels = np.zeros((24, 24, 10), np.uint8)
+    labels[8:16, 8:16, 3:7] = 2
+    labels[2:4, 2:4, 4] = 2
+    expected = labels.copy()
+    expected[2:4, 2:4, 4] = 0
+    cleaned, cleanup = clean_prediction(Prediction(labels, None, frozenset(), 1.0, "test", (0, 0, 0)), case)
+    np.testing.assert_array_equal(cleaned.labels, expected)
+    assert (cleanup.kept, cleanup.dropped, cleanup.dropped_ml) == (1, 1, pytest.approx(0.012))
