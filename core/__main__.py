@@ -210,6 +210,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=str(choose_device(args.device or "cpu")),
         amp=args.amp,
         per_hospital=args.max_per_hospital,
+        clean=args.clean,
     )
     with ResultStore(args.store) as store:
         summary = run_sweep(store, config, on_progress=_progress("evaluate", unit="prediction"))
@@ -468,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-per-hospital", type=int, default=0, help="only the first N cases of each hospital (a quick first pass)"
     )
     evaluate.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
+    evaluate.add_argument("--clean", action="store_true", help=CLEAN_HELP + "; also stored, as the model NAME+clean")
     evaluate.add_argument("--store", type=Path, required=True, help="SQLite results store")
     evaluate.add_argument("--workers", type=int, default=0, help="local processes (default: cores, at most 4)")
     evaluate.add_argument(

@@ -17,6 +17,7 @@ import torch
 
 import core
 from core.device import bf16_supported
+from core.postprocess import CLEANED
 from core.sequences import (
     DISPLAY,
     LABEL_NAMES,
@@ -62,8 +63,9 @@ PAPER_NAME = re.compile(r"c?(H[0-9-]+)?BraTS(st)?")
 
 def other_models(models) -> list[str]:
     """Models not named as the paper names its DeepMedic models (another architecture, a model of
-    your own), in order: compared with the paper's models, not paired by name."""
-    return [m for m in sorted(models) if not PAPER_NAME.fullmatch(str(m))]
+    your own), in order: compared with the paper's models, not paired by name. A paper model's
+    results after Clean up (``BraTS+clean``) are the paper's model."""
+    return [m for m in sorted(models) if not PAPER_NAME.fullmatch(str(m).removesuffix(CLEANED))]
 
 
 def sparsified_pairs(models) -> list[tuple[str, str]]:
@@ -71,10 +73,17 @@ def sparsified_pairs(models) -> list[tuple[str, str]]:
     return [(m, m[:-2]) for m in sorted(models) if m.endswith("st") and m[:-2] in set(models)]
 
 
+def cleanup_pairs(models) -> list[tuple[str, str]]:
+    """(X+clean, X) for every model X whose results after Clean up are there too (core.postprocess)."""
+    models = set(models)
+    return [(m, m.removesuffix(CLEANED)) for m in sorted(models)
+            if m.endswith(CLEANED) and m.removesuffix(CLEANED) in models]  # fmt: skip
+
+
 def site_pairs(models) -> list[tuple[str, str]]:
     """(with hospital 1 data, without) twins: H1BraTS vs BraTS, H1-6BraTSst vs H2-6BraTSst, ..."""
     models, pairs = set(models), []
-    for model in sorted(models):
+    for model in sorted(m for m in models if not m.endswith(CLEANED)):  # the paper's models as they predict
         prefix, base = ("c", model[1:]) if model.startswith("c") else ("", model)
         if base.startswith("H1-6"):
             twin = prefix + "H2-6" + base[4:]

@@ -10,8 +10,10 @@ with at least ``share`` of the largest such volume: a second lesion of comparabl
 of step (keep the largest foreground component) from validation data; the paper (section 4) says
 distant false positives could be improved by post-processing.
 
-It is an option, off by default (the stored results are of raw predictions): the explorer's
-"Clean up" switch, ``python -m core predict --clean`` and ``bench/real.py``'s cleaned columns.
+It is an option, off by default (the demo results are of raw predictions): the explorer's
+"Clean up" switch, ``python -m core predict --clean``, ``evaluate --clean`` and the Your data
+page's evaluations (which store the cleaned results as a model of their own, :func:`cleaned_model`,
+beside the raw ones), and ``bench/real.py``'s cleaned columns.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from scipy import ndimage, signal
 RIM_MM = 6.0  # the band along the brain's edge where real-scan false positives gather
 SHARE = 0.3  # a component is kept with at least this share of the main lesion's deep volume
 MIN_DEEP_ML = 0.1  # less deep volume counts as none: a deep speck cannot outrank a lesion at the edge
+RULE = (
+    f"keep the main lesions: drop tumour components with under {SHARE * 100:g} % of the largest one's volume "
+    f"deeper than {RIM_MM:g} mm inside the brain"
+)  # what Clean up does, in the app's words
+CLEANED = "+clean"  # ends the name and the weights digest of a model's cleaned results in a results store
 
 
 @dataclass(frozen=True)
@@ -111,16 +118,27 @@ def keep_main_lesions(labels: np.ndarray, brain: np.ndarray, spacing_mm=(1.0, 1.
     return Cleanup(out, int(keep.sum()), int(n - keep.sum()), float(sizes[~keep].sum() * voxel_ml))
 
 
-def clean_prediction(prediction, case):
+def clean_prediction(prediction, case, brain: np.ndarray | None = None):
     """:func:`keep_main_lesions` of a :class:`core.infer.Prediction` on its case: the cleaned
     prediction (labels only; the probabilities stay the network's) and the :class:`Cleanup`.
 
-    The brain mask comes from the case's available sequences and, like the prediction, lies on the
-    grid the case was read from (a case resampled to 1 mm on reading has its mask mapped back, and
-    the rim is measured with that grid's spacing)."""
+    The brain mask (``brain``, else :func:`core.preprocess.brain_mask` of the case's available
+    sequences, on the grid the case is held on) is mapped, like the prediction, onto the grid the
+    case was read from (a case resampled to 1 mm on reading), and the rim is measured with that
+    grid's spacing."""
     from core.io import resample_to_original, scoring_reference
     from core.preprocess import brain_mask
 
-    brain = resample_to_original(brain_mask(case.images, case.available).astype(np.uint8), case, order=0) > 0
+    if brain is None:
+        brain = brain_mask(case.images, case.available)
+    brain = resample_to_original(brain.astype(np.uint8), case, order=0) > 0
     cleanup = keep_main_lesions(prediction.labels, brain, scoring_reference(case)[1])
     return replace(prediction, labels=cleanup.labels), cleanup
+
+
+def cleaned_model(sha256: str, name: str, card: dict) -> tuple[str, str, dict]:
+    """The results-store identity (digest, name, card) of a model's predictions after Clean up:
+    a model of their own, so that every cohort page shows them beside the raw ones and the
+    Statistics page compares the two case by case."""
+    postprocess = {"method": "keep_main_lesions", "share": SHARE, "rim_mm": RIM_MM, "min_deep_ml": MIN_DEEP_ML}
+    return sha256 + CLEANED, name + CLEANED, card | {"name": name + CLEANED, "postprocess": postprocess}

@@ -6,7 +6,8 @@ transaction per result), so a sweep killed at any moment resumes without partial
 duplicate rows, and two sweeps on one store write each result once. Predictions are scored
 on each case's own grid, as in its files (``core.io.scoring_reference``). Modes:
 ``acquired`` evaluates each case as it is; ``simulated`` applies each combination of missing
-sequences to the complete cases.
+sequences to the complete cases. With ``clean``, each prediction is also scored after Clean up
+(``core.postprocess``) and stored as the results of a model of its own (``NAME+clean``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from core.cases import find_cases, given_hospital, hospital_of
 from core.io import CaseError, CaseSource, check_source, read_case, scoring_reference
 from core.metrics import evaluate
 from core.model import read_card
+from core.postprocess import CLEANED, clean_prediction, cleaned_model
+from core.preprocess import brain_mask
 from core.sequences import SEQUENCES, combination_name, combinations_for, scorable_regions
 from core.store import CODE_VERSION, SCORED_ON, ResultKey, ResultStore, encode_labels
 
@@ -44,7 +47,8 @@ class SweepConfig:
     (a quick, balanced first pass; 0: all). ``root`` confines every case file (links resolved)
     to that folder: a case with a file outside it, or a broken link, is rejected before any of
     its files is read or hashed. ``dask``: a scheduler address, or ``local:N``; else ``workers``
-    local processes.
+    local processes. ``clean``: also score each prediction after Clean up, stored as the model
+    ``NAME+clean`` (:func:`core.postprocess.cleaned_model`).
     """
 
     model_paths: tuple[str, ...]
@@ -62,6 +66,7 @@ class SweepConfig:
     amp: bool = False
     per_hospital: int = 0
     root: str | None = None
+    clean: bool = False
 
     def __post_init__(self):
         # Paths and sequences of any kind in, plain hashable values kept.
@@ -96,6 +101,7 @@ class WorkUnit:
     keep_predictions: bool = True  # cache the label maps in the store
     device: str = "cpu"
     amp: bool = False  # bfloat16 autocast where the device runs it natively
+    clean: bool = False  # also score each prediction after Clean up
 
 
 @dataclass
@@ -128,6 +134,7 @@ def run_unit(unit: WorkUnit, on_step: Callable[[int], None] | None = None) -> Un
         regions = scorable_regions(case.label_scheme, model.config.num_classes, unit.regions)
         reference, spacing = scoring_reference(case)  # the grid predictions come back on
         normalised = normalise_for(model, case)  # once for every missing set
+        brain = brain_mask(case.images, case.available) if unit.clean else None  # Clean up's, once too
         for step, missing in enumerate(unit.missing, start=1):
             if on_step and step > 1:
                 on_step(step - 1)
@@ -138,7 +145,7 @@ def run_unit(unit: WorkUnit, on_step: Callable[[int], None] | None = None) -> Un
                                     "regions": regions, "runtime": runtime_of(model), "reason": str(exc)})  # fmt: skip
                 continue
             metrics = evaluate(prediction.labels, reference, spacing, regions, unit.empty_policy)
-            out.results.append({
+            item = {
                 "missing": prediction.missing,
                 "applicable": True,
                 "metrics": metrics,
@@ -146,7 +153,16 @@ def run_unit(unit: WorkUnit, on_step: Callable[[int], None] | None = None) -> Un
                 "device": prediction.device,
                 "runtime": runtime_of(model),
                 "labels": encode_labels(prediction.labels) if unit.keep_predictions else None,
-            })  # fmt: skip
+            }  # fmt: skip
+            if unit.clean:
+                start = time.perf_counter()
+                cleaned, _ = clean_prediction(prediction, case, brain)
+                item["cleaned"] = {
+                    "metrics": evaluate(cleaned.labels, reference, spacing, regions, unit.empty_policy),
+                    "seconds": prediction.seconds + time.perf_counter() - start,
+                    "labels": encode_labels(cleaned.labels) if unit.keep_predictions else None,
+                }  # fmt: skip
+            out.results.append(item)
     except Exception as exc:  # a bad case or model must not stop the sweep
         out.error = f"{type(exc).__name__}: {exc}"
     return out
@@ -181,7 +197,10 @@ def plan_sweep(store: ResultStore, config: SweepConfig) -> SweepPlan:
     models = []
     for path in config.model_paths:
         card = read_card(path)
-        store.add_model(card["weights_sha256"], card.get("name", Path(path).name), card)
+        name = card.get("name", Path(path).name)
+        store.add_model(card["weights_sha256"], name, card)
+        if config.clean:
+            store.add_model(*cleaned_model(card["weights_sha256"], name, card))
         models.append((str(path), card["weights_sha256"]))
     units, done_count, skipped, rejected, taken = [], 0, [], [], Counter()
     for source in find_cases(config.cohort, config.root):
@@ -217,13 +236,15 @@ def plan_sweep(store: ResultStore, config: SweepConfig) -> SweepPlan:
         # above but shows as "not given" (core.store.NO_HOSPITAL), never mixed into the public set.
         key = store.add_source(source, given_hospital(meta), str(meta.get("split", "")), own, case_meta)
         for path, sha in models:
-            keys = {m: _result_key(sha, key, m, config.empty_policy) for m in wanted}
-            done = store.done(keys.values())
+            # Each missing set's results: the raw prediction's, and with clean the cleaned one's too.
+            shas = (sha, sha + CLEANED) if config.clean else (sha,)
+            keys = {m: [_result_key(s, key, m, config.empty_policy) for s in shas] for m in wanted}
+            done = store.done(k for both in keys.values() for k in both)
             done_count += len(done)
-            todo = tuple(m for m, k in keys.items() if k not in done)
+            todo = tuple(m for m, both in keys.items() if not done.issuperset(both))
             if todo:
                 units.append(WorkUnit(path, sha, source, key, todo, config.regions, config.empty_policy,
-                                      config.keep_predictions, config.device, config.amp))  # fmt: skip
+                                      config.keep_predictions, config.device, config.amp, config.clean))  # fmt: skip
     return SweepPlan(units, done_count, skipped, rejected)
 
 
@@ -277,17 +298,19 @@ class SweepSummary:
     errors: list[str]
     seconds: float
     scored_on: str = SCORED_ON
-    not_applicable: int = 0  # combinations written as not applicable (the model's card: cannot-run)
+    not_applicable: int = 0  # raw combinations written as not applicable (the model's card: cannot-run)
+    cleaned_written: int = 0  # of results_written, those of the model NAME+clean (SweepConfig.clean)
 
 
 def run_sweep(store: ResultStore, config: SweepConfig,
               on_progress: Callable[[int, int, str], None] | None = None) -> SweepSummary:  # fmt: skip
     """Evaluate what the store lacks and write it, result by result, from this process only.
 
-    ``results_written`` counts what this sweep wrote: a result another writer stored first is
-    left as it is. ``on_progress(done, total, words)`` counts predictions (combinations of
-    missing sequences), with the case and model in words; in one local process it moves after
-    each prediction, else after each model's case.
+    ``results_written`` counts what this sweep wrote (with ``clean``, a prediction's raw and
+    cleaned results count one each): a result another writer stored first is left as it is.
+    ``on_progress(done, total, words)`` counts predictions (combinations of missing sequences),
+    with the case and model in words; in one local process it moves after each prediction, else
+    after each model's case.
     """
     start = time.perf_counter()
     plan = plan_sweep(store, config)
@@ -303,24 +326,34 @@ def run_sweep(store: ResultStore, config: SweepConfig,
         results = _local_results(plan.units, config.workers, config.device, step if on_progress else None)
     if on_progress and plan.units:
         on_progress(0, total, _progress_words(plan.units[0]))
-    written, errors, not_applicable = 0, list(plan.rejected), 0
+    written, errors, not_applicable, cleaned = 0, list(plan.rejected), 0, 0
     for result in results:
         unit = result.unit
         for item in result.results:
             key = _result_key(unit.model_sha256, unit.case_key, item["missing"], unit.empty_policy)
+            clean_key = replace(key, model_sha256=unit.model_sha256 + CLEANED)
             if not item["applicable"]:
                 wrote = store.write_not_applicable(key, item["regions"], item["runtime"])
                 written, not_applicable = written + wrote, not_applicable + wrote
+                if unit.clean:
+                    wrote = store.write_not_applicable(clean_key, item["regions"], item["runtime"])
+                    written, cleaned = written + wrote, cleaned + wrote
                 continue
             written += store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"],
                                    item["runtime"])  # fmt: skip
+            if "cleaned" in item:
+                done = item["cleaned"]
+                wrote = store.write(clean_key, done["metrics"], done["seconds"], item["device"], done["labels"],
+                                    item["runtime"])  # fmt: skip
+                written, cleaned = written + wrote, cleaned + wrote
         if result.error:
             errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {result.error}")
         finished += len(unit.missing)
         if on_progress:
             on_progress(finished, total, _progress_words(unit))
-    return SweepSummary(len(plan.units), written, plan.skipped_done, plan.skipped_cases, errors,
-                        time.perf_counter() - start, not_applicable=not_applicable)  # fmt: skip
+    seconds = time.perf_counter() - start
+    return SweepSummary(len(plan.units), written, plan.skipped_done, plan.skipped_cases, errors, seconds,
+                        not_applicable=not_applicable, cleaned_written=cleaned)  # fmt: skip
 
 
 def _progress_words(unit: WorkUnit) -> str:

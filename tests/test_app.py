@@ -327,6 +327,22 @@ def test_your_data_validates_stays_in_the_root_and_evaluates(explorer_data, tmp_
     defined = shown[shown["missing"] != "missing T2"]
     assert defined["dice"].map(lambda v: v == "n/a" or len(v.split(".")[1]) == 3).all()
     assert "1 result not applicable left out" in at.caption[-1].value
+    # Clean up too: the prediction is made again (the raw result is there) and scored after Clean up, as
+    # a model of its own beside the raw one.
+    at.toggle(key="data_clean").set_value(True).run()
+    at.button(key="data_run").click().run()
+    assert not at.exception
+    assert "0 raw and 1 cleaned-up (+clean) result written" in at.success[0].value, at.success[0].value
+    with ResultStore(tmp_path / "user.sqlite") as store:
+        names = dict(store.db.execute("SELECT sha256, name FROM models"))
+        cleaned = store.table().query("model.str.endswith('+clean')")
+    (raw_sha, raw_name), (clean_sha, clean_name) = sorted(names.items())
+    assert (clean_sha, clean_name) == (raw_sha + "+clean", raw_name + "+clean")
+    assert len(cleaned) == 3 and set(cleaned["missing"]) == {"none"}
+    results_table.clear()
+    at.run()
+    shown = at.dataframe[-1].value
+    assert sorted(shown["model"].unique()) == [raw_name, clean_name]
 
 
 def test_explorer_shows_precomputed_predictions_at_once(explorer_data, tmp_path, monkeypatch):

@@ -96,6 +96,16 @@ def test_the_papers_family_is_72_tests_with_all_eleven_models():
     assert ("H1BraTSst", "H1BraTS") in pairs and ("BraTSst", "BraTS") in pairs
 
 
+def test_results_after_clean_up_pair_with_their_model_and_stay_out_of_the_papers_family():
+    from core.card import cleanup_pairs, other_models, paper_pairs
+
+    models = ["BraTS", "BraTSst", "H1BraTS", "H1BraTS+clean", "BraTSst+clean", "UNet3D", "UNet3D+clean", "X+clean"]
+    assert cleanup_pairs(models) == [("BraTSst+clean", "BraTSst"), ("H1BraTS+clean", "H1BraTS"),
+                                     ("UNet3D+clean", "UNet3D")]  # fmt: skip
+    assert sorted(paper_pairs(models)) == [("BraTSst", "BraTS"), ("H1BraTS", "BraTS")]
+    assert other_models(models) == ["UNet3D", "UNet3D+clean", "X+clean"]
+
+
 def targets_table() -> pd.DataFrame:
     """BraTS on 4 public cases; BraTS/BraTSst/H2-6BraTSst on 12 hospital-1 cases, two combinations."""
     rows = [{"model": "BraTS", "patient_id": f"P{k}", "hospital": "public", "acquired_missing": "none",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -126,6 +127,35 @@ def test_statistics_leaves_untestable_comparisons_out_of_the_family(results_stor
     bh = at.dataframe[0].value  # Benjamini-Hochberg over 2 tests: the smaller p times 2, the larger p times 2/2
     assert not at.exception and bh["p_adjusted"].iloc[1] == pytest.approx(4 / 2**12)
     assert bh["p_adjusted"].iloc[0] == pytest.approx(bh["p_value"].iloc[0]) and bh["p_value"].iloc[0] > 4 / 2**12
+
+
+def test_statistics_compares_results_after_clean_up_with_the_raw_ones(results_store):  # noqa: F811
+    from core.metrics import RegionMetrics
+    from core.store import ResultKey, ResultStore
+    from ui.data import results_table
+
+    # BraTSst+clean (evaluate --clean): 0.05 better than BraTSst on every patient without FLAIR, equal on complete.
+    with ResultStore(os.environ["GBM_DEMO_STORE"]) as store:
+        store.add_model("sha-BraTSst+clean", "BraTSst+clean", {"name": "BraTSst+clean"})
+        raw = store.table().query("model == 'BraTSst' and region == 'tc'")
+        for row in raw.itertuples():
+            dice = row.dice + (0.05 if row.missing == "flair" else 0.0)
+            metrics = {r: RegionMetrics(r, dice, 0.9, 5.0, 40.0, 42.0) for r in ("tc", "wt", "et")}
+            store.write(ResultKey("sha-BraTSst+clean", row.case_key, row.missing), metrics, 1.0, "CPU")
+    results_table.clear()
+    at = page("statistics").run()
+    assert not at.exception
+    family = at.dataframe[0].value  # the paper's family: the raw models only, as before
+    assert set(family["pair"]) == {"BraTSst - BraTS"}
+    at.radio(key="stat_family").set_value("Clean up vs not").run()
+    assert not at.exception
+    result = at.dataframe[0].value.set_index("missing")
+    # Complete: no difference, untested. Without FLAIR all 12 differences are +0.05, tied: as R's wilcox.test,
+    # the normal approximation with the tie and continuity corrections, V = 78 against a mean of 39.
+    assert list(result.index) == ["missing FLAIR"] and set(result["pair"]) == {"BraTSst+clean - BraTSst"}
+    assert result.loc["missing FLAIR", "median_difference"] == pytest.approx(0.05)
+    variance = 12 * 13 * 25 / 24 - (12**3 - 12) / 48
+    assert result.loc["missing FLAIR", "p_value"] == pytest.approx(math.erfc((78 - 39 - 0.5) / math.sqrt(variance * 2)))
 
 
 def test_statistics_bland_altman_shows_one_combination_and_targets_wrap(results_store):  # noqa: F811

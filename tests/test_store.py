@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import ndimage
 
 from core.io import read_case
 from core.model import build_model, save_model
@@ -177,6 +178,43 @@ def test_export_round_trip_and_stats_cli(grid, tmp_path):
                                    "tested"]  # fmt: skip
     assert table.loc[~table["tested"], "p_adjusted"].isna().all()
     assert (table["n"] == 3).all()
+
+
+@pytest.mark.slow
+def test_evaluate_clean_stores_the_cleaned_results_as_a_model_of_their_own(tmp_path):
+    """The bundled BraTS model on the demo's hospital 2 case, raw first (as the demo results are),
+    then ``evaluate --clean``: the cleaned results come as the model BraTS+clean."""
+    manifest, model = ROOT / "data_samples" / "manifest.csv", str(ROOT / "models" / "BraTS")
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        run_sweep(store, SweepConfig([model], manifest, "acquired", splits=(), hospitals=("2",), amp=True))
+    args = [sys.executable, "-m", "core", "evaluate", "--models", model, "--cohort", str(manifest), "--splits", "all",
+            "--hospitals", "2", "--workers", "1", "--amp", "--store", str(path), "--clean"]  # fmt: skip
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    # The raw result was there: only the cleaned one is new.
+    assert summary["results_written"] == summary["cleaned_written"] == 1 and summary["skipped_done"] == 1
+    with ResultStore(path) as store:
+        table = store.table()
+        sha, case_key, missing = table.loc[table["model"] == "BraTS", ["model_sha256", "case_key", "missing"]].iloc[0]
+        assert set(table["model"]) == {"BraTS", "BraTS+clean"}
+        assert set(table.loc[table["model"] == "BraTS+clean", "model_sha256"]) == {sha + "+clean"}
+        raw = store.prediction(sha, case_key, missing)
+        cleaned = store.prediction(sha + "+clean", case_key, missing)
+    kept = cleaned > 0
+    assert (cleaned[kept] == raw[kept]).all()  # labels are only ever dropped
+    components, _ = ndimage.label(raw > 0, structure=np.ones((3, 3, 3)))
+    dropped = np.unique(components[(raw > 0) & ~kept])
+    assert len(dropped) and not kept[np.isin(components, dropped)].any()  # whole components go
+    assert kept[components == np.bincount(components[raw > 0]).argmax()].all()  # the main lesion stays
+    reference = read_case(ROOT / "data_samples" / "SYN_H2_0003").labels
+    dice = table[table["region"] == "wt"].set_index("model")["dice"]
+    for labels, name in ((raw, "BraTS"), (cleaned, "BraTS+clean")):
+        a, b = labels > 0, reference > 0
+        assert dice[name] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert json.loads(again.stdout)["results_written"] == 0
 
 
 def test_file_digests_are_remembered_until_a_file_changes(grid, tmp_path):

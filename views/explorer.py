@@ -21,6 +21,7 @@ from core.figures import (
 )
 from core.io import scoring_grid_words
 from core.metrics import HD95_HELP, UNDEFINED_HELP, metric_text
+from core.postprocess import RULE
 from core.sequences import (
     DISPLAY,
     LABEL_LEGEND,
@@ -112,10 +113,9 @@ live = mode.toggle("Live", key="live_run",
                    help="Run the model on every switch: the axial slice at once, then the whole brain. "
                         "Off: run it with the button.")  # fmt: skip
 clean = tidy.toggle("Clean up", key="clean_up",
-                    help="Keep the main lesions: drop tumour components with under 30 % of the largest one's volume "
-                         "deeper than 6 mm inside the brain (specks, and the bright rims at the brain's edge that "
-                         "real scans show and our synthetic ones do not). Off: the network's own labels, as the "
-                         "stored results hold them.")  # fmt: skip
+                    help=f"{RULE.capitalize()} (specks, and the bright rims at the brain's edge that real scans "
+                         "show and our synthetic ones do not). Off: the network's own labels, as the demo results "
+                         "hold them.")  # fmt: skip
 progress = st.empty()
 
 

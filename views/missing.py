@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.card import other_models, paper_pairs, synthetic_origin
+from core.card import cleanup_pairs, other_models, paper_pairs, synthetic_origin
 from core.cases import find_cases
 from core.figures import counted, hospital_label, hospital_order, median_heatmap, missing_comparison_figure
 from core.report import extended_evaluation_command
@@ -17,9 +17,10 @@ from ui.data import ROOT, demo_cohort, demo_patients, demo_store, list_models, m
 st.title("Missing sequences")
 source, table = pick_results("miss")
 models = sorted(table["model"].unique())
-# The paper's pairs, then each other architecture against each of the paper's models.
+# The paper's pairs, each model's results after Clean up against its raw ones, then each other
+# architecture against each of the paper's models.
 others = other_models(models)
-pairs = paper_pairs(models) + [(o, m) for o in others for m in models if m not in others]
+pairs = paper_pairs(models) + cleanup_pairs(models) + [(o, m) for o in others for m in models if m not in others]
 pairs = pairs or [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
 c1, c2, c3 = st.columns(3)
 if pairs:

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.card import STATUS, paper_pairs, site_pairs, sparsified_pairs
+from core.card import STATUS, cleanup_pairs, paper_pairs, site_pairs, sparsified_pairs
 from core.figures import METRIC_TITLES, bland_altman_figure, counted
 from core.report import COMPUTE, paper_targets
 from core.sequences import REGION_DISPLAY, combination_label, order_combinations
@@ -21,16 +21,17 @@ st.title("Statistics")
 source, table = pick_results("stat")
 models = sorted(table["model"].unique())
 c1, c2, c3, c4 = st.columns(4)
-family = c1.radio("Comparisons", ["the paper's family", "sparsified vs not", "hospital 1 data vs not", "choose pairs"],
-                  key="stat_family",
+family = c1.radio("Comparisons", ["the paper's family", "sparsified vs not", "hospital 1 data vs not",
+                                  "Clean up vs not", "choose pairs"], key="stat_family",
                   help="The paper: every pair with and without sparsified training, and with and without "
-                  "hospital 1 data, adjusted over all their tests")  # fmt: skip
+                  "hospital 1 data, adjusted over all their tests. Clean up vs not: each model's results after Clean "
+                  "up (NAME+clean, from Your data's evaluations or evaluate --clean) against its raw ones")  # fmt: skip
 region = c2.selectbox("Region", ["tc", "wt", "et"], format_func=REGION_DISPLAY.get, key="stat_region")
 metric = c3.selectbox("Metric", ["dice", "sensitivity", "hd95"], key="stat_metric", format_func=METRIC_TITLES.get)
 adjust = c4.radio("Adjustment", ADJUSTMENTS, format_func=ADJUSTMENT_NAMES.get, key="stat_adjust")
 if family != "choose pairs":
     pairs = {"the paper's family": paper_pairs, "sparsified vs not": sparsified_pairs,
-             "hospital 1 data vs not": site_pairs}[family](models)  # fmt: skip
+             "hospital 1 data vs not": site_pairs, "Clean up vs not": cleanup_pairs}[family](models)  # fmt: skip
 else:
     a = st.multiselect("Model A", models, default=models[:1], key="stat_a")
     b = st.multiselect("Model B", models, default=models[-1:], key="stat_b")
@@ -65,6 +66,8 @@ if not pairs:
     needs = {"the paper's family": "a model and its sparsified twin (BraTS and BraTSst) or a model with and without "
              "hospital 1 data (H1BraTS and BraTS)", "sparsified vs not": "a model and its sparsified twin (BraTS and "
              "BraTSst)", "hospital 1 data vs not": "a model with and without hospital 1 data (H1BraTS and BraTS)",
+             "Clean up vs not": "a model's results with and without Clean up (evaluate them on the Your data page "
+             "with Clean up on, or with python -m core evaluate --clean)",
              "choose pairs": "two different models in A and B"}[family]  # fmt: skip
     st.info(f"Nothing to compare in these results ({', '.join(models)}): these comparisons need {needs}. "
             "Choose other comparisons or results above; the volume agreement of each model is below.")  # fmt: skip

@@ -11,6 +11,7 @@ import streamlit as st
 from core.cases import inspect_path
 from core.convert import install_model
 from core.metrics import UNDEFINED, UNDEFINED_HELP, metric_text
+from core.postprocess import CLEANED, RULE
 from core.sequences import REGION_DISPLAY, combination_label, order_combinations
 from core.stats import applicable_rows, not_applicable_words
 from core.store import ResultStore, StoreError
@@ -138,10 +139,14 @@ models = available_models()
 if not models or not report["n_accepted"]:
     st.stop()
 st.subheader("Evaluate")
-c1, c2 = st.columns([2, 1])
+c1, c2, c3 = st.columns([2, 1, 1])
 chosen = c1.multiselect("Models", list(models), default=list(models)[:1], key="data_models")
 mode = c2.radio("Mode", ["acquired", "simulated"], key="data_mode",
                 help="acquired: each case as it is; simulated: the 8 combinations on complete cases")  # fmt: skip
+clean = c3.toggle("Clean up too", key="data_clean",
+                  help=f"Also score each prediction after Clean up ({RULE}; the explorer's switch), stored as the "
+                  f"model NAME{CLEANED} beside the raw results: the cohort pages show both, and Statistics compares "
+                  "them (Clean up vs not). It adds about 0.2 s per prediction.")  # fmt: skip
 # The click only asks for the run, which the rerun makes with the button disabled; popped, so a run that
 # another click interrupts is not asked for again (what it wrote stays: the sweep resumes).
 running = st.session_state.pop("data_running", False)
@@ -154,7 +159,7 @@ if running:
             progress = lambda d, t, m: bar.progress(d / t, text=f"Evaluating {m}: prediction {next_of(d, t)}")  # noqa: E731
             # bfloat16 where the CPU runs it natively, as every page's predictions (ui.data.AMP)
             config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1,
-                                 amp=AMP, root=str(root))  # fmt: skip
+                                 amp=AMP, root=str(root), clean=clean)  # fmt: skip
             with waited_for():  # the explorer's background predictions hold off meanwhile
                 summary = run_sweep(store, config, on_progress=progress)
     except StoreError as error:
@@ -162,12 +167,17 @@ if running:
         st.stop()
     bar.empty()
     results_table.clear()
-    written = summary.results_written - summary.not_applicable  # combinations a model cannot run: not predicted
+    # Combinations a model cannot run are not predicted; with Clean up a prediction has two results.
+    written = summary.results_written - summary.not_applicable - summary.cleaned_written
     inapplicable = f", {summary.not_applicable} not applicable" if summary.not_applicable else ""
+    what = f"{written} prediction{'' if written == 1 else 's'}"
+    if cleaned := summary.cleaned_written:
+        what = f"{written} raw and {cleaned} cleaned-up ({CLEANED}) result{'' if cleaned == 1 else 's'}"
     st.session_state["data_summary"] = (
-        f"{written} prediction{'' if written == 1 else 's'} written to {user_store()} in {summary.seconds:.0f} s "
-        f"({summary.skipped_done} already there{inapplicable}). They are below, and on the Hospitals, Missing "
-        "sequences and Statistics pages under **Results: your data**.",
+        f"{what} written to {user_store()} in "
+        f"{summary.seconds:.0f} s ({summary.skipped_done} result{'' if summary.skipped_done == 1 else 's'} already "
+        f"there{inapplicable}). They are below, and on the Hospitals, Missing sequences and Statistics pages under "
+        "**Results: your data**.",
         summary.errors,
     )
     st.rerun()  # the button enabled again, the summary below
@@ -180,7 +190,7 @@ if done := st.session_state.pop("data_summary", None):
 mine = results_table(str(user_store()))
 cases = {c["case_id"] for c in report["cases"] if c["ok"]}
 if len(mine):
-    mine = mine[mine["patient_id"].isin(cases) & mine["model"].isin(chosen)]
+    mine = mine[mine["patient_id"].isin(cases) & mine["model"].isin([*chosen, *(m + CLEANED for m in chosen)])]
 if len(mine):
     st.subheader("Your results for these cases")
     columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
