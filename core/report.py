@@ -214,14 +214,17 @@ Research and teaching use only.</p>{"".join(parts)}</body></html>"""
 
 
 def extended_evaluation_command(model_folders, patients, preset: str = "realistic", scale: float = 1.0, seed: int = 0,
-                                store: str = "results.sqlite", out: str = "runs/t1c") -> str:  # fmt: skip
+                                store: str = "results.sqlite", out: str = "runs/t1c",
+                                clean: bool = False) -> str:  # fmt: skip
     """The commands that add the 7 combinations with T1c missing (15 in all) for ``patients`` of
     a synthetic cohort: render their cases again (bit for bit, from preset, scale and seed),
-    then evaluate them. Without patients, the evaluation of a cohort folder ``out`` of your own.
-    The results go to ``store`` (the user's store: the bundled demo store is never written)."""
+    then evaluate them (``clean``: after Clean up too). Without patients, the evaluation of a
+    cohort folder ``out`` of your own. The results go to ``store`` (the user's store: the bundled
+    demo store is never written)."""
     render = (f"python -m core synth --preset {preset} --scale {scale:g} --seed {seed} "
               f"--patients {','.join(sorted(patients))} --out {out}\n") if len(patients) else ""  # fmt: skip
     return (
         f"{render}python -m core evaluate --models {','.join(str(m) for m in model_folders)} "
         f"--cohort {out}/manifest.csv --mode simulated --combinations 15 --splits all --store {store}"
+        + (" --clean" if clean else "")
     )

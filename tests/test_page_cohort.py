@@ -156,6 +156,14 @@ def test_statistics_compares_results_after_clean_up_with_the_raw_ones(results_st
     assert result.loc["missing FLAIR", "median_difference"] == pytest.approx(0.05)
     variance = 12 * 13 * 25 / 24 - (12**3 - 12) / 48
     assert result.loc["missing FLAIR", "p_value"] == pytest.approx(math.erfc((78 - 39 - 0.5) / math.sqrt(variance * 2)))
+    # The Missing sequences page pairs them too, and its command to add T1c's combinations evaluates the
+    # model's own folder with --clean.
+    at = page("missing").run()
+    at.selectbox(key="miss_pair").select(("BraTSst+clean", "BraTSst")).run()
+    at.radio(key="miss_count").set_value(15).run()
+    assert not at.exception
+    command = at.code[0].value
+    assert "--models models/BraTSst --cohort" in command and command.endswith("--clean")
 
 
 def test_statistics_bland_altman_shows_one_combination_and_targets_wrap(results_store):  # noqa: F811

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.device import describe_device
+from core.postprocess import CLEANED
 from core.sequences import DISPLAY, SEQUENCES
 from ui.data import all_results, demo_cohort, demo_patients, demo_store, list_models, models_root
 
@@ -17,7 +18,9 @@ st.warning("Research and teaching tool. Not a medical device; not for diagnosis 
 manifest = demo_patients(str(demo_cohort()), str(demo_store()))
 models = list_models(str(models_root()))
 results = all_results()
-predictions = len(results.drop_duplicates(["model_sha256", "case_key", "missing"])) if len(results) else 0
+# A model's results after Clean up (NAME+clean) score the same predictions again: not counted twice.
+made = results[~results["model_sha256"].str.endswith(CLEANED)] if len(results) else results
+predictions = len(made.drop_duplicates(["model_sha256", "case_key", "missing"])) if len(made) else 0
 # Widths so that no label is cut at 1280 px: the count of predictions has the longest one.
 cases, hospitals, model_count, result_count, compute = st.columns([1, 1, 0.8, 1.6, 2.4])
 cases.metric("Demo cases", len(manifest))

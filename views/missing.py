@@ -7,6 +7,7 @@ import streamlit as st
 from core.card import cleanup_pairs, other_models, paper_pairs, synthetic_origin
 from core.cases import find_cases
 from core.figures import counted, hospital_label, hospital_order, median_heatmap, missing_comparison_figure
+from core.postprocess import CLEANED
 from core.report import extended_evaluation_command
 from core.sequences import REGION_DISPLAY, combination_name, combinations_for
 from core.stats import SCOPES, select_scope
@@ -53,7 +54,10 @@ if without_t1c and not set(without_t1c) & set(scoped["missing"]):
         own = synthetic_origin(bundled) or {"preset": "realistic", "scale": 1.0, "seed": 0}
         preset, scale, seed = own["preset"], own["scale"], own["seed"]
     cards = list_models(str(models_root()))
-    folders = [Path(cards[m]["path"]) for m in compared if m in cards]
+    # A model's results after Clean up (NAME+clean) come from its own folder, evaluated with --clean.
+    bases = list(dict.fromkeys(m.removesuffix(CLEANED) for m in compared))
+    clean = any(m.endswith(CLEANED) for m in compared)
+    folders = [Path(cards[m]["path"]) for m in bases if m in cards]
     folders = [f.relative_to(ROOT) if f.is_relative_to(ROOT) else f for f in folders]
     store = user_store().relative_to(ROOT) if user_store().is_relative_to(ROOT) else user_store()
     st.info(
@@ -65,8 +69,8 @@ if without_t1c and not set(without_t1c) & set(scoped["missing"]):
         "**Results: your data** (the demo results are never changed)."
     )
     out = "runs/t1c" if len(chosen) else "YOUR_COHORT"  # a cohort of the user's own is theirs to name
-    st.code(extended_evaluation_command(folders or [f"models/{m}" for m in compared], sorted(set(chosen["patient_id"])),
-                                        preset, float(scale), int(seed), str(store), out), language="bash",
+    st.code(extended_evaluation_command(folders or [f"models/{m}" for m in bases], sorted(set(chosen["patient_id"])),
+                                        preset, float(scale), int(seed), str(store), out, clean), language="bash",
             wrap_lines=True)  # fmt: skip
 data = scoped[(scoped["region"] == region) & scoped["missing"].isin(names)]
 if data.empty:
