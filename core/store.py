@@ -28,6 +28,7 @@ import numpy as np
 import core
 from core.io import CaseSource
 from core.metrics import RegionMetrics
+from core.postprocess import CLEANED
 from core.sequences import SEQUENCES, combination_name
 
 MIGRATIONS: dict[int, str] = {
@@ -349,8 +350,9 @@ class ResultStore:
 
     def keep_models(self, sha256s: Iterable[str]) -> dict[str, int]:
         """Drop every model not in ``sha256s`` (retrained or removed weights) with its results
-        and label maps, so a name never stands for two sets of weights. Returns what was dropped."""
-        keep = sorted(set(sha256s))
+        and label maps, so a name never stands for two sets of weights; a kept model's results
+        after Clean up (``core.postprocess.cleaned_model``) stay with it. Returns what was dropped."""
+        keep = sorted({sha + extra for sha in sha256s for extra in ("", CLEANED)})
         marks = ",".join("?" * len(keep))
         dropped = {}
         self.db.execute("BEGIN IMMEDIATE")

@@ -278,25 +278,27 @@ def test_trim_keeps_the_first_patients_label_maps_and_every_metric(grid, tmp_pat
 
 
 def test_trim_keep_models_drops_the_results_of_other_weights(grid, tmp_path):
-    """A retrained model keeps its name but not its weights: its old rows must go, the rest stay."""
+    """A retrained model keeps its name but not its weights: its old rows must go, the rest stay, with
+    the kept model's results after Clean up."""
     manifest, models = grid
     path = tmp_path / "r.sqlite"
     with ResultStore(path) as store:
-        run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS))
+        run_sweep(store, SweepConfig(models, manifest, "acquired", splits=SPLITS, clean=True))
         per_model = dict(store.db.execute("SELECT m.name, COUNT(*) FROM results r JOIN models m "
                                           "ON m.sha256 = r.model_sha256 GROUP BY m.name"))  # fmt: skip
         maps = dict(store.db.execute("SELECT m.name, COUNT(*) FROM predictions p JOIN models m "
                                      "ON m.sha256 = p.model_sha256 GROUP BY m.name"))  # fmt: skip
-    assert per_model == {"A": 9, "Ast": 9} and maps == {"A": 3, "Ast": 3}  # 3 cases x 3 regions
+    assert per_model == {"A": 9, "Ast": 9, "A+clean": 9, "Ast+clean": 9}  # 3 cases x 3 regions
+    assert maps == {"A": 3, "Ast": 3, "A+clean": 3, "Ast+clean": 3}
     result = subprocess.run([sys.executable, "-m", "core", "trim", "--store", str(path), "--keep-models", models[0]],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["models_kept"] == ["A"]
-    assert report["dropped_with_other_weights"] == {"predictions": 3, "results": 9, "models": 1}
+    assert report["dropped_with_other_weights"] == {"predictions": 6, "results": 18, "models": 2}
     with ResultStore(path) as store:
         table = store.table()
-    assert set(table["model"]) == {"A"} and len(table) == 9
+    assert set(table["model"]) == {"A", "A+clean"} and len(table) == 18
     result = subprocess.run([sys.executable, "-m", "core", "trim", "--store", str(path), "--keep-models",
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode != 0 and "no model here" in result.stderr + result.stdout
