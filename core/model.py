@@ -149,10 +149,10 @@ def build_model(preset: str | ModelConfig = "deepmedic", in_channels: int = 4, n
 
 
 class InferencePReLU(nn.PReLU):
-    """PReLU computed in place: the same values (bit for bit in float32; in bfloat16 it stays in
-    bfloat16 where autocast would compute PReLU in float32) in 15-30 % of the time of torch's
-    kernel on channels-last CPU tensors, where PReLU cost as much as the convolutions. For
-    inference only: it overwrites its input, which is a convolution's fresh output."""
+    """PReLU for inference: the same values as ``nn.PReLU`` (bit for bit in float32; in bfloat16 it
+    stays in bfloat16), in place on a CPU, where torch's kernel on a channels-last tensor took as
+    long as the convolutions. For inference only: it overwrites its input, which is a convolution's
+    fresh output."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slope = self.weight.to(x.dtype)
@@ -165,32 +165,30 @@ class InferencePReLU(nn.PReLU):
                 slope = slope.repeat(x.shape[4])
             except RuntimeError:  # a size-1 axis can make the layout ambiguous: broadcast instead
                 rows = x
+        if rows.device.type == "cpu" and rows.ndim == 2:
+            # A block of rows at a time through torch's PReLU kernel (one pass, which reads as (rows,
+            # channels) a 2-D block whose "channels" are the Z x C values), copied back while the
+            # block is in cache: 12 % of a whole-brain run faster than max(x, a x) in two passes.
+            # Blocks are large, as each op is an OpenMP parallel region, which costs about 70 us more
+            # when started from a thread other than the process's first (the app's threads; torch.mul
+            # on 256k bfloat16 values: 25-35 us on the main thread, 103 us in another): blocks of 256k
+            # values cost the app's whole-brain runs 1.3x the main thread's time, 8 MB blocks 1.08x.
+            step = max(1, PRELU_BLOCK // rows.shape[1])
+            for start in range(0, rows.shape[0], step):
+                block = rows[start : start + step]
+                block.copy_(nn.functional.prelu(block, slope))
+            return x
         if rows is x and x.ndim > 2:
             slope = slope.view((1, -1) + (1,) * (x.ndim - 2))
-        # With every slope <= 1, PReLU is max(x, a x); with every slope >= 1, min(x, a x): one pass
-        # over x and one temporary, twice as fast as the general form below.
+        # Elsewhere (a GPU): with every slope <= 1, PReLU is max(x, a x); with every slope >= 1,
+        # min(x, a x): one pass over x and one temporary.
         if bool((self.weight <= 1).all()):
-            pick = torch.maximum
+            torch.maximum(rows, rows * slope, out=rows)
         elif bool((self.weight >= 1).all()):
-            pick = torch.minimum
+            torch.minimum(rows, rows * slope, out=rows)
         else:
             negative = torch.clamp(rows, max=0).mul_(slope)
             rows.clamp_(min=0).add_(negative)
-            return x
-        if rows.device.type != "cpu" or rows.ndim != 2:
-            pick(rows, rows * slope, out=rows)
-            return x
-        # On a CPU, a block of rows at a time: the temporary stays in cache for the pass that
-        # follows, instead of a whole activation written out and read back. Blocks are large, as
-        # each op is an OpenMP parallel region, which costs about 70 us more when started from a
-        # thread other than the process's first (the app's threads; torch.mul on 256k bfloat16
-        # values: 25-35 us on the main thread, 103 us in another, 58 us on one core): blocks of
-        # 256k values cost the app's whole-brain runs 1.3x the main thread's time, 8 MB blocks 1.08x.
-        step = max(1, PRELU_BLOCK // rows.shape[1])
-        scaled = torch.empty((min(step, rows.shape[0]), rows.shape[1]), dtype=rows.dtype)
-        for start in range(0, rows.shape[0], step):
-            block = rows[start : start + step]
-            pick(block, torch.mul(block, slope, out=scaled[: block.shape[0]]), out=block)
         return x
 
 

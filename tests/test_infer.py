@@ -300,7 +300,7 @@ def test_inference_prelu_in_blocks_equals_torchs_prelu(monkeypatch):
     from core.model import InferencePReLU
 
     # Blocks of 40 values: two rows of a (1, 6, 5, 3, 3) channels-last tensor (15 rows of 18 values)
-    # and six of a (7, 6) matrix, so both end on a shorter block; slopes all <= 1 (max) and all >= 1 (min).
+    # and six of a (7, 6) matrix, so both end on a shorter block; slopes all <= 1 and all >= 1.
     monkeypatch.setattr(core.model, "PRELU_BLOCK", 40)
     torch.manual_seed(0)
     x = torch.randn(1, 6, 5, 3, 3).contiguous(memory_format=torch.channels_last_3d)
