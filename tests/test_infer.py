@@ -295,21 +295,27 @@ def test_inference_prelu_equals_torchs_prelu(slopes):
                 np.testing.assert_array_equal(fast(y.clone()).numpy(), reference(y).numpy())
 
 
-def test_inference_prelu_in_blocks_equals_torchs_prelu(monkeypatch):
-    import core.model
-    from core.model import InferencePReLU
+def test_inference_prelu_keeps_the_layout_and_its_gpu_way_equals_torchs_prelu():
+    from core.model import InferencePReLU, prelu_in_place
 
-    # Blocks of 40 values: two rows of a (1, 6, 5, 3, 3) channels-last tensor (15 rows of 18 values)
-    # and six of a (7, 6) matrix, so both end on a shorter block; slopes all <= 1 and all >= 1.
-    monkeypatch.setattr(core.model, "PRELU_BLOCK", 40)
     torch.manual_seed(0)
     x = torch.randn(1, 6, 5, 3, 3).contiguous(memory_format=torch.channels_last_3d)
     rows = torch.randn(7, 6)
-    for slopes in (torch.tensor([0.25, -0.5, 0.0, 1.0, 0.7, 0.01]), torch.tensor([1.0, 1.5, 3.0, 1.0, 1.7, 2.0])):
+    for slopes in (torch.tensor([0.25, -0.5, 0.0, 1.0, 0.7, 0.01]), torch.tensor([1.0, 1.5, 3.0, 1.0, 1.7, 2.0]),
+                   torch.tensor([0.25, -0.5, 0.0, 1.0, 1.7, 0.01])):  # fmt: skip
         fast = InferencePReLU(6)
         with torch.no_grad():
             fast.weight.copy_(slopes)
         with torch.inference_mode():
-            expected = torch.where(x > 0, x, x * slopes.view(1, -1, 1, 1, 1))
-            np.testing.assert_array_equal(fast(x.clone()).numpy(), expected.numpy())
-            np.testing.assert_array_equal(fast(rows.clone()).numpy(), torch.where(rows > 0, rows, rows * slopes))
+            expected = torch.where(x > 0, x, x * slopes.view(1, -1, 1, 1, 1))  # PReLU's definition
+            out = fast(x.clone())
+            # The next convolution gets channels-last input, as from the convolution before.
+            assert out.is_contiguous(memory_format=torch.channels_last_3d) and out.shape == x.shape
+            np.testing.assert_array_equal(out.numpy(), expected.numpy())
+            # On a GPU: in place, max(x, a x) or min(x, a x) where the slopes allow (run here on the CPU).
+            y = x.clone()
+            assert prelu_in_place(y, slopes) is y
+            np.testing.assert_array_equal(y.numpy(), expected.numpy())
+            np.testing.assert_array_equal(
+                prelu_in_place(rows.clone(), slopes), torch.where(rows > 0, rows, rows * slopes)
+            )
