@@ -182,7 +182,9 @@ def _two_shapes(boxes: list[tuple[tuple[int, int], ...]]) -> list[tuple[tuple[in
     return grown
 
 
-CPU_DEPTH = 36  # slab depth on a CPU: thinner pays more halo, thicker boxes hug the brain less
+# Slab depth on a CPU: thinner pays more halo, thicker boxes hug the brain less. With PReLU one pass
+# per layer, 45 beat 36, 54 and 72 on two demo cases for both presets (two rounds: 4-9 % faster than 36).
+CPU_DEPTH = 45
 
 
 def _cpu_budget() -> float:
