@@ -15,11 +15,11 @@ import numpy as np
 
 from core.io import CaseError
 from core.model import ModelError
+from core.postprocess import RULE
 from core.store import StoreError
 
 AMP_HELP = "bfloat16 autocast where the device runs it natively (CUDA; CPUs with AVX-512 BF16 or AMX)"
-CLEAN_HELP = ("keep the main lesions: drop tumour components with under 30%% of the largest one's volume deeper than "
-              "6 mm inside the brain (specks, rims at the brain's edge; core/postprocess.py)")  # fmt: skip
+CLEAN_HELP = RULE.replace("%", "%%") + " (specks, rims at the brain's edge; core/postprocess.py)"
 
 
 def _progress(description: str, unit: str = "case"):
@@ -469,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-per-hospital", type=int, default=0, help="only the first N cases of each hospital (a quick first pass)"
     )
     evaluate.add_argument("--empty", choices=("nan", "brats"), default="nan", help="empty-mask policy")
-    evaluate.add_argument("--clean", action="store_true", help=CLEAN_HELP + "; also stored, as the model NAME+clean")
+    evaluate.add_argument("--clean", action="store_true", help="also score each prediction after Clean up ("
+                          + CLEAN_HELP + ") and store it as the model NAME+clean beside the raw results")  # fmt: skip
     evaluate.add_argument("--store", type=Path, required=True, help="SQLite results store")
     evaluate.add_argument("--workers", type=int, default=0, help="local processes (default: cores, at most 4)")
     evaluate.add_argument(
@@ -517,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-models",
         type=Path,
         help="a model folder, or a folder of them: drop the results of every other set of weights "
-        "(e.g. a model's before it was retrained)",
+        "(e.g. a model's before it was retrained); a kept model's results after Clean up (NAME+clean) stay",
     )
     trim.add_argument("--forget-file-hashes", action="store_true", help="forget remembered case-file hashes")
     trim.set_defaults(func=cmd_trim)

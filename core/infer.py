@@ -199,9 +199,10 @@ def _cpu_budget() -> float:
 def box_edges(model: torch.nn.Module, shape, device: torch.device, amp: bool = False) -> tuple[int, int, int]:
     """Largest output box for :func:`brain_outputs`: the whole brain in-plane, and slabs of
     ``CPU_DEPTH`` slices on a CPU (on a GPU as many as half its free share holds), fewer where
-    memory is short. Peak memory per box voxel, measured when each box also ran the subsampled
-    pathway (it now runs once per brain, which needs less): about 400 bytes for deepmedic-lite
-    and 700 for deepmedic in bfloat16, 1300 in float32; the estimate below is above each."""
+    memory is short. Peak memory per box voxel (a whole-brain run's growth of the process's peak
+    memory over the largest box's voxels, slabs of 45 slices, only the layer outputs still needed
+    kept): about 420 bytes for deepmedic-lite and 640 for deepmedic in bfloat16 (1,300 for
+    deepmedic in float32 when every layer output was kept); the estimate below is above each."""
     config = model.config
     size = 2 if amp and bf16_supported(device) else 4
     per_voxel = size * (4 * max(config.feature_maps) + 2 * max(config.fc)) + 32

@@ -79,15 +79,14 @@ class Pathway(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
+        before = None  # the output two layers back, for a residual connection (only that one is kept)
         for number, layer in enumerate(self.layers, start=1):
             y = layer(x)
             if self.residual and number in RESIDUAL_LAYERS:
-                skip = outputs[-2][:, :, 2:-2, 2:-2, 2:-2]  # two layers back, cropped by 2 per side
+                skip = before[:, :, 2:-2, 2:-2, 2:-2]  # two layers back, cropped by 2 per side
                 pad = y.shape[1] - skip.shape[1]
                 y = y + (nn.functional.pad(skip, (0, 0, 0, 0, 0, 0, 0, pad)) if pad > 0 else skip[:, : y.shape[1]])
-            outputs.append(y)
-            x = y
+            before, x = (x if self.residual and number > 1 else None), y
         return x
 
 
@@ -189,7 +188,7 @@ def prelu_in_place(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def fuse_for_inference(model: DeepMedic) -> DeepMedic:
-    """A copy for inference: batch norm folded into the convolutions, PReLU in place,
+    """A copy for inference: batch norm folded into the convolutions, InferencePReLU,
     channels-last layout.
 
     Conv then eval-mode BN is one affine map, so folding it changes outputs only by float

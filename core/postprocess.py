@@ -12,8 +12,9 @@ distant false positives could be improved by post-processing.
 
 It is an option, off by default (the demo results are of raw predictions): the explorer's
 "Clean up" switch, ``python -m core predict --clean``, ``evaluate --clean`` and the Your data
-page's evaluations (which store the cleaned results as a model of their own, :func:`cleaned_model`,
-beside the raw ones), and ``bench/real.py``'s cleaned columns.
+page's "Clean up too" (both store the cleaned results as a model of their own, :func:`cleaned_model`,
+beside the raw ones), and ``bench/real.py``'s cleaned columns. scipy is imported when a label map
+is cleaned, not with this module, which the store and the cards import for its names.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage, signal
 
 RIM_MM = 6.0  # the band along the brain's edge where real-scan false positives gather
 SHARE = 0.3  # a component is kept with at least this share of the main lesion's deep volume
@@ -62,6 +62,8 @@ def deep_voxels(brain: np.ndarray, spacing_mm=(1.0, 1.0, 1.0), rim_mm: float = R
     The same as ``distance_transform_edt(np.pad(brain, 1), sampling=spacing_mm) >= rim_mm`` (cropped
     back), computed as "no outside voxel within the open ball of radius ``rim_mm``": one FFT
     convolution, 3-4x faster here."""
+    from scipy import signal
+
     spacing = np.asarray(spacing_mm, float)
     if within is None:
         within = tuple(slice(0, n) for n in brain.shape)
@@ -96,6 +98,8 @@ def keep_main_lesions(labels: np.ndarray, brain: np.ndarray, spacing_mm=(1.0, 1.
     Raises:
         ValueError: the shapes differ or ``share`` is outside [0, 1].
     """
+    from scipy import ndimage
+
     if labels.shape != brain.shape:
         raise ValueError(f"labels have shape {labels.shape} but the brain mask has {brain.shape}")
     if not 0 <= share <= 1:
@@ -118,21 +122,26 @@ def keep_main_lesions(labels: np.ndarray, brain: np.ndarray, spacing_mm=(1.0, 1.
     return Cleanup(out, int(keep.sum()), int(n - keep.sum()), float(sizes[~keep].sum() * voxel_ml))
 
 
-def clean_prediction(prediction, case, brain: np.ndarray | None = None):
-    """:func:`keep_main_lesions` of a :class:`core.infer.Prediction` on its case: the cleaned
-    prediction (labels only; the probabilities stay the network's) and the :class:`Cleanup`.
+def clean_labels(labels: np.ndarray, case, brain: np.ndarray | None = None) -> Cleanup:
+    """:func:`keep_main_lesions` of a label map predicted for ``case``, on the grid the case was read
+    from (as predictions come back and are stored).
 
     The brain mask (``brain``, else :func:`core.preprocess.brain_mask` of the case's available
-    sequences, on the grid the case is held on) is mapped, like the prediction, onto the grid the
-    case was read from (a case resampled to 1 mm on reading), and the rim is measured with that
-    grid's spacing."""
+    sequences, on the grid the case is held on) is mapped, like the prediction, onto that grid (a
+    case resampled to 1 mm on reading), and the rim is measured with that grid's spacing."""
     from core.io import resample_to_original, scoring_reference
     from core.preprocess import brain_mask
 
     if brain is None:
         brain = brain_mask(case.images, case.available)
     brain = resample_to_original(brain.astype(np.uint8), case, order=0) > 0
-    cleanup = keep_main_lesions(prediction.labels, brain, scoring_reference(case)[1])
+    return keep_main_lesions(labels, brain, scoring_reference(case)[1])
+
+
+def clean_prediction(prediction, case, brain: np.ndarray | None = None):
+    """:func:`clean_labels` of a :class:`core.infer.Prediction`: the cleaned prediction (labels only;
+    the probabilities stay the network's) and the :class:`Cleanup`."""
+    cleanup = clean_labels(prediction.labels, case, brain)
     return replace(prediction, labels=cleanup.labels), cleanup
 
 

@@ -402,6 +402,19 @@ class ResultStore:
         ).fetchone()
         return None if row is None else decode_labels(*row)
 
+    def encoded_prediction(
+        self, model_sha256: str, key: str, missing: str, code_version: str = CODE_VERSION
+    ) -> tuple[tuple[str, bytes], float, str] | None:
+        """A cached label map as stored (:func:`encode_labels`' header and blob), with the seconds and
+        device of its result, or None: what a sweep hands a worker to clean without predicting again."""
+        row = self.db.execute(
+            "SELECT p.shape, p.labels, r.seconds, r.device FROM predictions p JOIN results r USING "
+            "(model_sha256, case_key, missing, code_version) WHERE p.model_sha256=? AND p.case_key=? AND p.missing=? "
+            "AND p.code_version=? LIMIT 1",
+            (model_sha256, key, missing, code_version),
+        ).fetchone()
+        return None if row is None else ((row[0], row[1]), float(row[2] or 0.0), row[3] or "")
+
     def has_prediction(self, model_sha256: str, key: str, missing: frozenset[str],
                        code_version: str = CODE_VERSION) -> bool:  # fmt: skip
         """Whether a label map is cached (an index lookup; nothing is decoded)."""
@@ -458,19 +471,22 @@ class ResultStore:
         return pd.read_sql_query(query, self.db)
 
     def timing_by_device(self) -> dict[str, tuple[int, float, float, float]]:
-        """Per device: (predictions, mean seconds each, first and last ``created`` time in s since the epoch)."""
+        """Per device: (predictions, mean seconds each, first and last ``created`` time in s since the epoch);
+        the results after Clean up, the same predictions scored again, left out."""
         rows = self.db.execute(
             "SELECT device, COUNT(*), AVG(seconds), MIN(created), MAX(created) FROM (SELECT DISTINCT model_sha256, "
-            "case_key, missing, device, seconds, created FROM results WHERE applicable = 1) GROUP BY device"
+            "case_key, missing, device, seconds, created FROM results WHERE applicable = 1 AND model_sha256 NOT LIKE "
+            f"'%{CLEANED}') GROUP BY device"
         ).fetchall()
         return {device: (count, seconds, first, last) for device, count, seconds, first, last in rows}
 
     def timing_by_runtime(self) -> dict[tuple[str, str], tuple[int, float, float]]:
-        """Per (model name, runtime): (predictions, mean and median seconds each), not-applicable rows left out."""
+        """Per (model name, runtime): (predictions, mean and median seconds each), not-applicable rows and
+        the results after Clean up (the same predictions scored again) left out."""
         rows = self.db.execute(
             "SELECT m.name, r.runtime, r.seconds FROM (SELECT DISTINCT model_sha256, case_key, missing, runtime, "
-            "seconds FROM results WHERE applicable = 1 AND seconds IS NOT NULL) r "
-            "JOIN models m ON m.sha256 = r.model_sha256"
+            "seconds FROM results WHERE applicable = 1 AND seconds IS NOT NULL AND model_sha256 NOT LIKE "
+            f"'%{CLEANED}') r JOIN models m ON m.sha256 = r.model_sha256"
         ).fetchall()
         groups: dict[tuple[str, str], list[float]] = {}
         for name, runtime, seconds in rows:
@@ -497,7 +513,9 @@ def combine_sources(tables: dict, source: str = "both"):
         tables: {"demo": DataFrame, "user": DataFrame} of :meth:`ResultStore.table` (either may be empty).
         source: "demo", "user" or "both". With "both", a user row of a result the demo store
             already holds (same weights, case content, combination, region and policy) is left
-            out, so a case is counted once; a user case that shares a demo patient's id but not
+            out, so a case is counted once, unless the user's store also holds that result after
+            Clean up (``NAME+clean``): then the user's raw row stays and the demo's goes, so that
+            the two score one prediction. A user case that shares a demo patient's id but not
             its content is renamed ``<id> (your data)`` so tests never pair the two.
 
     Returns:
@@ -521,6 +539,10 @@ def combine_sources(tables: dict, source: str = "both"):
         parts[name] = table.assign(hospital=table["hospital"].where(~blank, NO_HOSPITAL))
     if "demo" in parts and "user" in parts:
         demo, user = parts["demo"], parts["user"]
+        cleaned = user[user["model_sha256"].str.endswith(CLEANED)]
+        partners = cleaned[key].assign(model_sha256=cleaned["model_sha256"].str.removesuffix(CLEANED))
+        paired = user[pd.MultiIndex.from_frame(user[key]).isin(pd.MultiIndex.from_frame(partners))]
+        demo = parts["demo"] = demo[~pd.MultiIndex.from_frame(demo[key]).isin(pd.MultiIndex.from_frame(paired[key]))]
         user = user[~pd.MultiIndex.from_frame(user[key]).isin(pd.MultiIndex.from_frame(demo[key]))]
         clash = user["patient_id"].isin(set(demo["patient_id"])) & ~user["case_key"].isin(set(demo["case_key"]))
         parts["user"] = user.assign(patient_id=user["patient_id"].where(~clash, user["patient_id"] + " (your data)"))

@@ -26,10 +26,10 @@ from core.cases import find_cases, given_hospital, hospital_of
 from core.io import CaseError, CaseSource, check_source, read_case, scoring_reference
 from core.metrics import evaluate
 from core.model import read_card
-from core.postprocess import CLEANED, clean_prediction, cleaned_model
+from core.postprocess import CLEANED, clean_labels, cleaned_model
 from core.preprocess import brain_mask
 from core.sequences import SEQUENCES, combination_name, combinations_for, scorable_regions
-from core.store import CODE_VERSION, SCORED_ON, ResultKey, ResultStore, encode_labels
+from core.store import CODE_VERSION, SCORED_ON, ResultKey, ResultStore, decode_labels, encode_labels
 
 # The split a sweep gives a case whose manifest names none (or that has no manifest): evaluation
 # data. Training reads such a case as training data instead (core.train).
@@ -102,6 +102,9 @@ class WorkUnit:
     device: str = "cpu"
     amp: bool = False  # bfloat16 autocast where the device runs it natively
     clean: bool = False  # also score each prediction after Clean up
+    # Missing sets whose raw result is stored but not its cleaned one: (missing, encoded labels, seconds,
+    # device) of the stored prediction, cleaned instead of predicted again, so the two score one prediction.
+    stored: tuple[tuple[frozenset[str], tuple[str, bytes], float, str], ...] = ()
 
 
 @dataclass
@@ -133,35 +136,43 @@ def run_unit(unit: WorkUnit, on_step: Callable[[int], None] | None = None) -> Un
             raise ValueError(f"{case.case_id}: no reference segmentation to evaluate against")
         regions = scorable_regions(case.label_scheme, model.config.num_classes, unit.regions)
         reference, spacing = scoring_reference(case)  # the grid predictions come back on
-        normalised = normalise_for(model, case)  # once for every missing set
-        brain = brain_mask(case.images, case.available) if unit.clean else None  # Clean up's, once too
+        stored = {missing: rest for missing, *rest in unit.stored}
+        # Once for every missing set: the normalised case (unless every one is stored) and Clean up's brain mask.
+        normalised = normalise_for(model, case) if set(unit.missing) - set(stored) else None
+        brain = brain_mask(case.images, case.available) if unit.clean else None
         for step, missing in enumerate(unit.missing, start=1):
             if on_step and step > 1:
                 on_step(step - 1)
-            try:
-                prediction = predict_volume(model, case, missing, amp=unit.amp, normalised=normalised)
-            except NotApplicable as exc:  # recorded as not applicable, never as Dice 0
-                out.results.append({"missing": frozenset(missing) | case.missing, "applicable": False,
-                                    "regions": regions, "runtime": runtime_of(model), "reason": str(exc)})  # fmt: skip
-                continue
-            metrics = evaluate(prediction.labels, reference, spacing, regions, unit.empty_policy)
-            item = {
-                "missing": prediction.missing,
-                "applicable": True,
-                "metrics": metrics,
-                "seconds": prediction.seconds,
-                "device": prediction.device,
-                "runtime": runtime_of(model),
-                "labels": encode_labels(prediction.labels) if unit.keep_predictions else None,
-            }  # fmt: skip
-            if unit.clean:
-                start = time.perf_counter()
-                cleaned, _ = clean_prediction(prediction, case, brain)
-                item["cleaned"] = {
-                    "metrics": evaluate(cleaned.labels, reference, spacing, regions, unit.empty_policy),
-                    "seconds": prediction.seconds + time.perf_counter() - start,
-                    "labels": encode_labels(cleaned.labels) if unit.keep_predictions else None,
+            if missing in stored:  # the raw result is stored: clean its label map
+                encoded, seconds, device = stored[missing]
+                labels, seconds, item = decode_labels(*encoded), seconds, {"device": device}
+            else:
+                try:
+                    prediction = predict_volume(model, case, missing, amp=unit.amp, normalised=normalised)
+                except NotApplicable as exc:  # recorded as not applicable, never as Dice 0
+                    out.results.append({"missing": frozenset(missing) | case.missing, "applicable": False,
+                                        "regions": regions, "runtime": runtime_of(model),
+                                        "reason": str(exc)})  # fmt: skip
+                    continue
+                labels, seconds = prediction.labels, prediction.seconds
+                item = {
+                    "metrics": evaluate(labels, reference, spacing, regions, unit.empty_policy),
+                    "seconds": seconds,
+                    "device": prediction.device,
+                    "labels": encode_labels(labels) if unit.keep_predictions else None,
                 }  # fmt: skip
+            item |= {"missing": frozenset(missing) | case.missing, "applicable": True, "runtime": runtime_of(model)}
+            if unit.clean:
+                try:
+                    start = time.perf_counter()
+                    cleaned = clean_labels(labels, case, brain).labels
+                    item["cleaned"] = {
+                        "metrics": evaluate(cleaned, reference, spacing, regions, unit.empty_policy),
+                        "seconds": seconds + time.perf_counter() - start,
+                        "labels": encode_labels(cleaned) if unit.keep_predictions else None,
+                    }  # fmt: skip
+                except Exception as exc:  # the raw result is kept all the same
+                    item["clean_error"] = f"Clean up: {type(exc).__name__}: {exc}"
             out.results.append(item)
     except Exception as exc:  # a bad case or model must not stop the sweep
         out.error = f"{type(exc).__name__}: {exc}"
@@ -242,9 +253,14 @@ def plan_sweep(store: ResultStore, config: SweepConfig) -> SweepPlan:
             done = store.done(k for both in keys.values() for k in both)
             done_count += len(done)
             todo = tuple(m for m, both in keys.items() if not done.issuperset(both))
+            # Raw stored, cleaned not: the stored label map is cleaned (predicting again could give
+            # another prediction, on another device or precision); without one, it is predicted again.
+            stored = tuple((m, *found) for m in todo if keys[m][0] in done
+                           and (found := store.encoded_prediction(sha, key, combination_name(m))))  # fmt: skip
             if todo:
                 units.append(WorkUnit(path, sha, source, key, todo, config.regions, config.empty_policy,
-                                      config.keep_predictions, config.device, config.amp, config.clean))  # fmt: skip
+                                      config.keep_predictions, config.device, config.amp, config.clean,
+                                      stored))  # fmt: skip
     return SweepPlan(units, done_count, skipped, rejected)
 
 
@@ -300,6 +316,7 @@ class SweepSummary:
     scored_on: str = SCORED_ON
     not_applicable: int = 0  # raw combinations written as not applicable (the model's card: cannot-run)
     cleaned_written: int = 0  # of results_written, those of the model NAME+clean (SweepConfig.clean)
+    cleaned_not_applicable: int = 0  # of cleaned_written, not applicable
 
 
 def run_sweep(store: ResultStore, config: SweepConfig,
@@ -326,7 +343,7 @@ def run_sweep(store: ResultStore, config: SweepConfig,
         results = _local_results(plan.units, config.workers, config.device, step if on_progress else None)
     if on_progress and plan.units:
         on_progress(0, total, _progress_words(plan.units[0]))
-    written, errors, not_applicable, cleaned = 0, list(plan.rejected), 0, 0
+    written, errors, not_applicable, cleaned, cleaned_na = 0, list(plan.rejected), 0, 0, 0
     for result in results:
         unit = result.unit
         for item in result.results:
@@ -337,10 +354,13 @@ def run_sweep(store: ResultStore, config: SweepConfig,
                 written, not_applicable = written + wrote, not_applicable + wrote
                 if unit.clean:
                     wrote = store.write_not_applicable(clean_key, item["regions"], item["runtime"])
-                    written, cleaned = written + wrote, cleaned + wrote
+                    written, cleaned, cleaned_na = written + wrote, cleaned + wrote, cleaned_na + wrote
                 continue
-            written += store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"],
-                                   item["runtime"])  # fmt: skip
+            if "metrics" in item:  # not when the raw result was stored already and only cleaned here
+                written += store.write(key, item["metrics"], item["seconds"], item["device"], item["labels"],
+                                       item["runtime"])  # fmt: skip
+            if "clean_error" in item:
+                errors.append(f"{unit.source.case_id} with {Path(unit.model_path).name}: {item['clean_error']}")
             if "cleaned" in item:
                 done = item["cleaned"]
                 wrote = store.write(clean_key, done["metrics"], done["seconds"], item["device"], done["labels"],
@@ -353,7 +373,8 @@ def run_sweep(store: ResultStore, config: SweepConfig,
             on_progress(finished, total, _progress_words(unit))
     seconds = time.perf_counter() - start
     return SweepSummary(len(plan.units), written, plan.skipped_done, plan.skipped_cases, errors, seconds,
-                        not_applicable=not_applicable, cleaned_written=cleaned)  # fmt: skip
+                        not_applicable=not_applicable, cleaned_written=cleaned,
+                        cleaned_not_applicable=cleaned_na)  # fmt: skip
 
 
 def _progress_words(unit: WorkUnit) -> str:

@@ -284,7 +284,7 @@ def test_inference_prelu_equals_torchs_prelu(slopes):
         expected = torch.where(x > 0, x, x * torch.tensor(slopes).view(1, -1, 1, 1, 1))  # PReLU's definition
         np.testing.assert_array_equal(fast(x.clone()).numpy(), expected.numpy())
         np.testing.assert_array_equal(fast(x.clone()).numpy(), reference(x).numpy())
-        # bfloat16 (under autocast torch computes PReLU in float32): within bfloat16's rounding
+        # bfloat16 against torch's PReLU in float32: within bfloat16's rounding
         half = x.to(torch.bfloat16)
         np.testing.assert_allclose(fast(half.clone()).float().numpy(), reference(half.float()).numpy(),
                                    rtol=2**-7, atol=0)  # fmt: skip

@@ -217,6 +217,52 @@ def test_evaluate_clean_stores_the_cleaned_results_as_a_model_of_their_own(tmp_p
     assert json.loads(again.stdout)["results_written"] == 0
 
 
+def test_clean_scores_the_stored_prediction_and_a_failed_clean_up_keeps_the_raw_results(grid, tmp_path, monkeypatch):
+    import core.sweep
+    from core.store import encode_labels
+
+    manifest, models = grid
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_sweep(store, SweepConfig(models[:1], manifest, "acquired", splits=SPLITS))
+        # The stored prediction of P0 becomes a lesion deep inside plus a voxel in a corner, which no
+        # prediction of the model would give: what the cleaned result scores shows which one was cleaned.
+        sha, key = store.db.execute("SELECT model_sha256, case_key FROM results JOIN cases USING (case_key) "
+                                    "WHERE patient_id = 'P0' LIMIT 1").fetchone()  # fmt: skip
+        labels = np.zeros((36, 36, 36), np.uint8)
+        labels[14:22, 14:22, 14:22] = 2
+        labels[0, 0, 0] = 2
+        header, blob = encode_labels(labels)
+        store.db.execute("UPDATE predictions SET shape = ?, labels = ? WHERE model_sha256 = ? AND case_key = ?",
+                         (header, blob, sha, key))  # fmt: skip
+        raw_seconds, device = store.db.execute("SELECT seconds, device FROM results WHERE model_sha256 = ? AND "
+                                               "case_key = ? LIMIT 1", (sha, key)).fetchone()  # fmt: skip
+        summary = run_sweep(store, SweepConfig(models[:1], manifest, "acquired", splits=SPLITS, clean=True))
+        assert summary.results_written == summary.cleaned_written == 3 and not summary.errors
+        cleaned = store.prediction(sha + "+clean", key, "none")
+        row = store.table().query("case_key == @key and model == 'A+clean' and region == 'wt'").iloc[0]
+        # Only the timing of the predictions, not their cleaned scores again.
+        assert store.timing_by_device()[device][0] == 3
+    expected = labels.copy()
+    expected[0, 0, 0] = 0
+    np.testing.assert_array_equal(cleaned, expected)
+    reference = read_case(manifest.parent / "P0").labels > 0
+    assert row["dice"] == pytest.approx(
+        2 * (reference & (expected > 0)).sum() / (reference.sum() + (expected > 0).sum())
+    )
+    assert row["device"] == device and raw_seconds <= row["seconds"] < raw_seconds + 5
+
+    # Clean up failing on a case: its raw results are stored all the same, and the error is named.
+    def fail(*args):
+        raise RuntimeError("no brain")
+
+    monkeypatch.setattr(core.sweep, "clean_labels", fail)
+    with ResultStore(tmp_path / "fresh.sqlite") as store:
+        summary = run_sweep(store, SweepConfig(models[:1], manifest, "acquired", splits=SPLITS, clean=True))
+        assert summary.results_written == 3 and summary.cleaned_written == 0
+        assert len(summary.errors) == 3 and "Clean up: RuntimeError: no brain" in summary.errors[0]
+        assert set(store.table()["model"]) == {"A"}
+
+
 def test_file_digests_are_remembered_until_a_file_changes(grid, tmp_path):
     import os
 
@@ -331,6 +377,13 @@ def test_user_results_never_replace_the_demo_results():
     assert combine_sources({"demo": demo, "user": pd.DataFrame()}, "user").empty
     with pytest.raises(ValueError, match="source must be one of"):
         combine_sources(tables, "mine")
+    # The user's P0 evaluated with Clean up too: its raw row (the prediction the cleaned one scores)
+    # replaces the demo's, so a comparison of the two pairs one prediction; P1 stays the demo's.
+    user = pd.DataFrame([_rows("P0", "P0@h0", "", 0.79), _rows("P0", "P0@h0", "", 0.85, "BraTS+clean", "sha-a+clean")])
+    both = combine_sources({"demo": demo, "user": user}, "both")
+    assert both[["patient_id", "model", "dice", "source"]].values.tolist() == [
+        ["P1", "BraTS", 0.7, "demo results"], ["P0", "BraTS", 0.79, "your data"],
+        ["P0", "BraTS+clean", 0.85, "your data"]]  # fmt: skip
 
 
 def _open_new_store(path: str, barrier) -> str:

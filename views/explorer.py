@@ -113,9 +113,9 @@ live = mode.toggle("Live", key="live_run",
                    help="Run the model on every switch: the axial slice at once, then the whole brain. "
                         "Off: run it with the button.")  # fmt: skip
 clean = tidy.toggle("Clean up", key="clean_up",
-                    help=f"{RULE.capitalize()} (specks, and the bright rims at the brain's edge that real scans "
-                         "show and our synthetic ones do not). Off: the network's own labels, as the demo results "
-                         "hold them.")  # fmt: skip
+                    help=f"{RULE[0].upper()}{RULE[1:]} (specks, and the bright rims at the brain's edge that real "
+                         "scans show and our synthetic ones do not). Off: the network's own labels, as the demo "
+                         "results hold them.")  # fmt: skip
 progress = st.empty()
 
 

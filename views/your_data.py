@@ -171,7 +171,7 @@ if running:
     written = summary.results_written - summary.not_applicable - summary.cleaned_written
     inapplicable = f", {summary.not_applicable} not applicable" if summary.not_applicable else ""
     what = f"{written} prediction{'' if written == 1 else 's'}"
-    if cleaned := summary.cleaned_written:
+    if cleaned := summary.cleaned_written - summary.cleaned_not_applicable:
         what = f"{written} raw and {cleaned} cleaned-up ({CLEANED}) result{'' if cleaned == 1 else 's'}"
     st.session_state["data_summary"] = (
         f"{what} written to {user_store()} in "
@@ -190,7 +190,9 @@ if done := st.session_state.pop("data_summary", None):
 mine = results_table(str(user_store()))
 cases = {c["case_id"] for c in report["cases"] if c["ok"]}
 if len(mine):
-    mine = mine[mine["patient_id"].isin(cases) & mine["model"].isin([*chosen, *(m + CLEANED for m in chosen)])]
+    # By weights, not name (an uploaded model is listed as NAME (your model)); with their results after Clean up.
+    digests = {models[m]["weights_sha256"] for m in chosen}
+    mine = mine[mine["patient_id"].isin(cases) & mine["model_sha256"].str.removesuffix(CLEANED).isin(digests)]
 if len(mine):
     st.subheader("Your results for these cases")
     columns = ["model", "patient_id", "missing", "region", "dice", "sensitivity", "hd95", "volume_pred_ml",
