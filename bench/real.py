@@ -43,6 +43,7 @@ from core.io import CaseError, read_case  # noqa: E402
 from core.metrics import evaluate  # noqa: E402
 from core.model import model_folders  # noqa: E402
 from core.postprocess import clean_prediction  # noqa: E402
+from core.preprocess import brain_mask  # noqa: E402
 from core.sequences import combination_name, parse_combination  # noqa: E402
 
 REGIONS = ("tc", "wt", "et")
@@ -65,6 +66,7 @@ def real_scores(model, cases, missing_sets, progress) -> list[dict]:
     """One row per (case, missing set): Dice per region and predicted / reference volumes."""
     rows = []
     for case in cases:
+        brain = brain_mask(case.images, case.available)  # Clean up's, once per case
         for missing in missing_sets:
             prediction = predict_volume(model, case, missing, amp=progress["amp"])
             metrics = evaluate(prediction.labels, case.labels, case.spacing, REGIONS)
@@ -73,7 +75,7 @@ def real_scores(model, cases, missing_sets, progress) -> list[dict]:
                 row[f"{region}_dice"] = m.dice
                 row[f"{region}_pred_ml"] = m.volume_pred_ml
                 row[f"{region}_ref_ml"] = m.volume_ref_ml
-            cleaned, cleanup = clean_prediction(prediction, case)  # the explorer's "Clean up", predict --clean
+            cleaned, cleanup = clean_prediction(prediction, case, brain)  # the explorer's "Clean up", predict --clean
             for region, m in evaluate(cleaned.labels, case.labels, case.spacing, REGIONS).items():
                 row[f"{region}_dice_cleaned"] = m.dice
             row["dropped_ml"] = cleanup.dropped_ml

@@ -406,9 +406,10 @@ class ResultStore:
         self, model_sha256: str, key: str, missing: str, code_version: str = CODE_VERSION
     ) -> tuple[tuple[str, bytes], float, str] | None:
         """A cached label map as stored (:func:`encode_labels`' header and blob), with the seconds and
-        device of its result, or None: what a sweep hands a worker to clean without predicting again."""
+        device of its result (0 and "" without one), or None: what a sweep hands a worker to clean
+        without predicting again."""
         row = self.db.execute(
-            "SELECT p.shape, p.labels, r.seconds, r.device FROM predictions p JOIN results r USING "
+            "SELECT p.shape, p.labels, r.seconds, r.device FROM predictions p LEFT JOIN results r USING "
             "(model_sha256, case_key, missing, code_version) WHERE p.model_sha256=? AND p.case_key=? AND p.missing=? "
             "AND p.code_version=? LIMIT 1",
             (model_sha256, key, missing, code_version),
@@ -427,16 +428,8 @@ class ResultStore:
     def stored_prediction(self, model_sha256: str, key: str, missing: frozenset[str],
                           code_version: str = CODE_VERSION) -> StoredPrediction | None:  # fmt: skip
         """A cached label map with the seconds and device of its result, or None."""
-        labels = self.prediction(model_sha256, key, combination_name(missing), code_version)
-        if labels is None:
-            return None
-        row = self.db.execute(
-            "SELECT seconds, device FROM results WHERE model_sha256=? AND case_key=? AND missing=? AND code_version=? "
-            "LIMIT 1",
-            (model_sha256, key, combination_name(missing), code_version),
-        ).fetchone()
-        seconds, device = row if row else (0.0, "")
-        return StoredPrediction(labels, float(seconds or 0.0), device or "")
+        found = self.encoded_prediction(model_sha256, key, combination_name(missing), code_version)
+        return None if found is None else StoredPrediction(decode_labels(*found[0]), *found[1:])
 
     def case_records(self) -> list[dict]:
         """Every case: patient_id, hospital ("" = not given), split, acquired_missing (a name) and

@@ -145,7 +145,7 @@ def run_unit(unit: WorkUnit, on_step: Callable[[int], None] | None = None) -> Un
                 on_step(step - 1)
             if missing in stored:  # the raw result is stored: clean its label map
                 encoded, seconds, device = stored[missing]
-                labels, seconds, item = decode_labels(*encoded), seconds, {"device": device}
+                labels, item = decode_labels(*encoded), {"device": device}
             else:
                 try:
                     prediction = predict_volume(model, case, missing, amp=unit.amp, normalised=normalised)
