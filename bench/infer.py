@@ -6,8 +6,8 @@ Baselines measured in the same run:
   precision, divided by the measured time (target >= 30 % for both presets); each whole brain
   is timed right after a throughput measurement and the median of three such pairs is shown,
   as this machine's speed drifts within a run;
-- the brain-slab engine against the tiled engine it replaced (tiles of at most 60 voxels,
-  the 1x1x1 layers on every voxel of the brain's box), on the same normalised input;
+- the streamed engine against the tiled engine before it (tiles of at most 60 voxels, the
+  1x1x1 layers on every voxel of the brain's box), on the same normalised input;
 - tiles against batched window-by-window inference (57^3 -> 9^3, as in training) with the
   network as trained, on the same 54^3 block of brain (target: at least 2.5x faster on CPU);
 - the whole brain with bfloat16 autocast (``--amp``) against float32, where it is native.
@@ -107,7 +107,7 @@ def conv_throughput(config, device: torch.device, amp: bool, edge: int = 64) -> 
 
 
 def tiled_engine(model, images, mask, amp: bool) -> np.ndarray:
-    """The engine before brain slabs: tiles of at most 60 voxels over the brain's box, every
+    """The engine before slabs and streaming: tiles of at most 60 voxels over the brain's box, every
     tile that touches brain computed whole, labels by argmax of all its voxels."""
     crop = brain_crop(mask, margin=0)
     inside = crop.apply(mask)
@@ -150,7 +150,7 @@ def main() -> None:
         t_brain, prediction = timed(lambda: predict_volume(model, case))
         print(
             f"{preset}: whole 1 mm brain {t_brain:.1f} s float32 including normalisation "
-            f"({mask.sum() / t_brain:,.0f} brain vox/s, boxes up to {prediction.tile})"
+            f"({mask.sum() / t_brain:,.0f} brain vox/s, steps of {prediction.tile[0]} planes)"
         )
         amp = bf16_supported(device)
         precision = "bfloat16" if amp else "float32"
@@ -172,7 +172,7 @@ def main() -> None:
         worker.join()
         ideal = voxel_flops(model.config) * mask.sum()
         differ = np.count_nonzero(fast.labels != old_labels)
-        print(f"{preset}: whole brain, {precision}, normalised input cached: brain slabs {t_new:.2f} s, "
+        print(f"{preset}: whole brain, {precision}, normalised input cached: streamed {t_new:.2f} s, "
               f"tiles {t_old:.2f} s -> {t_old / t_new:.1f}x; labels differ in {differ} of {mask.sum():,} "
               "voxels")  # fmt: skip
         print(f"{preset}: whole brain in a new thread, as the app runs it: {threaded['seconds']:.2f} s, "

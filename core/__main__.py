@@ -158,7 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         case = read_case(source)
     model = load_model(args.model, device=choose_device(args.device))
     prediction = predict_volume(model, case, parse_combination(args.missing), amp=args.amp,
-                                on_progress=_progress("predict", unit="tile"))  # fmt: skip
+                                on_progress=_progress("predict", unit="step"))  # fmt: skip
     report = {"case": case.case_id, "model": model.card.get("name", str(args.model)), "out": str(args.out),
               "missing": prediction.missing_name, "seconds": round(prediction.seconds, 2), "device": prediction.device,
               "tile": list(prediction.tile)}  # fmt: skip

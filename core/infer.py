@@ -1,16 +1,17 @@
-"""Whole-volume inference: DeepMedic's full convolution over large aligned tiles.
+"""Whole-volume inference: DeepMedic's full convolution, streamed through the brain.
 
 DeepMedic maps an input of ``output + 48`` to ``output`` voxels, for any output that is a
-multiple of 3. Tiles start at multiples of the tile size (a multiple of 3) from the brain's
-bounding box, so every tile samples the x3 subsampled pathway on the same grid as
-window-by-window 57^3 -> 9^3 inference and the stitched result equals it (to float
-rounding). Tiles without brain are skipped (background). Missing sequences are zeroed after
-normalisation, exactly as sparsified training dropped them. Calls share no mutable state: the
-model is only read, under ``torch.inference_mode``.
-"""
+multiple of 3, so a whole brain needs no windows: :func:`brain_outputs` runs the subsampled
+pathway once over the brain's crop (sampled on the same x3 grid as window-by-window 57^3 -> 9^3
+inference), streams the normal pathway through the brain a few planes at a time, and the 1x1x1
+layers on brain voxels only; scores equal window-by-window inference to float rounding.
+:func:`tiled_outputs` (aligned tiles, every voxel of each) serves other networks and the tests.
+Missing sequences are zeroed after normalisation, exactly as sparsified training dropped them.
+Calls share no mutable state: the model is only read, under ``torch.inference_mode``."""
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from torch.nn import functional as nn_functional
 
 from core.device import autocast, bf16_supported, describe_device, gpu_share, keep_freed_memory, model_device
 from core.io import Case, prediction_to_original
-from core.model import CONTEXT, NORMAL_CONTEXT, SUBSAMPLE, DeepMedic
+from core.model import CONTEXT, NORMAL_CONTEXT, RESIDUAL_LAYERS, SUBSAMPLE, DeepMedic, add_residual
 from core.preprocess import brain_crop, brain_mask, normalise
 from core.sequences import NECROSIS, SEQUENCES, apply_missing, combination_name, missing_set
 
@@ -124,67 +125,34 @@ def tiled_outputs(
     return out
 
 
-def _even_split(start: int, stop: int, largest: int) -> list[tuple[int, int]]:
-    """[start, stop) cut into the fewest pieces of at most ``largest`` voxels, each a multiple
-    of 3 long (the last may reach past ``stop``) and starting ``start`` + a multiple of 3."""
-    count = int(np.ceil((stop - start) / largest))
-    edge = int(np.ceil((stop - start) / count / SUBSAMPLE)) * SUBSAMPLE
-    return [(a, a + edge) for a in range(start, stop, edge)]
+def _rectangle(plane: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1): the bounding rectangle of a 2-D mask's True pixels."""
+    xs, ys = np.flatnonzero(plane.any(1)), np.flatnonzero(plane.any(0))
+    return int(xs[0]), int(xs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1
 
 
-def brain_boxes(inside: np.ndarray, largest: tuple[int, int, int]) -> list[tuple[tuple[int, int], ...]]:
-    """Output boxes that cover every True voxel of ``inside`` (the brain, in its crop).
-
-    Slabs along the last axis, each cut to the brain's extent within it and split where an
-    edge would pass ``largest``. Every box starts on the x3 grid of the crop, so the
-    subsampled pathway samples the same voxels as tiles and windows do. Where every slab is
-    one box, the slabs are then grown to two shapes (:func:`_two_shapes`), so a grown box may
-    reach past the brain's extent and the crop (the input is zero there).
-    """
-    boxes = []
-    for z0, z1 in _even_split(0, inside.shape[2], largest[2]):
-        plane = inside[:, :, z0:z1].any(2)
-        if not plane.any():
-            continue
-        xs, ys = np.flatnonzero(plane.any(1)), np.flatnonzero(plane.any(0))
-        x0, y0 = xs[0] // SUBSAMPLE * SUBSAMPLE, ys[0] // SUBSAMPLE * SUBSAMPLE
-        for bx in _even_split(int(x0), int(xs[-1]) + 1, largest[0]):
-            for by in _even_split(int(y0), int(ys[-1]) + 1, largest[1]):
-                if inside[bx[0] : bx[1], by[0] : by[1], z0:z1].any():
-                    boxes.append((bx, by, (z0, z1)))
-    whole_slabs = len({box[2] for box in boxes}) == len(boxes)
-    return _two_shapes(boxes) if whole_slabs else boxes
+def brain_steps(inside: np.ndarray, start: int, depth: int) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """The steps of one half of a run: planes ``start`` onwards along axis 0, ``depth`` at a time,
+    each as (first plane, output rectangle in axes 1 and 2). A rectangle bounds the brain in its
+    step's planes and in every later step's, so each lies within the one before: a step reuses
+    the last two planes of every layer of the step before, cut to its own rectangle. Steps with
+    no brain at or after them are left out."""
+    steps, union = [], None
+    for first in reversed(range(start, inside.shape[0], depth)):
+        plane = inside[first : first + depth].any(0)
+        if plane.any():
+            x0, x1, y0, y1 = _rectangle(plane)
+            union = (x0, x1, y0, y1) if union is None else (
+                min(x0, union[0]), max(x1, union[1]), min(y0, union[2]), max(y1, union[3]))  # fmt: skip
+        if union is not None:
+            steps.append((first, union))
+    return steps[::-1]
 
 
-def _two_shapes(boxes: list[tuple[tuple[int, int], ...]]) -> list[tuple[tuple[int, int], ...]]:
-    """The boxes grown in place (starts kept) to at most two shapes, the smaller boxes to one
-    and the larger to the other, split where the normal pathway computes the fewest voxels.
-    Every new shape costs oneDNN a set-up of each convolution on its first run, about 18 ms
-    each on a 2-core CPU (0.7 s for a brain in five slabs of five shapes); growing the slabs of
-    a brain to two shapes costs 4-7 % more voxels."""
-    sizes = [tuple(b - a for a, b in box) for box in boxes]
-    if len(set(sizes)) <= 2:
-        return boxes
-    order = sorted(range(len(boxes)), key=lambda i: (np.prod(sizes[i]), sizes[i]))
-
-    def shape(group):
-        return tuple(max(sizes[i][axis] for i in group) for axis in range(3))
-
-    def voxels(group):
-        return len(group) * np.prod([n + NORMAL_CONTEXT for n in shape(group)])
-
-    split = min(range(1, len(order)), key=lambda k: voxels(order[:k]) + voxels(order[k:]))
-    grown = list(boxes)
-    for group in (order[:split], order[split:]):
-        edges = shape(group)
-        for i in group:
-            grown[i] = tuple((a, a + n) for (a, _), n in zip(boxes[i], edges))
-    return grown
-
-
-# Slab depth on a CPU: thinner pays more halo, thicker boxes hug the brain less. With PReLU one pass
-# per layer, 45 beat 36, 54 and 72 on two demo cases for both presets (two rounds: 4-9 % faster than 36).
-CPU_DEPTH = 45
+# Planes per step on a CPU. Thin steps hug the brain (one rectangle per step) at no halo cost along
+# the stream; each step is 16 convolution calls, so thinner costs calls. On a 2-core AMD EPYC, whole brain
+# (SYN_PUB_0100, lite): 9 and 12 beat 4 and 6 in bfloat16, and 9 beat 6 and 18 in float32.
+CPU_DEPTH = 9
 
 
 def _cpu_budget() -> float:
@@ -196,27 +164,21 @@ def _cpu_budget() -> float:
     return min(4e9, total / 6)
 
 
-def box_edges(model: torch.nn.Module, shape, device: torch.device, amp: bool = False) -> tuple[int, int, int]:
-    """Largest output box for :func:`brain_outputs`: the whole brain in-plane, and slabs of
-    ``CPU_DEPTH`` slices on a CPU (on a GPU as many as half its free share holds), fewer where
-    memory is short. Peak memory per box voxel (a whole-brain run's growth of the process's peak
-    memory over the largest box's voxels, slabs of 45 slices, only the layer outputs still needed
-    kept): about 420 bytes for deepmedic-lite and 640 for deepmedic in bfloat16 (1,300 for
-    deepmedic in float32 when every layer output was kept); the estimate below is above each."""
+def step_depth(model: torch.nn.Module, shape, device: torch.device, amp: bool = False) -> int:
+    """Planes per step of :func:`brain_outputs` for a brain crop of ``shape``: ``CPU_DEPTH`` on a
+    CPU; on a GPU as many as half its free share holds (the whole brain in two steps on a large
+    GPU), where larger calls are faster. The estimate of a step's memory per output voxel of its
+    box (the first step holds the halo, 16 planes more) is above what was measured."""
     config = model.config
     size = 2 if amp and bf16_supported(device) else 4
     per_voxel = size * (4 * max(config.feature_maps) + 2 * max(config.fc)) + 32
+    plane = per_voxel * (shape[1] + 16) * (shape[2] + 16)
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        budget, deepest = min(free, total * gpu_share()) / 2, 10**6
+        budget, deepest = min(free, total * gpu_share()) / 2, shape[0]
     else:
         budget, deepest = _cpu_budget(), CPU_DEPTH
-    x, y = (int(np.ceil(n / SUBSAMPLE)) * SUBSAMPLE for n in shape[:2])
-    depth = min(deepest, int(budget / per_voxel / ((x + 16) * (y + 16))) - 16)
-    if depth < 3 * SUBSAMPLE:  # a very large plane: square boxes instead of whole slabs
-        edge = tile_size(model, device)
-        return edge, edge, edge
-    return x, y, depth - depth % SUBSAMPLE
+    return int(max(2, min(deepest, budget / plane - 16)))
 
 
 HEAD_ROWS = 1 << 14  # voxels per block of the 1x1x1 layers on a CPU: a block's activations stay in cache
@@ -271,24 +233,71 @@ def _head(
     return torch.cat(blocks) if len(blocks) > 1 else blocks[0]
 
 
+def _turned(pathway: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a pathway with its kernels reversed along axis 0: on an input reversed along that
+    axis it computes the original's output reversed."""
+    turned = copy.deepcopy(pathway)
+    with torch.no_grad():
+        for block in turned.layers:
+            conv = block[0]
+            conv.weight.copy_(conv.weight.flip(2))
+    return turned
+
+
+def _run_half(pathway, residual: bool, volume: np.ndarray, steps, depth: int, tensor):
+    """The normal pathway over ``steps`` (:func:`brain_steps`): yields (output, first plane,
+    rectangle) per step, ``depth`` output planes each. The first step computes its planes with
+    their halo along axis 0; every later one computes only ``depth`` new planes per layer, from
+    the layer before's new planes and the last two that layer kept of the step before."""
+    kept: dict[int, torch.Tensor] = {}  # layer -> its last two output planes, for the next step
+    last = None
+    for first, rect in steps:
+        sizes = [rect[1] - rect[0], rect[3] - rect[2]]
+        if last is None:  # input planes first - 8 ... first + depth + 8: every layer's planes computed here
+            x = tensor(extract(volume, [first - 8, rect[0] - 8, rect[2] - 8], [depth + 16, *[n + 16 for n in sizes]]))
+        else:  # only the input planes the first layer's new planes need
+            x = tensor(extract(volume, [first + 6, rect[0] - 8, rect[2] - 8], [depth + 2, *[n + 16 for n in sizes]]))
+        skips, offset = {}, 2 if last is None else 0  # a skip's planes start `offset` before its target's
+        for number, layer in enumerate(pathway.layers, start=1):
+            y = layer(x)
+            if residual and number in RESIDUAL_LAYERS:
+                skip = skips.pop(number - 2)
+                y = add_residual(y, skip[:, :, offset : offset + y.shape[2], 2:-2, 2:-2])
+            if last is None or number == len(pathway.layers):
+                x = y
+            else:  # this layer's last two planes of the step before, in this step's rectangle, then its new ones
+                margin = 8 - number
+                dx, dy = rect[0] - last[0], rect[2] - last[2]
+                before = kept[number][:, :, :, dx : dx + sizes[0] + 2 * margin, dy : dy + sizes[1] + 2 * margin]
+                x = torch.cat([before, y], dim=2)
+            kept[number] = y[:, :, -2:]
+            if residual and number + 2 in RESIDUAL_LAYERS:
+                skips[number] = x
+        yield x, first, rect
+        last = rect
+
+
 @torch.inference_mode()
 def brain_outputs(
     net: DeepMedic,
     volume: np.ndarray,
     inside: np.ndarray,
-    largest: tuple[int, int, int],
+    depth: int,
     amp: bool = False,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> np.ndarray:
-    """Class scores (N, classes) of the True voxels of ``inside`` (C order), box by box.
+    """Class scores (N, classes) of the True voxels of ``inside`` (C order).
 
-    The subsampled pathway runs once for the whole volume (per box only where that would not
-    fit in memory), the normal pathway once per box, and the 1x1x1 layers only on brain voxels.
-    Equals :func:`tiled_outputs` at those voxels to float rounding: outputs depend only on the
-    input, which is zero outside the volume, and every box starts on the x3 grid.
+    The subsampled pathway runs once for the whole volume, as its grid is 27 times smaller. The
+    normal pathway streams along axis 0 from the plane where the brain is widest, up and then
+    down (on the volume reversed, with kernels reversed to match), ``depth`` planes per step, in
+    each step's rectangle of brain (:func:`brain_steps`): about 1.8x the brain's own voxels per
+    layer, where boxes of the brain's extent, with their halo, were 2.3-2.6x. The 1x1x1 layers
+    run on brain voxels only. Equals :func:`tiled_outputs` at those voxels to float rounding:
+    outputs depend only on the input, which is zero outside the volume.
     """
-    if any(n % SUBSAMPLE for n in largest):
-        raise ValueError(f"box edges {largest} must be multiples of {SUBSAMPLE}")
+    if depth < 2:
+        raise ValueError(f"a step needs at least 2 planes, got {depth}")
     device = model_device(net)
     channels_last = getattr(net, "fused", False)
 
@@ -296,6 +305,19 @@ def brain_outputs(
         x = torch.from_numpy(block)[None].to(device)
         return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
 
+    out = torch.empty((int(inside.sum()), net.config.num_classes), dtype=torch.float32)
+    if not len(out):
+        return out.numpy()
+    order = np.cumsum(inside.ravel()).reshape(inside.shape) - 1  # row of each brain voxel in the result
+    widths = [np.prod(np.diff(np.reshape(_rectangle(plane), (2, 2)))) if plane.any() else 0 for plane in inside]
+    middle, planes = int(np.argmax(widths)), inside.shape[0]
+    halves = [(False, brain_steps(inside, middle, depth))]
+    if middle:
+        halves.append((True, brain_steps(inside[::-1], planes - middle, depth)))
+    total, done = sum(len(steps) for _, steps in halves), 0
+    if on_progress:  # before any work: a caller may stop the run there
+        on_progress(0, total, "steps")
+    low_grid = [-(-n // SUBSAMPLE) for n in inside.shape]  # every third voxel from 23 before the crop
     folded: dict[torch.dtype, list] = {}  # the 1x1x1 layers per dtype, batch norm folded once per brain
 
     def head_layers(dtype: torch.dtype) -> list:
@@ -303,48 +325,27 @@ def brain_outputs(
             folded[dtype] = _head_layers(net, dtype)
         return folded[dtype]
 
-    order = np.cumsum(inside.ravel()).reshape(inside.shape) - 1  # row of each brain voxel in the result
-    out = torch.empty((int(inside.sum()), net.config.num_classes), dtype=torch.float32)
-    boxes = brain_boxes(inside, largest)
-    # The subsampled pathway samples every third voxel from 23 before the crop, as each box's does.
-    low_grid = [-(-n // SUBSAMPLE) for n in inside.shape]
-    once = np.prod([n + NORMAL_CONTEXT for n in low_grid]) <= np.prod([n + NORMAL_CONTEXT for n in largest])
-    if on_progress:  # before any work: a caller may stop the run there
-        on_progress(0, len(boxes), "boxes")
-    if once:  # no more voxels than the largest box's normal pathway: it fits where that does
-        with autocast(device, amp):
-            low = tensor(extract(volume, [1 - HALF] * 3, [n + NORMAL_CONTEXT for n in low_grid], SUBSAMPLE))
-            low = net.subsampled(low)
-            shared = _low_share(head_layers(low.dtype), low)
-    for done, box in enumerate(boxes, start=1):
-        starts, sizes = [a for a, _ in box], [b - a for a, b in box]
-        region = tuple(slice(a, min(b, n)) for (a, b), n in zip(box, inside.shape))
-        voxels = np.argwhere(inside[region])  # never empty: brain_boxes keeps boxes with brain only
-        flat = np.ravel_multi_index(voxels.T, sizes)
-        with autocast(device, amp):
-            if once:
-                low_flat = np.ravel_multi_index(((voxels + starts) // SUBSAMPLE).T, low_grid)
-                x = tensor(
-                    extract(volume, [a - NORMAL_CONTEXT // 2 for a in starts], [n + NORMAL_CONTEXT for n in sizes])
-                )
-            else:
-                low_flat = np.ravel_multi_index((voxels // SUBSAMPLE).T, [n // SUBSAMPLE for n in sizes])
-                window = tensor(extract(volume, [a - HALF for a in starts], [n + CONTEXT for n in sizes]))
-                low = net.subsampled(window[:, :, 1::SUBSAMPLE, 1::SUBSAMPLE, 1::SUBSAMPLE])
-                shared = _low_share(head_layers(low.dtype), low)
-                c = HALF - NORMAL_CONTEXT // 2
-                x = window[:, :, c : c + sizes[0] + 16, c : c + sizes[1] + 16, c : c + sizes[2] + 16]
-            normal = net.normal(x)
-            scores = _head(
-                head_layers(normal.dtype),
-                normal,
-                shared,
-                torch.from_numpy(flat).to(device),
-                torch.from_numpy(low_flat).to(device),
-            )
-        out[torch.from_numpy(order[region][inside[region]])] = scores.float().cpu()
-        if on_progress:
-            on_progress(done, len(boxes), "boxes")
+    with autocast(device, amp):
+        low = net.subsampled(tensor(extract(volume, [1 - HALF] * 3, [n + NORMAL_CONTEXT for n in low_grid], SUBSAMPLE)))
+        shared = _low_share(head_layers(low.dtype), low)
+        for reverse, steps in halves:
+            mask = inside[::-1] if reverse else inside
+            pathway = _turned(net.normal) if reverse else net.normal
+            source = np.ascontiguousarray(volume[:, ::-1]) if reverse else volume
+            for normal, first, rect in _run_half(pathway, net.config.residual, source, steps, depth, tensor):
+                voxels = np.argwhere(mask[first : first + depth, rect[0] : rect[1], rect[2] : rect[3]])
+                if len(voxels):
+                    flat = np.ravel_multi_index(voxels.T, [depth, rect[1] - rect[0], rect[3] - rect[2]])
+                    where = voxels + [first, rect[0], rect[2]]
+                    if reverse:
+                        where[:, 0] = planes - 1 - where[:, 0]
+                    low_flat = np.ravel_multi_index((where // SUBSAMPLE).T, low_grid)
+                    scores = _head(head_layers(normal.dtype), normal, shared, torch.from_numpy(flat).to(device),
+                                   torch.from_numpy(low_flat).to(device))  # fmt: skip
+                    out[torch.from_numpy(order[tuple(where.T)])] = scores.float().cpu()
+                done += 1
+                if on_progress:
+                    on_progress(done, total, "steps")
     return out.numpy()
 
 
@@ -376,7 +377,7 @@ class Prediction:
     missing: frozenset[str]  # sequences the model saw as zeros (case's own + simulated)
     seconds: float
     device: str
-    tile: tuple[int, int, int]
+    tile: tuple[int, int, int]  # the largest block computed at once: a stream step (planes, crop in-plane) or a tile
 
     @property
     def missing_name(self) -> str:
@@ -428,7 +429,9 @@ def predict_volume(
     Args:
         model: a DeepMedic in eval mode (``load_model`` returns one), on its device.
         missing: sequences to treat as missing, in addition to those the case lacks.
-        tile: largest output tile edge (multiple of 3); default from the device's memory.
+        tile: for DeepMedic, planes per step of the stream (:func:`step_depth` by default); for
+            other networks the largest output tile edge (a multiple of 3), by default from the
+            device's memory.
         amp: bfloat16 autocast where the device runs it natively (:func:`bf16_supported`);
             labels then differ from float32 in 1-2 voxels in 10,000 (the bundled BraTS model).
         normalised: :func:`normalise_case` of this case with this model's landmarks, to reuse
@@ -454,9 +457,10 @@ def predict_volume(
     crop = brain_crop(mask, margin=0)
     inside, volume = crop.apply(mask), crop.apply(images)
     classes = model.config.num_classes
-    if isinstance(model, DeepMedic):  # one pass per slab of brain; the 1x1x1 layers on brain voxels only
-        tile = (tile,) * 3 if tile else box_edges(model, inside.shape, device, amp)
-        scores = brain_outputs(model, volume, inside, tile, amp=amp, on_progress=on_progress).T
+    if isinstance(model, DeepMedic):  # streamed through the brain; the 1x1x1 layers on brain voxels only
+        depth = tile or step_depth(model, inside.shape, device, amp)
+        scores = brain_outputs(model, volume, inside, depth, amp=amp, on_progress=on_progress).T
+        tile = (depth, *inside.shape[1:])
     else:  # any network mapping T + 48 to T voxels
         tile = tile_shape(inside.shape, tile or tile_size(model, device))
         fill = np.full(classes, -1e4, np.float32)

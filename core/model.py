@@ -83,11 +83,16 @@ class Pathway(nn.Module):
         for number, layer in enumerate(self.layers, start=1):
             y = layer(x)
             if self.residual and number in RESIDUAL_LAYERS:
-                skip = before[:, :, 2:-2, 2:-2, 2:-2]  # two layers back, cropped by 2 per side
-                pad = y.shape[1] - skip.shape[1]
-                y = y + (nn.functional.pad(skip, (0, 0, 0, 0, 0, 0, 0, pad)) if pad > 0 else skip[:, : y.shape[1]])
+                y = add_residual(y, before[:, :, 2:-2, 2:-2, 2:-2])  # two layers back, cropped by 2 per side
             before, x = (x if self.residual and number > 1 else None), y
         return x
+
+
+def add_residual(y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``y`` plus a residual connection's ``skip`` (same positions), channels zero-padded or cut
+    to ``y``'s."""
+    pad = y.shape[1] - skip.shape[1]
+    return y + (nn.functional.pad(skip, (0, 0, 0, 0, 0, 0, 0, pad)) if pad > 0 else skip[:, : y.shape[1]])
 
 
 class DeepMedic(nn.Module):

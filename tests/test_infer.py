@@ -17,8 +17,8 @@ from scipy import ndimage
 import core.infer
 from core.device import bf16_supported, choose_device, describe_device
 from core.infer import (
-    brain_boxes,
     brain_outputs,
+    brain_steps,
     normalise_case,
     predict_slice,
     predict_volume,
@@ -215,9 +215,10 @@ def test_predict_cli_writes_labels_on_the_input_grid(tmp_path, phantom_case):
 
 
 @pytest.mark.parametrize("residual", [False, True])
-def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual, monkeypatch):
-    # An irregular "brain": the head only runs on its voxels, boxes follow its extent per slab.
-    # The 1x1x1 layers take 50 voxels at a time, so boxes end on a shorter block.
+def test_streamed_brain_equals_tiles_at_every_brain_voxel(residual, monkeypatch):
+    # An irregular "brain" with a second piece: steps follow its rectangle per step, the rectangles
+    # shrink towards both ends, the lower half runs reversed. The 1x1x1 layers take 50 voxels at a
+    # time, so steps end on a shorter block.
     monkeypatch.setattr(core.infer, "HEAD_ROWS", 50)
     torch.manual_seed(7)
     model = build_model("deepmedic-lite", residual=residual).eval()
@@ -231,40 +232,36 @@ def test_brain_boxes_equal_tiles_at_every_brain_voxel(residual, monkeypatch):
     volume = rng.standard_normal((4, 31, 26, 29)).astype(np.float32)
     grid = np.indices(volume.shape[1:])
     inside = ((grid[0] - 15) ** 2 / 140 + (grid[1] - 12) ** 2 / 90 + (grid[2] - 14) ** 2 / 160) < 1
-    inside[20:, :, :6] = True  # a second piece, apart from the ellipsoid
+    inside[24:, :6, 20:] = True  # a second piece, apart from the ellipsoid, in the last planes
     tiled = tiled_outputs(model, volume, 12, 4)  # the reference engine, as trained (batch norm unfolded)
     for net in (model, fuse_for_inference(model)):
-        # boxes split in-plane; whole slabs grown to two shapes; one box
-        for largest in ((9, 12, 6), (33, 27, 6), (33, 27, 30)):
-            scores = brain_outputs(net, volume, inside, largest)
+        for depth in (2, 5, 40):  # the fewest planes a step can have; several steps; one step per half
+            scores = brain_outputs(net, volume, inside, depth)
             np.testing.assert_allclose(scores, tiled[:, inside].T, atol=1e-5, rtol=0)
-    for largest in ((9, 12, 6), (33, 27, 6)):
-        boxes = brain_boxes(inside, largest)
-        covered = np.zeros_like(inside)
-        for box in boxes:
-            assert all(a % 3 == 0 and (b - a) % 3 == 0 and b - a <= n for (a, b), n in zip(box, largest))
-            covered[tuple(slice(a, b) for a, b in box)] = True
-        assert covered[inside].all()
-    slabs = brain_boxes(inside, (33, 27, 6))
-    assert len(slabs) == 5 and len({tuple(b - a for a, b in box) for box in slabs}) == 2
+    # widest at the first plane: one half only
+    flat = np.zeros_like(inside)
+    flat[:5, 3:20, 4:25] = True
+    flat[5:12, 8:12, 10:14] = True
+    np.testing.assert_allclose(brain_outputs(model, volume, flat, 3), tiled[:, flat].T, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="at least 2 planes"):
+        brain_outputs(model, volume, inside, 1)
 
 
-def test_grown_slabs_with_the_subsampled_pathway_per_box_equal_tiles():
-    # A long thin volume: its subsampled grid outgrows the largest box, so that pathway runs per
-    # box, while the slabs (one box each) are still grown to two shapes.
-    torch.manual_seed(3)
-    model = build_model("deepmedic-lite").eval()
-    volume = np.random.default_rng(4).standard_normal((4, 10, 8, 88)).astype(np.float32)
-    grid = np.indices(volume.shape[1:])
-    inside = (grid[0] - 4.5) ** 2 / 20 + (grid[1] - 3.5) ** 2 / 12 + (grid[2] - 43.5) ** 2 / 1900 < 1
-    largest = (12, 9, 6)
-    assert np.prod([-(-n // 3) + 16 for n in inside.shape]) > np.prod([n + 16 for n in largest])
-    assert len({tuple(b - a for a, b in box) for box in brain_boxes(inside, largest)}) == 2
-    tiled = tiled_outputs(model, volume, 12, 4)
-    for net in (model, fuse_for_inference(model)):
-        np.testing.assert_allclose(brain_outputs(net, volume, inside, largest), tiled[:, inside].T, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="multiples of 3"):
-        brain_outputs(model, volume, inside, (10, 12, 6))
+def test_brain_steps_cover_the_brain_in_shrinking_rectangles():
+    inside = np.zeros((20, 12, 14), bool)
+    inside[3:9, 2:10, 1:13] = True
+    inside[9:15, 4:7, 5:8] = True  # narrower further on
+    inside[17, 0, 0] = True  # a lone voxel at a corner, after a gap with no brain
+    steps = brain_steps(inside, 3, 4)
+    assert [first for first, _ in steps] == [3, 7, 11, 15]  # planes 19.. have no brain at or after them
+    for (first, rect), (_, after) in zip(steps, steps[1:] + [(None, None)]):
+        x0, x1, y0, y1 = rect
+        covered = np.zeros(inside.shape[1:], bool)
+        covered[x0:x1, y0:y1] = True
+        assert not (inside[first : first + 4].any(0) & ~covered).any()
+        if after is not None:  # each rectangle lies within the one before
+            assert rect[0] <= after[0] and after[1] <= rect[1] and rect[2] <= after[2] and after[3] <= rect[3]
+    assert steps[-1][1] == (0, 1, 0, 1) and steps[0][1] == (0, 10, 0, 13)
 
 
 @pytest.mark.parametrize("slopes", [[0.25, -0.5, 0.0, 1.0, 0.7, 0.01],  # all <= 1: max(x, a x)
