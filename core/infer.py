@@ -270,7 +270,8 @@ def _run_half(pathway, residual: bool, volume: np.ndarray, steps, depth: int, te
                 dx, dy = rect[0] - last[0], rect[2] - last[2]
                 before = kept[number][:, :, :, dx : dx + sizes[0] + 2 * margin, dy : dy + sizes[1] + 2 * margin]
                 x = torch.cat([before, y], dim=2)
-            kept[number] = y[:, :, -2:]
+            tail = y[:, :, -2:]  # a view holds all of y: copied where steps are large (a GPU's)
+            kept[number] = tail.clone() if y.device.type == "cuda" else tail
             if residual and number + 2 in RESIDUAL_LAYERS:
                 skips[number] = x
         yield x, first, rect
@@ -311,10 +312,12 @@ def brain_outputs(
     order = np.cumsum(inside.ravel()).reshape(inside.shape) - 1  # row of each brain voxel in the result
     widths = [np.prod(np.diff(np.reshape(_rectangle(plane), (2, 2)))) if plane.any() else 0 for plane in inside]
     middle, planes = int(np.argmax(widths)), inside.shape[0]
-    halves = [(False, brain_steps(inside, middle, depth))]
-    if middle:
-        halves.append((True, brain_steps(inside[::-1], planes - middle, depth)))
-    total, done = sum(len(steps) for _, steps in halves), 0
+    halves = []  # (reversed, planes per step, steps): up from the widest plane, then down from the one below it
+    for reverse, start in ((False, middle), (True, planes - middle)):
+        if start < planes:  # a half's steps need not be deeper than the half
+            deep = max(2, min(depth, planes - start))
+            halves.append((reverse, deep, brain_steps(inside[::-1] if reverse else inside, start, deep)))
+    total, done = sum(len(steps) for *_, steps in halves), 0
     if on_progress:  # before any work: a caller may stop the run there
         on_progress(0, total, "steps")
     low_grid = [-(-n // SUBSAMPLE) for n in inside.shape]  # every third voxel from 23 before the crop
@@ -328,14 +331,14 @@ def brain_outputs(
     with autocast(device, amp):
         low = net.subsampled(tensor(extract(volume, [1 - HALF] * 3, [n + NORMAL_CONTEXT for n in low_grid], SUBSAMPLE)))
         shared = _low_share(head_layers(low.dtype), low)
-        for reverse, steps in halves:
+        for reverse, deep, steps in halves:
             mask = inside[::-1] if reverse else inside
             pathway = _turned(net.normal) if reverse else net.normal
             source = np.ascontiguousarray(volume[:, ::-1]) if reverse else volume
-            for normal, first, rect in _run_half(pathway, net.config.residual, source, steps, depth, tensor):
-                voxels = np.argwhere(mask[first : first + depth, rect[0] : rect[1], rect[2] : rect[3]])
+            for normal, first, rect in _run_half(pathway, net.config.residual, source, steps, deep, tensor):
+                voxels = np.argwhere(mask[first : first + deep, rect[0] : rect[1], rect[2] : rect[3]])
                 if len(voxels):
-                    flat = np.ravel_multi_index(voxels.T, [depth, rect[1] - rect[0], rect[3] - rect[2]])
+                    flat = np.ravel_multi_index(voxels.T, [deep, rect[1] - rect[0], rect[3] - rect[2]])
                     where = voxels + [first, rect[0], rect[2]]
                     if reverse:
                         where[:, 0] = planes - 1 - where[:, 0]
