@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.test_app import explorer_data  # noqa: F401 (fixture: a phantom cohort and a tiny model)
 from ui.prefetch import Prefetcher
 
@@ -135,6 +137,66 @@ def test_a_failing_guess_is_dropped_and_the_worker_goes_on():
 
     prefetcher.want([("bad", broken), ("good", steps("G"))])
     assert prefetcher.idle(10) and kept == {"good": "G"}
+
+
+def test_a_call_runs_on_the_workers_thread_before_the_queue_with_its_progress_passed_on():
+    prefetcher, kept = worker()
+    started, release = threading.Event(), threading.Event()
+
+    def blocked(progress):
+        started.set()
+        release.wait(10)
+        return "first"
+
+    prefetcher.want([("first", blocked), ("queued", steps("Q"))])
+    assert started.wait(10)
+    seen, threads = [], []
+
+    def compute(progress):
+        threads.append(threading.current_thread().name)
+        for i in range(3):
+            progress(i + 1, 3, "step")
+        return 42
+
+    release.set()
+    with prefetcher.foreground("other"):  # the running job is settled first
+        assert prefetcher.call(compute, lambda *p: seen.append(p)) == 42
+        assert prefetcher.pending() == ["queued"]  # the queue waits for the foreground
+    assert threads == ["prefetch"] and seen[-1] == (3, 3, "step")
+    assert prefetcher.idle(10) and set(kept) == {"first", "queued"}
+
+    def fails(progress):
+        raise ValueError("no such sequence")
+
+    with pytest.raises(ValueError, match="no such sequence"):
+        prefetcher.call(fails)
+    assert prefetcher.call(lambda progress: "still working") == "still working"
+    prefetcher.close()
+    assert prefetcher.call(lambda progress: threading.current_thread().name) == threading.current_thread().name
+
+
+def test_a_call_whose_waiter_leaves_is_given_up_at_its_next_step():
+    prefetcher, _ = worker()
+    reached = []
+
+    def long(progress):
+        for i in range(200):
+            time.sleep(0.01)
+            reached.append(i)
+            progress(i + 1, 200, "step")
+        return "done"
+
+    def leave(done, total, message):
+        if done >= 3:
+            raise RuntimeError("rerun")
+
+    with pytest.raises(RuntimeError, match="rerun"):
+        prefetcher.call(long, leave)
+    deadline = time.monotonic() + 10
+    while prefetcher.call(lambda progress: len(reached)) != len(reached) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(reached) < 200  # stopped early; the worker serves the next call
+    prefetcher.close()
 
 
 def test_the_explorer_prepares_the_switches_one_away_in_the_background(explorer_data, monkeypatch):  # noqa: F811

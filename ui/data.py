@@ -333,6 +333,13 @@ def waited_for(key: tuple | None = None, on_progress=None):
     return _WORKER[0].foreground(key, on_progress) if _WORKER else nullcontext()
 
 
+def on_worker(compute, on_progress=None):
+    """``compute(progress)`` for a waiting user, run on the worker's thread ahead of its queue: all
+    of the app's network work runs on that one thread (``ui.prefetch``: a second thread's OpenMP
+    pool made a whole brain 1.7x slower). Call it inside :func:`waited_for`."""
+    return prefetcher().call(compute, on_progress)
+
+
 def being_prepared(cohort: str, case_id: str, model_path: str, sha256: str, missing: tuple[str, ...]) -> bool:
     """Whether the background worker is computing this whole-brain prediction right now (the page
     then waits for it rather than preview a slice: a preview would cancel it)."""
@@ -352,9 +359,12 @@ def run_prediction(cohort, case_id, model_path, sha256, missing: tuple[str, ...]
     case = load_case(cohort, case_id)
     normalised = normalised_case(cohort, case_id, model_path, sha256)
     key = (cohort, case_id, model_path, sha256, missing)
+
+    def compute(progress):
+        return predict_volume(model, case, frozenset(missing), amp=AMP, on_progress=progress, normalised=normalised)
+
     with waited_for(key, on_progress):
-        return _remember(key, lambda: predict_volume(model, case, frozenset(missing), amp=AMP, on_progress=on_progress,
-                                                     normalised=normalised))  # fmt: skip
+        return _remember(key, lambda: on_worker(compute, on_progress))
 
 
 def prefetch(cohort, case_id, model_path, sha256, combinations: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -388,8 +398,9 @@ def preview_slice(cohort, case_id, model_path, sha256, missing: tuple[str, ...],
     """Labels (X, Y) of one axial slice, computed alone (about a second on a CPU; then kept)."""
     model = load_model_cached(model_path, sha256)
     prepared = prepared_input(cohort, case_id, model_path, sha256, missing)
+    case = load_case(cohort, case_id)
     with waited_for():
-        return predict_slice(model, load_case(cohort, case_id), index, prepared=prepared, amp=AMP)
+        return on_worker(lambda _: predict_slice(model, case, index, prepared=prepared, amp=AMP))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -504,10 +515,11 @@ def run_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_pat
                            on_progress=None) -> Prediction:  # fmt: skip
     """Prediction on the shifted case, cached beside the others."""
     model = load_model_cached(model_path, sha256)
+    case = shifted_case(cohort, case_id, changes, seed)
     with waited_for():
-        return _remember((cohort, case_id, changes, seed, model_path, sha256, missing), lambda: predict_volume(
-            model, shifted_case(cohort, case_id, changes, seed), frozenset(missing), amp=AMP,
-            on_progress=on_progress))  # fmt: skip
+        return _remember((cohort, case_id, changes, seed, model_path, sha256, missing), lambda: on_worker(
+            lambda progress: predict_volume(model, case, frozenset(missing), amp=AMP, on_progress=progress),
+            on_progress))  # fmt: skip
 
 
 def cached_shifted_prediction(cohort, case_id, changes: tuple, seed: int, model_path, sha256,

@@ -6,6 +6,14 @@ prediction at a time, while nobody waits: work somebody waits for (a prediction,
 a slice preview, a sweep) holds the worker off and cancels its running job, unless that job is
 the very prediction asked for, which is then waited for. Wishes replace the older ones, so the
 queue never outgrows one page's neighbours and many sessions cannot pile work up.
+
+Work somebody waits for runs on the same thread (:meth:`Prefetcher.call`), ahead of the queue.
+PyTorch's CPU kernels run on GNU OpenMP, which gives every thread that starts a parallel region
+its own pool of worker threads; once the pools hold more threads than the CPU has cores, libgomp
+lets idle workers spin only 100 rounds before sleeping, so each of the thousands of short
+operations in a whole-brain run waits for sleeping threads to wake: measured on a 2-core CPU, a
+whole brain 1.7x slower in a second thread (6.7-6.9 s against 3.6-4.9 s). One thread for all of
+the app's network work keeps one pool.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ class Prefetcher:
         self._cancel = False
         self._progress: tuple[int, int, str] = (0, 1, "")
         self._foreground = 0
+        self._urgent: deque[_Call] = deque()  # work somebody waits for, run before the queue
         self._stopped = False
         self.finished: deque[tuple] = deque(maxlen=64)  # keys computed in the background, newest last
         self._thread = threading.Thread(target=self._loop, name="prefetch", daemon=True)
@@ -104,6 +113,41 @@ class Prefetcher:
                 self._foreground -= 1
                 self._changed.notify_all()
 
+    def call(self, compute: Compute, on_progress: Progress | None = None):
+        """``compute(progress)`` run on the worker's thread before any queued job, its result
+        returned (its exception raised) here; ``progress`` reports are passed on to ``on_progress``
+        in this thread. Call it inside :meth:`foreground`, which keeps background jobs off and
+        settles a running one. If ``on_progress`` raises (a page's rerun), the job is given up at
+        its next step and the exception goes on. From the worker's own thread, or once it has
+        stopped, ``compute`` runs here."""
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            return compute(on_progress or (lambda *args: None))
+        job = _Call(compute)
+        with self._changed:
+            self._urgent.append(job)
+            self._changed.notify_all()
+            shown = None
+            try:
+                while not job.finished:
+                    if on_progress and job.progress != shown:
+                        shown = job.progress
+                        self._changed.release()  # a page's callback may raise (a rerun): never with the lock
+                        try:
+                            on_progress(*shown)
+                        finally:
+                            self._changed.acquire()
+                    elif not self._thread.is_alive():
+                        raise RuntimeError("the app's prediction worker stopped")
+                    self._changed.wait(0.1)
+            except BaseException:
+                job.given_up = True
+                raise
+        if on_progress and job.progress not in (None, shown):  # the last report, if the job ended first
+            on_progress(*job.progress)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
     def close(self, timeout: float = 10.0) -> None:
         """Drop the queue, cancel the running job (at its next step) and end the thread."""
         with self._changed:
@@ -114,14 +158,22 @@ class Prefetcher:
     def _loop(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._stopped or (self._queue and not self._foreground))
+                self._changed.wait_for(lambda: self._stopped or self._urgent or (self._queue and not self._foreground))
                 if self._stopped:
-                    return
-                key, compute = self._queue.pop(0)
-                if self._has(key):
+                    for call in self._urgent:
+                        call.fail(RuntimeError("the app is shutting down"))
                     self._changed.notify_all()
-                    continue
-                self._running, self._cancel, self._progress = key, False, (0, 1, "")
+                    return
+                call = self._urgent.popleft() if self._urgent else None
+                if call is None:
+                    key, compute = self._queue.pop(0)
+                    if self._has(key):
+                        self._changed.notify_all()
+                        continue
+                    self._running, self._cancel, self._progress = key, False, (0, 1, "")
+            if call is not None:
+                self._run_call(call)
+                continue
             result = None
             try:
                 result = compute(self._check)
@@ -139,6 +191,25 @@ class Prefetcher:
                         self._running = None
                         self._changed.notify_all()
 
+    def _run_call(self, job: _Call) -> None:
+        def progress(done: int, total: int, message: str = "") -> None:
+            with self._changed:
+                job.progress = (done, total, message)
+                self._changed.notify_all()
+            if job.given_up and done < total:
+                raise Cancelled
+
+        result, error = None, None
+        try:
+            result = job.compute(progress)
+        except Cancelled:
+            error = Cancelled()
+        except Exception as exc:  # raised again in the waiting thread
+            error = exc
+        with self._changed:
+            job.result, job.error, job.finished = result, error, True
+            self._changed.notify_all()
+
     def _check(self, done: int, total: int, message: str = "") -> None:
         """The background job's progress callback: records progress, gives up when cancelled
         (never on the last step: a finished result is kept)."""
@@ -146,3 +217,16 @@ class Prefetcher:
             self._progress = (done, total, message)
             if self._cancel and done < total:
                 raise Cancelled
+
+
+class _Call:
+    """One job run for a waiting caller (:meth:`Prefetcher.call`)."""
+
+    def __init__(self, compute: Compute):
+        self.compute = compute
+        self.progress: tuple[int, int, str] | None = None
+        self.result, self.error = None, None
+        self.finished = self.given_up = False
+
+    def fail(self, error: Exception) -> None:
+        self.error, self.finished = error, True

@@ -24,6 +24,7 @@ from ui.data import (
     data_root,
     list_models,
     next_of,
+    on_worker,
     resolve_in_root,
     results_table,
     user_models_root,
@@ -154,14 +155,18 @@ st.button("Evaluate", type="primary", key="data_run", disabled=not chosen or run
           on_click=lambda: st.session_state.update(data_running=True))  # fmt: skip
 if running:
     bar = st.progress(0.0, text="Evaluating: reading the cases...")
-    try:
+    # bfloat16 where the CPU runs it natively, as every page's predictions (ui.data.AMP)
+    config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1, amp=AMP,
+                         root=str(root), clean=clean)  # fmt: skip
+
+    def evaluate(progress):  # on the app's prediction thread (ui.data.on_worker), the store opened there
         with ResultStore(user_store()) as store:
-            progress = lambda d, t, m: bar.progress(d / t, text=f"Evaluating {m}: prediction {next_of(d, t)}")  # noqa: E731
-            # bfloat16 where the CPU runs it natively, as every page's predictions (ui.data.AMP)
-            config = SweepConfig(tuple(models[m]["path"] for m in chosen), str(path), mode, splits=(), workers=1,
-                                 amp=AMP, root=str(root), clean=clean)  # fmt: skip
-            with waited_for():  # the explorer's background predictions hold off meanwhile
-                summary = run_sweep(store, config, on_progress=progress)
+            return run_sweep(store, config, on_progress=progress)
+
+    try:
+        with waited_for():  # the explorer's background predictions hold off meanwhile
+            summary = on_worker(evaluate, lambda d, t, m: bar.progress(d / t, text=f"Evaluating {m}: prediction "
+                                                                               f"{next_of(d, t)}"))  # fmt: skip
     except StoreError as error:
         st.error(str(error))
         st.stop()
