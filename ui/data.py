@@ -117,7 +117,7 @@ def case_folder(case_id: str) -> str:
     folder = case_cache() / f"{preset}_scale{scale:g}_seed{seed}"
     if not (folder / case_id / "case.json").is_file() or not (folder / "manifest.csv").is_file():
         with waited_for():  # the background worker's predictions hold off: the user waits for this
-            write_cohort(folder, preset, float(scale), int(seed), patient_ids=[case_id])
+            on_worker(lambda _: write_cohort(folder, preset, float(scale), int(seed), patient_ids=[case_id]))
     return str(folder)
 
 
