@@ -168,7 +168,7 @@ def step_depth(model: torch.nn.Module, shape, device: torch.device, amp: bool = 
     """Planes per step of :func:`brain_outputs` for a brain crop of ``shape``: ``CPU_DEPTH`` on a
     CPU; on a GPU as many as half its free share holds (the whole brain in two steps on a large
     GPU), where larger calls are faster. The estimate of a step's memory per output voxel of its
-    box (the first step holds the halo, 16 planes more) is above what was measured."""
+    planes (the first step holds the halo, 16 planes more) is above what was measured."""
     config = model.config
     size = 2 if amp and bf16_supported(device) else 4
     per_voxel = size * (4 * max(config.feature_maps) + 2 * max(config.fc)) + 32
@@ -270,8 +270,9 @@ def _run_half(pathway, residual: bool, volume: np.ndarray, steps, depth: int, te
                 dx, dy = rect[0] - last[0], rect[2] - last[2]
                 before = kept[number][:, :, :, dx : dx + sizes[0] + 2 * margin, dy : dy + sizes[1] + 2 * margin]
                 x = torch.cat([before, y], dim=2)
-            tail = y[:, :, -2:]  # a view holds all of y: copied where steps are large (a GPU's)
-            kept[number] = tail.clone() if y.device.type == "cuda" else tail
+            if number < len(pathway.layers):  # the last layer's planes are not needed again
+                tail = y[:, :, -2:]  # a view holds all of y: copied where steps are large (a GPU's)
+                kept[number] = tail.clone() if y.device.type == "cuda" else tail
             if residual and number + 2 in RESIDUAL_LAYERS:
                 skips[number] = x
         yield x, first, rect
@@ -490,8 +491,8 @@ def predict_slice(model: torch.nn.Module, case: Case, index: int, missing=(), pr
                   amp: bool = False) -> np.ndarray:  # fmt: skip
     """Labels (X, Y) of one axial slice (third axis), computing only an aligned 3-slice slab.
 
-    The slab and its in-plane box start on the x3 grid of the brain crop, as the tiles of
-    :func:`predict_volume` do, so the slice equals the whole-volume prediction there.
+    The slab and its in-plane box start on the x3 grid of the brain crop, where the subsampled
+    pathway of :func:`predict_volume` samples too, so the slice equals the whole-volume prediction there.
     ``prepared`` may pass a cached :func:`prepare_input` result (normalising is the rest of
     the cost).
     """

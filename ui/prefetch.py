@@ -96,13 +96,7 @@ class Prefetcher:
             with self._changed:
                 self._queue = [(k, c) for k, c in self._queue if k != key]
                 while key is not None and self._running == key and self._thread.is_alive():
-                    if on_progress and self._progress != shown:
-                        shown = self._progress
-                        self._changed.release()  # a page's callback may raise (a rerun): never with the lock
-                        try:
-                            on_progress(*shown)
-                        finally:
-                            self._changed.acquire()
+                    shown = self._pass_on(self._progress, shown, on_progress)
                     self._changed.wait(0.1)
                 if self._running is not None:
                     self._cancel = True
@@ -129,15 +123,9 @@ class Prefetcher:
             shown = None
             try:
                 while not job.finished:
-                    if on_progress and job.progress != shown:
-                        shown = job.progress
-                        self._changed.release()  # a page's callback may raise (a rerun): never with the lock
-                        try:
-                            on_progress(*shown)
-                        finally:
-                            self._changed.acquire()
-                    elif not self._thread.is_alive():
+                    if not self._thread.is_alive():
                         raise RuntimeError("the app's prediction worker stopped")
+                    shown = self._pass_on(job.progress, shown, on_progress)
                     self._changed.wait(0.1)
             except BaseException:
                 job.given_up = True
@@ -147,6 +135,18 @@ class Prefetcher:
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _pass_on(self, progress, shown, on_progress: Progress | None):
+        """Called with the lock held: ``progress`` passed to ``on_progress`` if it is new, with the
+        lock released (a page's callback may raise, a rerun). Returns the progress now shown."""
+        if on_progress is None or progress is None or progress == shown:
+            return shown
+        self._changed.release()
+        try:
+            on_progress(*progress)
+        finally:
+            self._changed.acquire()
+        return progress
 
     def close(self, timeout: float = 10.0) -> None:
         """Drop the queue, cancel the running job (at its next step) and end the thread."""
@@ -165,6 +165,10 @@ class Prefetcher:
                     self._changed.notify_all()
                     return
                 call = self._urgent.popleft() if self._urgent else None
+                if call is not None and call.given_up:  # its caller left before it started
+                    call.fail(Cancelled())
+                    self._changed.notify_all()
+                    continue
                 if call is None:
                     key, compute = self._queue.pop(0)
                     if self._has(key):
@@ -204,7 +208,7 @@ class Prefetcher:
             result = job.compute(progress)
         except Cancelled:
             error = Cancelled()
-        except Exception as exc:  # raised again in the waiting thread
+        except BaseException as exc:  # raised again in the waiting thread; the worker goes on
             error = exc
         with self._changed:
             job.result, job.error, job.finished = result, error, True
